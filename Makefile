@@ -1,0 +1,39 @@
+# Two entry points (see README): `make run` and `make test`. Everything else is their plumbing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint bench dagster-ui serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+## Install everything and run the whole pipeline on the bundled sample workbook.
+run: $(VENV)/.installed
+	$(BIN)/segmentation run
+
+## Install what the tests need and run the test suite (this is what CI runs).
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_pipeline.py --rows 100000
+
+dagster-ui: $(VENV)/.installed
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) data/warehouse.duckdb data/reports

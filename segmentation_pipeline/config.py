@@ -1,0 +1,75 @@
+"""Run settings: one typed object, read by the core, the Dagster layer, the CLI and the API alike."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+DEFAULT_SAMPLE = REPO_ROOT / "data" / "sample_customers.xlsx"
+DEFAULT_WAREHOUSE = Path("data") / "warehouse.duckdb"
+
+WAREHOUSE_ENV = "SEGMENTATION_WAREHOUSE"
+INPUT_ENV = "SEGMENTATION_INPUT"
+
+# Weights of the interpretable risk indicators (see stages/tiering.py). They follow the FATF risk-based approach
+# for customers: who they are (PEP, high-net-worth housewife), what they move (volumes, and above all volumes
+# beyond what they declared), how (cash, non-face-to-face) and what monitoring already said (alerts, CTR
+# matches, previous reports). Behavioural red flags weigh more than size alone.
+DEFAULT_RISK_WEIGHTS: dict[str, float] = {
+    "is_pep": 2.0,
+    "high_income_hw": 1.5,
+    "exp_volume": 0.5,
+    "actual_volume": 1.0,
+    "actual_to_expected": 1.5,
+    "cash_share": 1.5,
+    "non_face_to_face_usage": 0.5,
+    "online_ft_usage": 0.5,
+    "num_alerts": 2.0,
+    "ctr_match": 2.0,
+    "previously_reported": 2.5,
+}
+
+
+def default_warehouse_path() -> Path:
+    """The warehouse file: $SEGMENTATION_WAREHOUSE, else data/warehouse.duckdb (relative to the working dir)."""
+    return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE)
+
+
+def default_input_path() -> Path:
+    """The workbook a run reads when none is named: $SEGMENTATION_INPUT, else the bundled sample."""
+    return Path(os.environ.get(INPUT_ENV) or DEFAULT_SAMPLE)
+
+
+class PipelineSettings(BaseModel):
+    """Every tunable of a segmentation run, with its default."""
+
+    knn_neighbors: int = Field(5, ge=1, le=100, description="k of the K-nearest-neighbour imputer")
+    pca_variance: float = Field(0.9, gt=0.0, le=1.0, description="share of variance the PCA embedding keeps")
+    n_clusters: int | None = Field(3, ge=2, le=20, description="k of K-means; None chooses k by silhouette")
+    k_min: int = Field(2, ge=2, le=20, description="smallest k tried when choosing automatically")
+    k_max: int = Field(8, ge=2, le=30, description="largest k tried when choosing automatically")
+    random_state: int = Field(0, description="seed of every randomised step")
+    n_init: int = Field(10, ge=1, le=50, description="K-means restarts")
+    silhouette_sample_size: int = Field(
+        10_000, ge=100, description="silhouette is O(n^2): computed on a seeded sample of this many customers"
+    )
+    rare_level_share: float = Field(
+        0.01, ge=0.0, lt=0.5, description="categorical levels rarer than this share are grouped as 'infrequent'"
+    )
+    risk_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RISK_WEIGHTS))
+    silhouette_floor: float = Field(0.1, description="a model whose silhouette is below this is flagged (warn)")
+    reference_date: str | None = Field(
+        None, description="ISO date ages and tenures are computed at; None = the day of the run"
+    )
+
+    @field_validator("k_max")
+    @classmethod
+    def _k_range(cls, k_max: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        k_min = info.data.get("k_min", 2)
+        if k_max < k_min:
+            raise ValueError(f"k_max ({k_max}) must be >= k_min ({k_min})")
+        return k_max

@@ -1,0 +1,437 @@
+"""The pipeline as Dagster software-defined assets: a thin layer over the core stages.
+
+raw_workbook -> cleaned_customers -> customer_features -> pca_embedding -> kmeans_model -> cluster_assignments
+-> segment_report. Each asset reads its inputs from the warehouse and writes its table (and lineage row) in one
+transaction, so any asset can be re-materialised on its own from the Dagster UI.
+"""
+
+
+import json
+import pickle
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline import __version__, schema
+from segmentation_pipeline.config import default_input_path
+from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.stages.cleaning import clean_customers
+from segmentation_pipeline.stages.embedding import fit_pca
+from segmentation_pipeline.stages.features import CustomerFeatureTransformer
+from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
+from segmentation_pipeline.stages.report import build_segment_report, write_report
+from segmentation_pipeline.stages.scoring import SegmentationModel, cluster_and_tier
+from segmentation_pipeline.warehouse import LineageRecord, Warehouse
+from segmentation_pipeline.warehouse.models import load_model
+
+GROUP = "segmentation"
+LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
+FEATURES_OBJECT = "customer_features.transformer"
+EMBEDDING_OBJECT = "pca_embedding.fitted"  # (transformer, pca) stored together so they always match
+
+
+class RawWorkbookConfig(dg.Config):
+    """Which file a run ingests."""
+
+    path: str | None = None  # None: $SEGMENTATION_INPUT or the bundled sample
+    sheet: str | None = None  # None: the sheet that holds the customer table
+
+
+# --- shared helpers ---------------------------------------------------------------------------------------------
+
+
+def _lineage(context: dg.AssetExecutionContext, upstream: list[str], file_sha256: str | None) -> LineageRecord:
+    return LineageRecord(
+        run_id=context.run_id,
+        asset_key=context.asset_key.to_user_string(),
+        upstream_assets=upstream,
+        input_file_sha256=file_sha256,
+        code_version=__version__,
+        started_at=datetime.now().astimezone(),
+    )
+
+
+def _markdown_preview(frame: pd.DataFrame, rows: int = 5, max_columns: int = 12) -> str:
+    shown = frame.head(rows).iloc[:, :max_columns]
+    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    rule = "|" + "---|" * len(shown.columns)
+    body = ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def table_metadata(frame: pd.DataFrame, **extra: object) -> dict[str, object]:
+    """Row count, column schema and a markdown preview: what every asset shows in the UI."""
+    schema_columns = [dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
+    return {
+        "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "dagster/column_schema": dg.TableSchema(columns=schema_columns),
+        "preview": dg.MetadataValue.md(_markdown_preview(frame)),
+        **extra,
+    }
+
+
+def _without_lineage(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[[c for c in frame.columns if not str(c).startswith(LINEAGE_PREFIX)]]
+
+
+def _input_sha(store: Warehouse) -> str | None:
+    rows = store.query("SELECT any_value(_file_sha256) AS sha FROM raw_workbook")
+    return None if rows.empty else rows["sha"].iloc[0]
+
+
+def _cleaned(store: Warehouse) -> pd.DataFrame:
+    return store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
+
+
+def _reject(error: IngestionError) -> dg.Failure:
+    # The one-line message is the run's failure reason, in the UI and in the CLI.
+    return dg.Failure(
+        description=str(error),
+        metadata={"file": error.file, "sheet": error.sheet or "", "column": error.column or "", "row": error.row or 0},
+        allow_retries=False,
+    )
+
+
+def _reference_date(settings: SegmentationSettings) -> date:
+    value = settings.settings().reference_date
+    return date.fromisoformat(value) if value else date.today()
+
+
+# --- assets -----------------------------------------------------------------------------------------------------
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, kinds={"duckdb", "python"})
+def raw_workbook(
+    context: dg.AssetExecutionContext,
+    config: RawWorkbookConfig,
+    warehouse: WarehouseResource,
+    segmentation: SegmentationSettings,
+) -> dg.MaterializeResult:
+    """The bank's export read losslessly: every column with its original header, every cell as exported
+    (as text), plus lineage columns: source file, sheet, source row, file SHA-256, ingestion time, run id.
+
+    The whole file is validated (read and cleaned in memory) before anything is written: a rejected file fails
+    here with one line naming file, sheet, column and row, and the warehouse keeps the last good run."""
+    path = Path(config.path) if config.path else default_input_path()
+    try:
+        raw: RawTable = read_customer_file(path, sheet=config.sheet)
+    except IngestionError as error:
+        raise _reject(error) from None
+    except FileNotFoundError:
+        raise dg.Failure(description=f"{path}: file not found", allow_retries=False) from None
+    try:
+        # Fail before writing: anything cleaning would refuse is refused now, while the old tables are intact.
+        clean_customers(
+            raw.frame, reference_date=_reference_date(segmentation), source_rows=raw.source_rows,
+            source_file=raw.source_file,
+        )  # fmt: skip
+    except IngestionError as error:
+        error.sheet = error.sheet or raw.sheet
+        raise _reject(error) from None
+    table = raw.frame.copy()
+    table["_source_file"] = raw.source_file
+    table["_sheet"] = raw.sheet
+    table["_source_row"] = np.asarray(raw.source_rows, dtype="int64")
+    table["_file_sha256"] = raw.sha256
+    table["_ingested_at"] = pd.Timestamp.now(tz="UTC")
+    table["_run_id"] = context.run_id
+    lineage = _lineage(context, [], raw.sha256)
+    lineage.row_count = len(table)
+    warehouse.store().write_tables({"raw_workbook": table}, lineage=lineage)
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            table,
+            source_file=raw.source_file,
+            sheet=raw.sheet or "",
+            header_row=raw.header_row,
+            file_sha256=raw.sha256,
+            original_headers=dg.MetadataValue.json(list(raw.headers)),
+        )
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, deps=[raw_workbook], kinds={"duckdb", "pandas"})
+def cleaned_customers(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.MaterializeResult:
+    """One row per customer with canonical column names and types: duplicates removed, per-channel rows merged
+    into one row with the set of channels, impossible values quarantined, age and tenure derived, empty and
+    constant columns dropped. Every dropped row and column is counted with its reason."""
+    store = warehouse.store()
+    raw = store.query("SELECT * FROM raw_workbook ORDER BY _source_row")
+    source_file = str(raw["_source_file"].iloc[0]) if len(raw) else "raw_workbook"
+    file_sha256 = str(raw["_file_sha256"].iloc[0]) if len(raw) else None
+    reference = _reference_date(segmentation)
+    try:
+        result = clean_customers(
+            _without_lineage(raw), reference_date=reference, source_rows=raw["_source_row"].to_numpy(),
+            source_file=source_file,
+        )  # fmt: skip
+    except IngestionError as error:
+        raise _reject(error) from None
+    report = result.report
+    customers = result.customers.copy()
+    customers["_reference_date"] = pd.Timestamp(reference)
+    customers["_file_sha256"] = file_sha256
+    customers["_run_id"] = context.run_id
+    ingestion_report = pd.DataFrame(
+        [
+            {
+                "run_id": context.run_id,
+                "source_file": source_file,
+                "sheet": str(raw["_sheet"].iloc[0]) if len(raw) else None,
+                "file_sha256": file_sha256,
+                "rows_read": report.rows_read,
+                "rows_kept": report.rows_kept,
+                "rows_dropped": json.dumps(report.dropped_rows),
+                "columns_dropped": json.dumps(report.dropped_columns),
+                "aliases_applied": json.dumps(report.aliases_applied),
+                "unparseable_values": json.dumps(report.unparseable_values),
+                "created_at": pd.Timestamp.now(tz="UTC"),
+            }
+        ]
+    )
+    lineage = _lineage(context, ["raw_workbook"], file_sha256)
+    lineage.row_count = len(customers)
+    store.write_tables(
+        {
+            "cleaned_customers": customers,
+            "quarantined_customers": result.quarantined.assign(run_id=context.run_id),
+            "ingestion_report": ingestion_report,
+        },
+        append=["ingestion_report"],
+        lineage=lineage,
+    )
+    quarantined = int(result.quarantined["customer_id"].nunique()) if len(result.quarantined) else 0
+    if quarantined:
+        context.log.warning(f"{quarantined} customers quarantined for impossible values (table quarantined_customers)")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            customers,
+            rows_read=report.rows_read,
+            rows_kept=report.rows_kept,
+            quarantined_customers=quarantined,
+            dropped_rows=dg.MetadataValue.json(report.dropped_rows),
+            dropped_columns=dg.MetadataValue.json(report.dropped_columns),
+            aliases_applied=dg.MetadataValue.json(report.aliases_applied),
+            unparseable_values=dg.MetadataValue.json(report.unparseable_values),
+        )
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, deps=[cleaned_customers], kinds={"duckdb", "scikitlearn"})
+def customer_features(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.MaterializeResult:
+    """Numeric feature matrix: money and counts log-transformed, all numerics standardised, gaps filled by
+    K-nearest-neighbour imputation, flags 0/1, categoricals one-hot (rare levels grouped), channels multi-hot.
+    The fitted transformer is stored so that new customers are scored identically."""
+    store = warehouse.store()
+    settings = segmentation.settings()
+    customers = _without_lineage(_cleaned(store))
+    transformer = CustomerFeatureTransformer(
+        knn_neighbors=settings.knn_neighbors,
+        rare_level_share=settings.rare_level_share,
+        random_state=settings.random_state,
+    ).fit(customers)
+    features = transformer.transform(customers)
+    features.insert(0, "customer_id", customers[schema.ID_COLUMN].to_numpy())
+    lineage = _lineage(context, ["cleaned_customers"], _input_sha(store))
+    lineage.row_count = len(features)
+    store.write_tables({"customer_features": features}, lineage=lineage, objects={FEATURES_OBJECT: transformer})
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            features,
+            n_features=len(transformer.feature_names_),
+            knn_neighbors=settings.knn_neighbors,
+            numeric_features=dg.MetadataValue.json(transformer.numeric_columns_),
+            categorical_features=dg.MetadataValue.json(transformer.categorical_columns_),
+        )
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, deps=[customer_features], kinds={"duckdb", "scikitlearn"})
+def pca_embedding(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.MaterializeResult:
+    """PCA of the features keeping the configured share of variance (default 90%); pc1 and pc2 are the plot
+    coordinates. Explained variance per component is in the metadata."""
+    store = warehouse.store()
+    settings = segmentation.settings()
+    features = store.query("SELECT * FROM customer_features ORDER BY customer_id")
+    transformer = store.load_object(FEATURES_OBJECT)
+    matrix = features[list(transformer.feature_names_)].to_numpy()
+    embedding = fit_pca(matrix, settings.pca_variance, settings.random_state)
+    table = pd.DataFrame(embedding.components, columns=[f"pc{i + 1}" for i in range(embedding.n_components)])
+    table.insert(0, "customer_id", features["customer_id"].to_numpy())
+    lineage = _lineage(context, ["customer_features"], _input_sha(store))
+    lineage.row_count = len(table)
+    store.write_tables(
+        {"pca_embedding": table}, lineage=lineage, objects={EMBEDDING_OBJECT: (transformer, embedding.pca)}
+    )
+    ratios = embedding.explained_variance_ratio
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            table,
+            n_components=embedding.n_components,
+            explained_variance_total=float(sum(ratios)),
+            explained_variance_ratio=dg.MetadataValue.json([round(r, 5) for r in ratios]),
+        )
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[pca_embedding, cleaned_customers],
+    kinds={"duckdb", "scikitlearn"},
+)
+def kmeans_model(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.MaterializeResult:
+    """K-means on the embedding (k fixed, or chosen by silhouette over a range) with every k's silhouette,
+    Davies-Bouldin and Calinski-Harabasz; clusters scored into High/Medium/Low tiers. The whole fitted model
+    (transformer, PCA, K-means, tiers) is stored with a version id: the scoring API uses exactly it."""
+    store = warehouse.store()
+    settings = segmentation.settings()
+    embedding = store.query("SELECT * FROM pca_embedding ORDER BY customer_id")
+    cleaned = _cleaned(store)
+    customers = _without_lineage(cleaned)
+    if not np.array_equal(embedding["customer_id"].to_numpy(), customers[schema.ID_COLUMN].to_numpy()):
+        raise dg.Failure("pca_embedding and cleaned_customers hold different customers: materialise them together")
+    transformer, pca = store.load_object(EMBEDDING_OBJECT)
+    components = embedding.drop(columns=["customer_id"]).to_numpy()
+    clustering, tiers = cluster_and_tier(components, customers, settings)
+    created = datetime.now().astimezone()
+    version = f"{created.strftime('%Y%m%dT%H%M%S')}-{context.run_id[:8]}"
+    input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
+    model = SegmentationModel(
+        version=version,
+        features=transformer,
+        pca=pca,
+        kmeans=clustering.model,
+        tiers=tiers,
+        reference_date=pd.Timestamp(cleaned["_reference_date"].iloc[0]).date(),
+        metrics=clustering.metrics,
+        k_search=clustering.k_search,
+        trained_at=created,
+        n_customers=len(customers),
+        settings=settings.model_dump(),
+        input_sha256=input_sha,
+        run_id=context.run_id,
+    )
+    metrics = clustering.metrics
+    model_row = pd.DataFrame(
+        [
+            {
+                "model_version": version,
+                "run_id": context.run_id,
+                "created_at": pd.Timestamp(created),
+                "k": clustering.k,
+                "seed": settings.random_state,
+                "silhouette": metrics["silhouette"],
+                "davies_bouldin": metrics["davies_bouldin"],
+                "calinski_harabasz": metrics["calinski_harabasz"],
+                "inertia": metrics["inertia"],
+                "n_customers": len(customers),
+                "input_file_sha256": input_sha,
+                "config": settings.model_dump_json(),
+                "cluster_tiers": json.dumps({str(c): t for c, t in tiers.cluster_tiers.items()}),
+                "model_blob": pickle.dumps(model, protocol=5),
+            }
+        ]
+    )
+    k_search = clustering.k_search.assign(model_version=version, chosen=lambda f: f["k"] == clustering.k)
+    lineage = _lineage(context, ["pca_embedding", "cleaned_customers"], input_sha)
+    lineage.row_count = 1
+    store.write_tables(
+        {"kmeans_model": model_row, "kmeans_k_search": k_search, "segment_profiles": model.profiles()},
+        append=["kmeans_model", "kmeans_k_search"],
+        lineage=lineage,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "k": clustering.k,
+            "silhouette": metrics["silhouette"],
+            "davies_bouldin": metrics["davies_bouldin"],
+            "calinski_harabasz": metrics["calinski_harabasz"],
+            "cluster_tiers": dg.MetadataValue.json({str(c): t for c, t in tiers.cluster_tiers.items()}),
+            "cluster_scores": dg.MetadataValue.json({str(c): round(s, 4) for c, s in tiers.cluster_scores.items()}),
+            "k_search": dg.MetadataValue.md(_markdown_preview(clustering.k_search.round(4), rows=50)),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, deps=[kmeans_model, cleaned_customers], kinds={"duckdb"})
+def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """One row per customer: cluster, risk tier, risk score, distance to its centroid, pc1/pc2, model version
+    and run id — computed with the stored model, exactly as the scoring API computes them."""
+    store = warehouse.store()
+    model = load_model(store)
+    customers = _without_lineage(_cleaned(store))
+    assignments = model.assign(customers)
+    assignments["model_version"] = model.version
+    assignments["run_id"] = context.run_id
+    lineage = _lineage(context, ["kmeans_model", "cleaned_customers"], model.input_sha256)
+    lineage.row_count = len(assignments)
+    store.write_tables({"cluster_assignments": assignments}, lineage=lineage)
+    tier_counts = assignments["risk_tier"].value_counts().to_dict()
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            assignments,
+            model_version=model.version,
+            tier_counts=dg.MetadataValue.json({k: int(v) for k, v in tier_counts.items()}),
+        )
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=__version__, deps=[cluster_assignments], kinds={"plotly", "html"})
+def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """A self-contained interactive HTML report (plotly.js embedded, opens offline): metrics, the PCA scatter
+    by tier with centroids, tier sizes and per-cluster profiles. Written to reports/ beside the warehouse."""
+    store = warehouse.store()
+    model = load_model(store)
+    customers = _without_lineage(_cleaned(store))
+    assignments = store.read_table("cluster_assignments")
+    html_text = build_segment_report(model, customers, assignments, title=f"Customer risk segments — {model.version}")
+    reports = store.path.parent / "reports"
+    run_file = write_report(html_text, reports / f"segment_report_{context.run_id}.html")
+    latest = write_report(html_text, reports / "latest.html")
+    row = pd.DataFrame(
+        [
+            {
+                "run_id": context.run_id,
+                "model_version": model.version,
+                "path": str(run_file.resolve()),
+                "latest_path": str(latest.resolve()),
+                "size_bytes": run_file.stat().st_size,
+                "created_at": pd.Timestamp.now(tz="UTC"),
+            }
+        ]
+    )
+    lineage = _lineage(context, ["cluster_assignments"], model.input_sha256)
+    lineage.row_count = 1
+    store.write_tables({"segment_report": row}, append=["segment_report"], lineage=lineage)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(run_file.resolve())),
+            "latest": dg.MetadataValue.path(str(latest.resolve())),
+            "size_bytes": run_file.stat().st_size,
+            "model_version": model.version,
+        }
+    )
+
+
+SEGMENTATION_ASSETS = [
+    raw_workbook,
+    cleaned_customers,
+    customer_features,
+    pca_embedding,
+    kmeans_model,
+    cluster_assignments,
+    segment_report,
+]

@@ -1,0 +1,77 @@
+"""Asset checks: data quality gates between the stages.
+
+The checks on ``cleaned_customers`` are blocking: when one fails, clustering does not run on bad data.
+"""
+
+
+import dagster as dg
+
+from segmentation_pipeline.orchestration.assets import cleaned_customers, kmeans_model
+from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.schema import NON_NEGATIVE_COLUMNS
+
+REQUIRED_COLUMNS = ("customer_id",)
+# Columns whose absence makes the tiers meaningless: at least one volume must be present.
+REQUIRED_ANY_OF = ("exp_volume", "actual_volume")
+MAX_AGE_YEARS = 120
+
+
+@dg.asset_check(asset=cleaned_customers, blocking=True, description="Every customer id appears exactly once.")
+def unique_customer_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    row = warehouse.store().query(
+        "SELECT count(*) AS n, count(DISTINCT customer_id) AS distinct_ids, count(customer_id) AS non_null "
+        "FROM cleaned_customers"
+    ).iloc[0]
+    duplicates = int(row["n"] - row["distinct_ids"])
+    missing = int(row["n"] - row["non_null"])
+    return dg.AssetCheckResult(
+        passed=duplicates == 0 and missing == 0,
+        metadata={"duplicate_ids": duplicates, "missing_ids": missing, "rows": int(row["n"])},
+    )
+
+
+@dg.asset_check(asset=cleaned_customers, blocking=True, description="The columns clustering needs are present.")
+def required_columns_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    columns = set(warehouse.store().query("SELECT * FROM cleaned_customers LIMIT 0").columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if not any(c in columns for c in REQUIRED_ANY_OF):
+        missing.append(" or ".join(REQUIRED_ANY_OF))
+    return dg.AssetCheckResult(passed=not missing, metadata={"missing": missing, "columns": sorted(columns)})
+
+
+@dg.asset_check(
+    asset=cleaned_customers,
+    blocking=True,
+    description=f"Volumes and counts are non-negative; ages lie between 0 and {MAX_AGE_YEARS}.",
+)
+def values_in_range(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    store = warehouse.store()
+    columns = set(store.query("SELECT * FROM cleaned_customers LIMIT 0").columns)
+    violations: dict[str, int] = {}
+    for column in NON_NEGATIVE_COLUMNS:
+        if column in columns:
+            negative = store.query(f'SELECT count(*) FROM cleaned_customers WHERE "{column}" < 0')
+            violations[column] = int(negative.iloc[0, 0])
+    if "age" in columns:
+        violations["age"] = int(
+            store.query(f"SELECT count(*) FROM cleaned_customers WHERE age < 0 OR age > {MAX_AGE_YEARS}").iloc[0, 0]
+        )
+    bad = {column: n for column, n in violations.items() if n}
+    return dg.AssetCheckResult(passed=not bad, metadata={"violations": bad, "columns_checked": sorted(violations)})
+
+
+@dg.asset_check(asset=kmeans_model, description="Warns when the newest model's silhouette is below the floor.")
+def silhouette_above_floor(warehouse: WarehouseResource, segmentation: SegmentationSettings) -> dg.AssetCheckResult:
+    floor = segmentation.settings().silhouette_floor
+    row = warehouse.store().query(
+        "SELECT model_version, silhouette FROM kmeans_model ORDER BY created_at DESC LIMIT 1"
+    ).iloc[0]
+    silhouette = float(row["silhouette"])
+    return dg.AssetCheckResult(
+        passed=silhouette >= floor,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"silhouette": silhouette, "floor": floor, "model_version": str(row["model_version"])},
+    )
+
+
+SEGMENTATION_CHECKS = [unique_customer_ids, required_columns_present, values_in_range, silhouette_above_floor]
