@@ -79,6 +79,8 @@ class Warehouse:
         """A short-lived connection, retried with jittered backoff while another process holds the file."""
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():  # not a lock: nothing to wait for
+            raise FileNotFoundError(f"no warehouse at {self.path}: run the pipeline first (segmentation run)")
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.02
         while True:
@@ -177,6 +179,8 @@ class Warehouse:
 
     def load_object(self, name: str) -> object:
         """The most recently stored fitted object of that name (e.g. the feature transformer)."""
+        if not self.exists():
+            raise LookupError(f"no warehouse at {self.path}: run the pipeline first")
         with self.connect(read_only=True) as connection:
             row = connection.execute(
                 "SELECT payload FROM fitted_objects WHERE name = ? ORDER BY created_at DESC LIMIT 1", [name]
