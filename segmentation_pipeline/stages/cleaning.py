@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -26,6 +27,8 @@ _FALSE_TOKENS = frozenset({"0", "0.0", "n", "no", "false", "f"})
 _DUPLICATE_SUFFIX = re.compile(r"__\d+$")
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")  # Excel's day 0 (it counts 1900 as a leap year)
 _DAYS_PER_YEAR = 365.25
+_UNPARSEABLE = -1.2345e300  # sentinel for "present but not a number", never a real value in an export
+_UNPARSEABLE_DATE = object()
 
 
 @dataclass
@@ -55,6 +58,22 @@ class CleaningResult:
 # --- value parsers ---------------------------------------------------------------------------------------------
 
 
+def _on_distinct(values: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """Apply a vectorised parser to the distinct values only, then spread the result back.
+
+    Exports repeat values heavily (a few occupations, provinces, flags over a million rows), so parsing the
+    distinct values is many times faster than parsing every cell, and never slower by more than a hash pass."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    parsed = parse(pd.Series(uniques, dtype=object))
+    result = parsed.take(np.where(codes < 0, 0, codes)) if len(parsed) else pd.Series([None] * len(values))
+    result = result.reset_index(drop=True)
+    result.index = values.index
+    missing = codes < 0
+    if missing.any():
+        result = result.mask(pd.Series(missing, index=values.index))
+    return result
+
+
 def _as_text(values: pd.Series) -> pd.Series:
     """Stripped text, with every 'no value' token as NA."""
     text = values.astype("string").str.strip()
@@ -64,25 +83,41 @@ def _as_text(values: pd.Series) -> pd.Series:
 def parse_numbers(values: pd.Series) -> tuple[pd.Series, int]:
     """Numbers as banks export them ("1,000", " 2500 ", "N/A") -> float. Returns the values and how many
     non-empty cells could not be read as a number (they become NaN)."""
-    text = _as_text(values)
-    numbers = pd.to_numeric(text.str.replace(",", "", regex=False).str.replace(" ", "", regex=False), errors="coerce")
-    numbers = numbers.astype("float64")
-    unparseable = int((text.notna() & numbers.isna()).sum())
-    return numbers, unparseable
+
+    def _parse(distinct: pd.Series) -> pd.Series:
+        text = _as_text(distinct)
+        numbers = pd.to_numeric(text.str.replace(r"[,\s]", "", regex=True), errors="coerce").astype("float64")
+        return numbers.mask(text.notna() & numbers.isna(), _UNPARSEABLE)
+
+    numbers = _on_distinct(values, _parse).astype("float64")
+    unparseable = numbers == _UNPARSEABLE
+    return numbers.mask(unparseable), int(unparseable.sum())
 
 
 def parse_flags(values: pd.Series) -> tuple[pd.Series, int]:
     """Flags written 1/0, Y/N, Yes/No, TRUE/FALSE -> 1.0 / 0.0 / NaN."""
-    text = _as_text(values).str.lower()
-    flags = pd.Series(np.nan, index=values.index, dtype="float64")
-    flags[text.isin(_TRUE_TOKENS).fillna(False).astype(bool)] = 1.0
-    flags[text.isin(_FALSE_TOKENS).fillna(False).astype(bool)] = 0.0
-    unparseable = int((text.notna() & flags.isna()).sum())
-    return flags, unparseable
+
+    def _parse(distinct: pd.Series) -> pd.Series:
+        text = _as_text(distinct).str.lower()
+        flags = pd.Series(np.nan, index=distinct.index, dtype="float64")
+        flags[text.isin(_TRUE_TOKENS).fillna(False).astype(bool)] = 1.0
+        flags[text.isin(_FALSE_TOKENS).fillna(False).astype(bool)] = 0.0
+        return flags.mask(text.notna() & flags.isna(), _UNPARSEABLE)
+
+    flags = _on_distinct(values, _parse).astype("float64")
+    unparseable = flags == _UNPARSEABLE
+    return flags.mask(unparseable), int(unparseable.sum())
 
 
 def parse_dates(values: pd.Series) -> tuple[pd.Series, int]:
     """Dates as ISO text, Excel serial numbers or day-first text (dd/mm/yyyy) -> datetime64 (NaT if empty)."""
+    parsed = _on_distinct(values, _parse_distinct_dates)
+    unparseable = parsed.map(lambda v: v is _UNPARSEABLE_DATE) if len(parsed) else parsed.astype(bool)
+    dates = pd.to_datetime(parsed.mask(unparseable), errors="coerce").astype("datetime64[ns]")
+    return dates, int(unparseable.sum())
+
+
+def _parse_distinct_dates(values: pd.Series) -> pd.Series:
     text = _as_text(values)
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
     rest = text.notna() & parsed.isna()
@@ -95,28 +130,31 @@ def parse_dates(values: pd.Series) -> tuple[pd.Series, int]:
         rest = text.notna() & parsed.isna()
     if rest.any():
         parsed.loc[rest] = pd.to_datetime(text[rest], dayfirst=True, format="mixed", errors="coerce")
-    parsed = parsed.astype("datetime64[ns]")
-    unparseable = int((text.notna() & parsed.isna()).sum())
-    return parsed, unparseable
+    parsed = parsed.astype("datetime64[ns]").astype(object)
+    return parsed.mask(text.notna().to_numpy() & pd.isna(parsed).to_numpy(), _UNPARSEABLE_DATE)
 
 
 def parse_categories(values: pd.Series) -> pd.Series:
     """Category text with surrounding and repeated inner spaces folded ("First  Pension Account" is the same
     product as "First Pension Account")."""
-    text = _as_text(values)
-    return text.str.replace(r"\s+", " ", regex=True).astype(object).where(text.notna(), None)
+
+    def _parse(distinct: pd.Series) -> pd.Series:
+        text = _as_text(distinct)
+        return text.str.replace(r"\s+", " ", regex=True).astype(object).where(text.notna(), None)
+
+    return _on_distinct(values, _parse).astype(object).where(lambda v: v.notna(), None)
 
 
 def split_channels(values: pd.Series) -> pd.Series:
     """A cell of channels ("ATM, MobileApp") -> a sorted tuple of channel names; blank -> empty tuple."""
-    text = _as_text(values)
 
     def _split(cell: object) -> tuple[str, ...]:
         if cell is None or cell is pd.NA:
             return ()
         return tuple(sorted({part.strip() for part in str(cell).split(",") if part.strip()}))
 
-    return text.astype(object).map(_split)
+    split = _on_distinct(values, lambda distinct: _as_text(distinct).astype(object).map(_split))
+    return split.map(lambda cell: cell if isinstance(cell, tuple) else ())
 
 
 # --- cleaning --------------------------------------------------------------------------------------------------
@@ -207,15 +245,13 @@ def _merge_channel_rows(
     report.count_rows("merged: one row per subscribed channel", int((~first).sum()))
     merged = others[first].copy()
     if has_channels:
-        channel_sets = (
-            pd.DataFrame({"id": frame[schema.ID_COLUMN].to_numpy(), "channels": channels.to_numpy()})
-            .explode("channels")
-            .dropna()
-            .groupby("id")["channels"]
-            .agg(lambda parts: tuple(sorted(set(parts))))
-        )
+        # Union of each customer's channels: a plain dict pass is O(rows) and beats a groupby over ~n groups.
+        channel_sets: dict[int, set[str]] = {}
+        for customer_id, cell in zip(frame[schema.ID_COLUMN].to_numpy(), channels.to_numpy(), strict=True):
+            if cell:
+                channel_sets.setdefault(int(customer_id), set()).update(cell)
         merged[schema.CHANNEL_COLUMN] = [
-            list(channel_sets.get(customer_id, ())) for customer_id in merged[schema.ID_COLUMN].to_numpy()
+            sorted(channel_sets.get(int(customer_id), ())) for customer_id in merged[schema.ID_COLUMN].to_numpy()
         ]
     return merged, source_rows[first]
 
