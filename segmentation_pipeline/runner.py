@@ -88,13 +88,14 @@ def run_pipeline(
     run_config: dict[str, object] = {
         "ops": {"raw_workbook": {"config": {"path": str(input_path), "sheet": sheet}}},
     }
-    if show_progress:
-        run_config["loggers"] = {"progress": {}}
+    # Either our one-line-per-step progress, or Dagster's console logger limited to warnings: its DEBUG stream is
+    # for the UI's event log, not for a terminal or a test log.
+    run_config["loggers"] = {"progress": {}} if show_progress else {"console": {"config": {"log_level": "WARNING"}}}
     definitions = dg.Definitions(
         assets=SEGMENTATION_ASSETS,
         asset_checks=SEGMENTATION_CHECKS,
         resources=resources,
-        loggers={"progress": progress_logger},
+        loggers={"progress": progress_logger, "console": dg.colored_console_logger},
     )
     result = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
         run_config=run_config, instance=instance, raise_on_error=False
