@@ -7,13 +7,12 @@ import dagster as dg
 from segmentation_pipeline.config import default_warehouse_path
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.orchestration.jobs import reclustering_job, segmentation_job
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.orchestration.schedules import weekly_reclustering_schedule
+from segmentation_pipeline.orchestration.sensors import SEGMENTATION_SENSORS
 
-segmentation_job = dg.define_asset_job(
-    "segmentation_job",
-    selection=dg.AssetSelection.assets(*SEGMENTATION_ASSETS),
-    description="Ingest a workbook and re-segment every customer: raw_workbook through segment_report.",
-)
+__all__ = ["build_resources", "defs", "reclustering_job", "segmentation_job"]
 
 
 def build_resources(warehouse_path: str | None = None) -> dict[str, object]:
@@ -26,6 +25,8 @@ def build_resources(warehouse_path: str | None = None) -> dict[str, object]:
 defs = dg.Definitions(
     assets=SEGMENTATION_ASSETS,
     asset_checks=SEGMENTATION_CHECKS,
-    jobs=[segmentation_job],
+    jobs=[segmentation_job, reclustering_job],
+    sensors=SEGMENTATION_SENSORS,
+    schedules=[weekly_reclustering_schedule],
     resources=build_resources(),
 )

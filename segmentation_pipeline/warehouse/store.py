@@ -14,7 +14,7 @@ import pickle
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,9 +114,11 @@ class Warehouse:
         lineage: LineageRecord | None = None,
         append: Sequence[str] = (),
         objects: dict[str, object] | None = None,
+        also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         """Replace (or, for names in ``append``, append to) several tables, store fitted objects and record
-        lineage, all in ONE transaction: readers see all of it or none of it."""
+        lineage, all in ONE transaction: readers see all of it or none of it. ``also`` runs further statements
+        inside that transaction (e.g. the model registry's status update)."""
         for name in tables:
             _check_identifier(name)
         with self.connect() as connection:
@@ -140,6 +142,8 @@ class Warehouse:
                         "INSERT INTO fitted_objects VALUES (?, ?, now(), ?)",
                         [name, lineage.run_id if lineage else None, pickle.dumps(obj, protocol=5)],
                     )
+                if also is not None:
+                    also(connection)
                 if lineage is not None:
                     lineage.ended_at = datetime.now().astimezone()
                     connection.execute(

@@ -1,0 +1,21 @@
+"""The jobs of the code location (in their own module so that sensors and schedules can target them without
+importing ``definitions``)."""
+
+import dagster as dg
+
+from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS, customer_features
+
+segmentation_job = dg.define_asset_job(
+    "segmentation_job",
+    selection=dg.AssetSelection.assets(*SEGMENTATION_ASSETS),
+    description="Ingest a workbook and re-segment every customer: raw_workbook through segment_report.",
+)
+
+reclustering_job = dg.define_asset_job(
+    "reclustering_job",
+    selection=dg.AssetSelection.assets(customer_features).downstream(),
+    description=(
+        "Re-cluster the latest accepted data (cleaned_customers already in the warehouse): customer_features "
+        "through segment_report, with stable cluster ids, registry, migrations and drift."
+    ),
+)

@@ -1,0 +1,285 @@
+"""File-drop automation: a sensor that runs the pipeline on every new export dropped in a folder, and two run
+status sensors that move the file away once its run has finished.
+
+Life of a file dropped in ``$SEGMENTATION_INCOMING`` (default ``data/incoming/``):
+
+1. ``new_workbook_sensor`` sees it (``.xlsx``, ``.csv`` or ``.parquet``; temp names such as ``~$book.xlsx``,
+   ``.hidden``, ``*.tmp``, ``*.part``, ``*.crdownload`` are ignored) and remembers its size and mtime in the cursor.
+2. On a later evaluation with the same size and mtime the file is complete: the sensor hashes it (SHA-256) and
+   requests a ``segmentation_job`` run with ``run_key`` = the hash, so the same bytes never run twice, whatever
+   the file is called. A byte-identical copy of content already processed is moved to ``rejected/`` with the
+   reason ``duplicate``.
+3. ``archive_accepted_workbook`` moves the file to ``archive/`` when its run succeeds;
+   ``reject_failed_workbook`` moves it to ``rejected/`` with ``<name>.reason.txt`` (the run's failure reason)
+   when it fails. Both check the hash first: a file replaced by new content meanwhile is left for its own run.
+
+``archive/`` and ``rejected/`` sit beside the incoming folder (``data/archive``, ``data/rejected`` by default).
+
+The cursor is JSON: ``{"files": {path: [size, mtime_ns] | [size, mtime_ns, sha256]}, "processed": [sha256, ...]}``
+- observations, never wall-clock time, so a clock or mtime going backwards cannot make it skip a file. Entries
+with a hash are files already submitted (not hashed again); ``processed`` keeps the last
+:data:`MAX_PROCESSED` hashes, and the run key makes Dagster itself refuse a repeated hash beyond that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from segmentation_pipeline.orchestration.jobs import segmentation_job
+
+INCOMING_ENV = "SEGMENTATION_INCOMING"
+DEFAULT_INCOMING = Path("data") / "incoming"
+ACCEPTED_SUFFIXES = frozenset({".xlsx", ".csv", ".parquet"})
+TEMP_PREFIXES = ("~$", ".")  # Excel lock files, hidden/partial files of sync tools
+TEMP_SUFFIXES = (".tmp", ".part", ".crdownload")
+MAX_PROCESSED = 1000
+TAG_FILE, TAG_SHA, TAG_PATH = "segmentation/file", "segmentation/sha256", "segmentation/path"
+ARCHIVE_DIR, REJECTED_DIR = "archive", "rejected"
+
+
+def incoming_dir() -> Path:
+    """The drop folder: $SEGMENTATION_INCOMING, else data/incoming (relative to the working directory)."""
+    return Path(os.environ.get(INCOMING_ENV) or DEFAULT_INCOMING)
+
+
+def archive_dir(incoming: Path) -> Path:
+    return incoming.parent / ARCHIVE_DIR
+
+
+def rejected_dir(incoming: Path) -> Path:
+    return incoming.parent / REJECTED_DIR
+
+
+def is_candidate(path: Path) -> bool:
+    """A regular file with an export suffix and not a temporary name."""
+    name = path.name.lower()
+    if name.startswith(TEMP_PREFIXES) or name.endswith(TEMP_SUFFIXES):
+        return False
+    return path.suffix.lower() in ACCEPTED_SUFFIXES and path.is_file()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class SensorCursor:
+    """What the sensor remembers between evaluations (see the module docstring for the JSON form)."""
+
+    files: dict[str, list[object]] = field(default_factory=dict)
+    processed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> SensorCursor:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            return cls(files=dict(data.get("files", {})), processed=list(data.get("processed", [])))
+        except (ValueError, AttributeError, TypeError):
+            return cls()  # an unreadable cursor only costs a re-observation; run keys still prevent repeats
+
+    def to_json(self) -> str:
+        return json.dumps({"files": self.files, "processed": self.processed[-MAX_PROCESSED:]}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    path: Path
+    sha256: str
+
+
+@dataclass
+class FolderScan:
+    """One evaluation's outcome: files to run, byte-identical copies of processed content, the new cursor."""
+
+    ready: list[ReadyFile]
+    duplicates: list[ReadyFile]
+    cursor: SensorCursor
+    waiting: int = 0  # files seen for the first time or still changing
+
+
+def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
+    """Compare the folder with the cursor: a file is ready once its size and mtime are the same as at the
+    previous evaluation (and stay so while it is hashed)."""
+    files: dict[str, list[object]] = {}
+    processed = list(cursor.processed)
+    ready: list[ReadyFile] = []
+    duplicates: list[ReadyFile] = []
+    waiting = 0
+    candidates = sorted(p for p in folder.iterdir() if is_candidate(p)) if folder.is_dir() else []
+    for path in candidates:
+        key = str(path.resolve())
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # moved away between listing and stat
+            continue
+        observed: list[object] = [stat.st_size, stat.st_mtime_ns]
+        previous = cursor.files.get(key)
+        if previous is None or list(previous[:2]) != observed:
+            files[key] = observed  # first sight, or still being written
+            waiting += 1
+            continue
+        if len(previous) > 2:
+            files[key] = previous  # already submitted: its run will move it
+            continue
+        sha = sha256_of(path)
+        after = path.stat()
+        if [after.st_size, after.st_mtime_ns] != observed:
+            files[key] = [after.st_size, after.st_mtime_ns]  # written to while hashing
+            waiting += 1
+            continue
+        if sha in processed:
+            duplicates.append(ReadyFile(path, sha))
+            continue
+        processed.append(sha)
+        files[key] = [*observed, sha]
+        ready.append(ReadyFile(path, sha))
+    # Files that left the folder drop out of the cursor, which so stays as small as the folder.
+    return FolderScan(ready, duplicates, SensorCursor(files=files, processed=processed[-MAX_PROCESSED:]), waiting)
+
+
+def run_request_for(ready: ReadyFile) -> dg.RunRequest:
+    """A segmentation_job run on that file, keyed by its content hash."""
+    return dg.RunRequest(
+        run_key=ready.sha256,
+        run_config={"ops": {"raw_workbook": {"config": {"path": str(ready.path.resolve())}}}},
+        tags={TAG_FILE: ready.path.name, TAG_SHA: ready.sha256, TAG_PATH: str(ready.path.resolve())},
+    )
+
+
+def _free_name(folder: Path, name: str, sha256: str | None) -> Path:
+    target = folder / name
+    if not target.exists():
+        return target
+    stem, suffix = Path(name).stem, Path(name).suffix
+    tag = (sha256 or datetime.now().strftime("%Y%m%dT%H%M%S%f"))[:12]
+    return folder / f"{stem}.{tag}{suffix}"
+
+
+def move_file(path: Path, destination: Path, *, sha256: str | None = None, reason: str | None = None) -> Path | None:
+    """Move ``path`` into the folder ``destination`` (a free name is chosen if the name is taken), with a
+    ``<name>.reason.txt`` beside it when ``reason`` is given. When ``sha256`` is given and the file no longer has
+    that content (replaced meanwhile), or the file is gone, nothing is moved and None is returned."""
+    if not path.is_file():
+        return None
+    if sha256 is not None and sha256_of(path) != sha256:
+        return None
+    destination.mkdir(parents=True, exist_ok=True)
+    target = _free_name(destination, path.name, sha256)
+    shutil.move(str(path), str(target))
+    if reason is not None:
+        target.with_name(target.name + ".reason.txt").write_text(reason.rstrip() + "\n", encoding="utf-8")
+    return target
+
+
+def _reason_text(headline: str, *, file: str, sha256: str | None, run_id: str | None) -> str:
+    lines = [headline, "", f"file: {file}", f"sha256: {sha256 or 'unknown'}"]
+    if run_id:
+        lines.append(f"run id: {run_id}")
+    lines.append(f"moved at: {datetime.now().astimezone().isoformat(timespec='seconds')}")
+    return "\n".join(lines)
+
+
+@dg.sensor(
+    job=segmentation_job,
+    minimum_interval_seconds=30,
+    # `dagster dev` starts the daemon, so drops are picked up out of the box (turn it off under Automation).
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs segmentation_job on every new .xlsx/.csv/.parquet dropped in $SEGMENTATION_INCOMING "
+    "(default data/incoming), once per distinct content, when the file has stopped changing.",
+)
+def new_workbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """See the module docstring."""
+    folder = incoming_dir()
+    scan = scan_folder(folder, SensorCursor.from_json(context.cursor))
+    for duplicate in scan.duplicates:
+        reason = _reason_text(
+            "duplicate: a file with exactly these bytes was already processed (same SHA-256); not run again. "
+            "To re-run it on purpose, launch segmentation_job from the launchpad with this path.",
+            file=duplicate.path.name, sha256=duplicate.sha256, run_id=None,
+        )  # fmt: skip
+        moved = move_file(duplicate.path, rejected_dir(folder), sha256=duplicate.sha256, reason=reason)
+        context.log.info(f"{duplicate.path.name}: duplicate of processed content, moved to {moved}")
+    requests = [run_request_for(ready) for ready in scan.ready]
+    for ready in scan.ready:
+        context.log.info(f"{ready.path.name}: complete (sha256 {ready.sha256[:12]}...), requesting a run")
+    skip = None
+    if not requests:
+        skip = f"no new complete file in {folder}" + (f" ({scan.waiting} waiting to settle)" if scan.waiting else "")
+    return dg.SensorResult(run_requests=requests, cursor=scan.cursor.to_json(), skip_reason=skip)
+
+
+def failure_reason(events: list[dg.DagsterEvent], fallback: str | None = None) -> str:
+    """The first failed step's one-line reason (a dg.Failure's description, else the user error's last line)."""
+    for event in events:
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description
+        error = data.error
+        while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+            error = error.cause
+        if error is not None:
+            return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
+    return fallback or "the run failed"
+
+
+def _file_of(run: dg.DagsterRun) -> tuple[Path, str] | None:
+    path, sha = run.tags.get(TAG_PATH), run.tags.get(TAG_SHA)
+    return (Path(path), sha) if path and sha else None
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[segmentation_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Moves a dropped file to archive/ once its segmentation_job run has succeeded.",
+)
+def archive_accepted_workbook(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:
+    """Archive the file a sensor-launched run read (runs launched by hand carry no file tags: left alone)."""
+    found = _file_of(context.dagster_run)
+    if found is None:
+        return dg.SkipReason("run was not launched by new_workbook_sensor")
+    path, sha = found
+    moved = move_file(path, archive_dir(path.parent), sha256=sha)
+    if moved is None:
+        return dg.SkipReason(f"{path} is gone or has new content: left in place")
+    context.log.info(f"archived {path.name} -> {moved}")
+    return None
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[segmentation_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Moves a dropped file to rejected/ with <name>.reason.txt when its segmentation_job run failed.",
+)
+def reject_failed_workbook(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+    """Reject the file a sensor-launched run failed on, with the run's failure reason beside it."""
+    found = _file_of(context.dagster_run)
+    if found is None:
+        return dg.SkipReason("run was not launched by new_workbook_sensor")
+    path, sha = found
+    headline = failure_reason(list(context.get_step_failure_events()), context.failure_event.message)
+    reason = _reason_text(headline, file=path.name, sha256=sha, run_id=context.dagster_run.run_id)
+    moved = move_file(path, rejected_dir(path.parent), sha256=sha, reason=reason)
+    if moved is None:
+        return dg.SkipReason(f"{path} is gone or has new content: left in place")
+    context.log.info(f"rejected {path.name} -> {moved}: {headline}")
+    return None
+
+
+SEGMENTATION_SENSORS = [new_workbook_sensor, archive_accepted_workbook, reject_failed_workbook]
