@@ -24,6 +24,7 @@ run: $(VENV)/.installed
 ## Install what the tests need and run the test suite (this is what CI runs).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-test

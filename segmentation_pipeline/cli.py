@@ -7,6 +7,7 @@ SEGMENTATION_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -59,6 +60,91 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """`segmentation models list|promote VERSION|rollback`: the model registry (table model_versions)."""
+    from segmentation_pipeline.warehouse import Warehouse, registry
+
+    if args.action == "promote" and not args.version:
+        print("error: segmentation models promote VERSION: which version? (see `segmentation models list`)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    warehouse = Warehouse(_warehouse(args))
+    if not warehouse.exists():
+        print(f"error: no warehouse at {warehouse.path}: run the pipeline first (segmentation run)", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        if args.action == "promote":
+            replaced = registry.promote(warehouse, args.version)
+            print(f"active model: {args.version} (was {replaced or 'none'})")
+        elif args.action == "rollback":
+            current, target = registry.rollback(warehouse)
+            print(f"active model: {target} (rolled back from {current})")
+        else:
+            versions = registry.list_versions(warehouse)
+            if versions.empty:
+                print("no model versions yet: run the pipeline first (segmentation run)")
+                return EXIT_OK
+            print(f"{'version':<28} {'status':<9} {'k':>3} {'silhouette':>10} {'customers':>9}  created / quality")
+            for row in versions.itertuples(index=False):
+                silhouette = json.loads(row.metrics or "{}").get("silhouette", float("nan"))
+                created = str(row.created_at)[:19]
+                print(
+                    f"{row.model_version:<28} {row.status:<9} {row.k:>3} {silhouette:>10.3f} {row.n_customers:>9}  "
+                    f"{created}  {row.quality_notes}"
+                )
+            return EXIT_OK
+    except registry.RegistryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    # The API and the next run pick the active model up at once; the published tables follow on the next run.
+    print("re-materialise cluster_assignments (or wait for the next run) to republish the tiers", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`segmentation report [--open]`: rebuild reports/latest.html from the warehouse (no re-clustering)."""
+    from segmentation_pipeline.reporting import build_segment_report, write_html
+    from segmentation_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse(_warehouse(args))
+    if not warehouse.exists():
+        print(f"error: no warehouse at {warehouse.path}: run the pipeline first (segmentation run)", file=sys.stderr)
+        return EXIT_FAILED
+    report = build_segment_report(warehouse)  # LookupError (nothing materialised yet) -> one line via main()
+    latest = write_html(report.html, warehouse.path.parent / "reports" / "latest.html").resolve()
+    tiers = ", ".join(f"{tier} {count:,}" for tier, count in report.tier_counts.items())
+    print(f"report:          {latest}")
+    print(f"model version:   {report.model_version}")
+    print(f"customers:       {report.customers:,} ({tiers})")
+    print(f"outliers:        {len(report.outliers):,}")
+    print(f"size:            {report.size_bytes / 1e6:.1f} MB")
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(latest.as_uri()):
+            print(f"could not open a browser: open {latest} yourself", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`segmentation serve`: the real-time scoring API (keys from $SEGMENTATION_API_KEYS or its _FILE)."""
+    from segmentation_pipeline.api.server import ServeError, serve
+
+    try:
+        serve(
+            warehouse_path=_warehouse(args),
+            host=args.host,
+            port=args.port,
+            insecure_no_auth=args.insecure_no_auth,
+            check_interval=args.check_interval,
+            access_log=args.access_log,
+        )
+    except ServeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segmentation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--header", choices=["2023", "2022"], default="2023", help="export generation")
     generate.set_defaults(handler=cmd_generate)
+
+    models = commands.add_parser("models", help="list the model versions, promote one, or roll back")
+    models.add_argument("action", choices=["list", "promote", "rollback"])
+    models.add_argument("version", nargs="?", help="model version to promote (see `segmentation models list`)")
+    models.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
+    models.set_defaults(handler=cmd_models)
+
+    report = commands.add_parser("report", help="regenerate reports/latest.html from the warehouse (no re-clustering)")
+    report.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
+    report.add_argument("--open", action="store_true", help="open the report in the default web browser")
+    report.set_defaults(handler=cmd_report)
+
+    serve = commands.add_parser("serve", help="run the real-time scoring API (FastAPI on uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="accept requests without an API key (tests)")
+    serve.add_argument("--check-interval", type=float, default=2.0, help="seconds between active-model checks")
+    serve.add_argument("--access-log", action="store_true", help="log every request line (paths carry customer ids)")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -18,19 +18,27 @@ import pandas as pd
 from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import default_input_path
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.reporting import build_segment_report, write_report_files
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.embedding import fit_pca
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
-from segmentation_pipeline.stages.report import build_segment_report, write_report
 from segmentation_pipeline.stages.scoring import SegmentationModel, cluster_and_tier
-from segmentation_pipeline.warehouse import LineageRecord, Warehouse
+from segmentation_pipeline.stages.stability import (
+    keep_cluster_ids,
+    population_profile,
+    stability_report,
+    tier_migrations,
+)
+from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry
 from segmentation_pipeline.warehouse.models import load_model
 
 GROUP = "segmentation"
 LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
 FEATURES_OBJECT = "customer_features.transformer"
 EMBEDDING_OBJECT = "pca_embedding.fitted"  # (transformer, pca) stored together so they always match
+# Every asset writes the one DuckDB file: they share a pool that dagster.yaml limits to one run at a time.
+WAREHOUSE_POOL = "segmentation_warehouse"
 
 
 class RawWorkbookConfig(dg.Config):
@@ -43,6 +51,16 @@ class RawWorkbookConfig(dg.Config):
 # --- shared helpers ---------------------------------------------------------------------------------------------
 
 
+def _step_started_at(context: dg.AssetExecutionContext) -> datetime:
+    """When Dagster started this asset's step (from the run's event log), so lineage times the whole asset."""
+    step_key = context.get_step_execution_context().step.key
+    records = context.instance.get_records_for_run(context.run_id, of_type=dg.DagsterEventType.STEP_START).records
+    for record in reversed(records):
+        if record.event_log_entry.step_key == step_key:
+            return datetime.fromtimestamp(record.event_log_entry.timestamp).astimezone()
+    return datetime.now().astimezone()
+
+
 def _lineage(context: dg.AssetExecutionContext, upstream: list[str], file_sha256: str | None) -> LineageRecord:
     return LineageRecord(
         run_id=context.run_id,
@@ -50,7 +68,7 @@ def _lineage(context: dg.AssetExecutionContext, upstream: list[str], file_sha256
         upstream_assets=upstream,
         input_file_sha256=file_sha256,
         code_version=__version__,
-        started_at=datetime.now().astimezone(),
+        started_at=_step_started_at(context),
     )
 
 
@@ -95,6 +113,13 @@ def _reject(error: IngestionError) -> dg.Failure:
     )
 
 
+def _previous_assignments(store: Warehouse) -> pd.DataFrame | None:
+    """The last published assignments (customer_id, cluster, risk_tier, model_version), if there are any."""
+    if "cluster_assignments" not in store.table_names():
+        return None
+    return store.query("SELECT customer_id, cluster, risk_tier, model_version FROM cluster_assignments")
+
+
 def _reference_date(settings: SegmentationSettings) -> date:
     value = settings.settings().reference_date
     return date.fromisoformat(value) if value else date.today()
@@ -103,7 +128,7 @@ def _reference_date(settings: SegmentationSettings) -> date:
 # --- assets -----------------------------------------------------------------------------------------------------
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, kinds={"duckdb", "python"})
+@dg.asset(group_name=GROUP, code_version=__version__, kinds={"duckdb", "python"}, pool=WAREHOUSE_POOL)
 def raw_workbook(
     context: dg.AssetExecutionContext,
     config: RawWorkbookConfig,
@@ -153,7 +178,13 @@ def raw_workbook(
     )
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, deps=[raw_workbook], kinds={"duckdb", "pandas"})
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[raw_workbook],
+    kinds={"duckdb", "pandas"},
+    pool=WAREHOUSE_POOL,
+)
 def cleaned_customers(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
 ) -> dg.MaterializeResult:
@@ -222,7 +253,13 @@ def cleaned_customers(
     )
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, deps=[cleaned_customers], kinds={"duckdb", "scikitlearn"})
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[cleaned_customers],
+    kinds={"duckdb", "scikitlearn"},
+    pool=WAREHOUSE_POOL,
+)
 def customer_features(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
 ) -> dg.MaterializeResult:
@@ -253,7 +290,13 @@ def customer_features(
     )
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, deps=[customer_features], kinds={"duckdb", "scikitlearn"})
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[customer_features],
+    kinds={"duckdb", "scikitlearn"},
+    pool=WAREHOUSE_POOL,
+)
 def pca_embedding(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
 ) -> dg.MaterializeResult:
@@ -288,6 +331,7 @@ def pca_embedding(
     code_version=__version__,
     deps=[pca_embedding, cleaned_customers],
     kinds={"duckdb", "scikitlearn"},
+    pool=WAREHOUSE_POOL,
 )
 def kmeans_model(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
@@ -305,6 +349,10 @@ def kmeans_model(
     transformer, pca = store.load_object(EMBEDDING_OBJECT)
     components = embedding.drop(columns=["customer_id"]).to_numpy()
     clustering, tiers = cluster_and_tier(components, customers, settings)
+    # Stable ids: renumber to the last published assignments by customer overlap, then refit the tiers.
+    previous = _previous_assignments(store)
+    continuity = keep_cluster_ids(clustering, tiers, customers, previous, settings.risk_weights)
+    clustering, tiers = continuity.clustering, continuity.tiers
     created = datetime.now().astimezone()
     version = f"{created.strftime('%Y%m%dT%H%M%S')}-{context.run_id[:8]}"
     input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
@@ -345,67 +393,147 @@ def kmeans_model(
         ]
     )
     k_search = clustering.k_search.assign(model_version=version, chosen=lambda f: f["k"] == clustering.k)
+    # Registry: the new version becomes active only if it passes the quality gate; drift is measured against the
+    # population of the version active until now.
+    active_before = registry.active_entry(store)
+    new_tiers = tiers.tier_of(clustering.labels)
+    quality = registry.quality_check(metrics, clustering.labels, clustering.k, settings.silhouette_floor)
+    entry = registry.ModelVersion(
+        model_version=version,
+        run_id=context.run_id,
+        created_at=created,
+        k=clustering.k,
+        seed=settings.random_state,
+        metrics=metrics,
+        n_customers=len(customers),
+        input_file_sha256=input_sha,
+        config=settings.model_dump(),
+        library_versions=registry.library_versions(),
+        quality=quality,
+        population_profile=population_profile(customers, new_tiers),
+        previous_version=str(active_before["model_version"]) if active_before else None,
+    )
+    stability = stability_report(
+        previous_model_version=continuity.previous_model_version or entry.previous_version,
+        previous_labels=continuity.previous_labels,
+        new_labels=continuity.new_labels,
+        previous_profile=active_before["population_profile"] if active_before else None,
+        customers=customers,
+        new_tiers=new_tiers,
+    )
+    tables = {"kmeans_model": model_row, "kmeans_k_search": k_search}
+    if quality.passed:
+        tables["segment_profiles"] = model.profiles()  # published profiles follow the active model
+    if stability.previous_model_version is not None:
+        tables["model_stability"] = stability.to_frame(
+            run_id=context.run_id, model_version=version, created_at=pd.Timestamp(created)
+        )
     lineage = _lineage(context, ["pca_embedding", "cleaned_customers"], input_sha)
     lineage.row_count = 1
+    statuses: list[str] = []
     store.write_tables(
-        {"kmeans_model": model_row, "kmeans_k_search": k_search, "segment_profiles": model.profiles()},
-        append=["kmeans_model", "kmeans_k_search"],
+        tables,
+        append=["kmeans_model", "kmeans_k_search", "model_stability"],
         lineage=lineage,
+        also=lambda connection: statuses.append(registry.record_version(connection, entry, activate=quality.passed)),
     )
+    if not quality.passed:
+        context.log.warning(f"model {version} not activated ({quality.notes}); the active model stays in use")
+    if stability.flags:
+        context.log.warning(f"population drift since {stability.previous_model_version}: {stability.flags}")
+    summary = stability.summary()
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
+            "status": statuses[0] if statuses else "unknown",
+            "quality": quality.notes,
             "k": clustering.k,
             "silhouette": metrics["silhouette"],
             "davies_bouldin": metrics["davies_bouldin"],
             "calinski_harabasz": metrics["calinski_harabasz"],
             "cluster_tiers": dg.MetadataValue.json({str(c): t for c, t in tiers.cluster_tiers.items()}),
             "cluster_scores": dg.MetadataValue.json({str(c): round(s, 4) for c, s in tiers.cluster_scores.items()}),
+            "cluster_order": dg.MetadataValue.json(continuity.order),
+            "previous_model_version": stability.previous_model_version or "",
+            "ari_vs_previous": summary["ari"],
+            "tier_mix_psi": summary["tier_mix_psi"],
+            "feature_psi": dg.MetadataValue.json(summary["feature_psi"]),
+            "drift_flags": dg.MetadataValue.json(summary["flags"]),
             "k_search": dg.MetadataValue.md(_markdown_preview(clustering.k_search.round(4), rows=50)),
         }
     )
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, deps=[kmeans_model, cleaned_customers], kinds={"duckdb"})
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[kmeans_model, cleaned_customers],
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+)
 def cluster_assignments(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per customer: cluster, risk tier, risk score, distance to its centroid, pc1/pc2, model version
-    and run id — computed with the stored model, exactly as the scoring API computes them."""
+    and run id — computed with the ACTIVE model of the registry, exactly as the scoring API computes them.
+    Customers whose tier changed since the previous assignments are appended to ``tier_migrations``."""
     store = warehouse.store()
-    model = load_model(store)
+    try:
+        model = load_model(store)
+    except LookupError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     customers = _without_lineage(_cleaned(store))
     assignments = model.assign(customers)
     assignments["model_version"] = model.version
     assignments["run_id"] = context.run_id
+    previous = _previous_assignments(store)
+    tables = {"cluster_assignments": assignments}
+    if previous is not None:
+        tables["tier_migrations"] = tier_migrations(previous, assignments, run_id=context.run_id)
     lineage = _lineage(context, ["kmeans_model", "cleaned_customers"], model.input_sha256)
     lineage.row_count = len(assignments)
-    store.write_tables({"cluster_assignments": assignments}, lineage=lineage)
+    store.write_tables(tables, append=["tier_migrations"], lineage=lineage)
+    newest = registry.list_versions(store).head(1)
+    if len(newest) and str(newest["model_version"].iloc[0]) != model.version:
+        context.log.warning(
+            f"newest model {newest['model_version'].iloc[0]} is {newest['status'].iloc[0]}: "
+            f"assignments use the active model {model.version}"
+        )
     tier_counts = assignments["risk_tier"].value_counts().to_dict()
+    migrations = tables.get("tier_migrations")
+    moves = {} if migrations is None else (migrations["old_tier"] + " -> " + migrations["new_tier"]).value_counts()
     return dg.MaterializeResult(
         metadata=table_metadata(
             assignments,
             model_version=model.version,
             tier_counts=dg.MetadataValue.json({k: int(v) for k, v in tier_counts.items()}),
+            tier_migrations=0 if migrations is None else len(migrations),
+            tier_moves=dg.MetadataValue.json({str(k): int(v) for k, v in dict(moves).items()}),
         )
     )
 
 
-@dg.asset(group_name=GROUP, code_version=__version__, deps=[cluster_assignments], kinds={"plotly", "html"})
+@dg.asset(
+    group_name=GROUP,
+    code_version=__version__,
+    deps=[cluster_assignments],
+    kinds={"plotly", "html"},
+    pool=WAREHOUSE_POOL,
+)
 def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """A self-contained interactive HTML report (plotly.js embedded, opens offline): metrics, the PCA scatter
-    by tier with centroids, tier sizes and per-cluster profiles. Written to reports/ beside the warehouse."""
+    """The interactive HTML report analysts read (one self-contained file, plotly.js embedded, opens offline):
+    overview, choice of k, PCA map, features / flags / categories by tier, cluster profiles, outliers, a
+    generated narrative, and migration / drift when a previous model exists. Written to reports/ beside the
+    warehouse as segment_report_<run_id>.html and latest.html."""
     store = warehouse.store()
-    model = load_model(store)
-    customers = _without_lineage(_cleaned(store))
-    assignments = store.read_table("cluster_assignments")
-    html_text = build_segment_report(model, customers, assignments, title=f"Customer risk segments — {model.version}")
-    reports = store.path.parent / "reports"
-    run_file = write_report(html_text, reports / f"segment_report_{context.run_id}.html")
-    latest = write_report(html_text, reports / "latest.html")
+    try:
+        report = build_segment_report(store, context.run_id)
+    except LookupError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+    run_file, latest = write_report_files(report, store.path.parent / "reports", context.run_id)
     row = pd.DataFrame(
         [
             {
                 "run_id": context.run_id,
-                "model_version": model.version,
+                "model_version": report.model_version,
                 "path": str(run_file.resolve()),
                 "latest_path": str(latest.resolve()),
                 "size_bytes": run_file.stat().st_size,
@@ -413,15 +541,20 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             }
         ]
     )
-    lineage = _lineage(context, ["cluster_assignments"], model.input_sha256)
+    lineage = _lineage(context, ["cluster_assignments"], _input_sha(store))
     lineage.row_count = 1
     store.write_tables({"segment_report": row}, append=["segment_report"], lineage=lineage)
     return dg.MaterializeResult(
         metadata={
+            "summary": dg.MetadataValue.md(report.markdown_summary(run_file.resolve())),
             "path": dg.MetadataValue.path(str(run_file.resolve())),
             "latest": dg.MetadataValue.path(str(latest.resolve())),
             "size_bytes": run_file.stat().st_size,
-            "model_version": model.version,
+            "model_version": report.model_version,
+            "customers": report.customers,
+            "tier_counts": dg.MetadataValue.json(report.tier_counts),
+            "outliers_flagged": len(report.outliers),
+            "sections": dg.MetadataValue.json(report.sections),
         }
     )
 

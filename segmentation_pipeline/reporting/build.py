@@ -1,0 +1,435 @@
+"""Build the segment report from what the warehouse holds (no re-clustering): the one entry point the Dagster
+asset and ``segmentation report`` call."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from segmentation_pipeline import __version__
+from segmentation_pipeline.reporting import figures
+from segmentation_pipeline.reporting.data import (
+    ASSIGNMENT_COLUMNS,
+    ReportData,
+    format_number,
+    format_share,
+    tiers_present,
+)
+from segmentation_pipeline.reporting.html import (
+    Section,
+    cards_html,
+    count_figures,
+    escape,
+    render_report,
+    table_html,
+    write_html,
+)
+from segmentation_pipeline.reporting.narrative import TierNarrative, tier_narratives
+from segmentation_pipeline.reporting.outliers import OutlierSettings, find_outliers
+from segmentation_pipeline.warehouse.models import load_model
+from segmentation_pipeline.warehouse.store import Warehouse
+
+MAX_OUTLIERS_LISTED = 50
+REQUIRED_TABLES = ("cleaned_customers", "cluster_assignments", "kmeans_model")
+LATEST_NAME = "latest.html"
+
+
+@dataclass
+class ReportArtifacts:
+    """The built report and the key numbers it shows (for Dagster metadata, the CLI and tests)."""
+
+    html: str
+    title: str
+    model_version: str
+    run_id: str | None
+    customers: int
+    tier_counts: dict[str, int]
+    metrics: dict[str, float]
+    k: int
+    sections: list[str]
+    figure_ids: list[str]
+    scatter_points: int
+    outliers: pd.DataFrame
+    narratives: list[TierNarrative]
+    has_migrations: bool = False
+    generated_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the HTML as written (UTF-8)."""
+        return len(self.html.encode("utf-8"))
+
+    def markdown_summary(self, path: Path | str | None = None) -> str:
+        """Key numbers as markdown (Dagster metadata, chat, e-mail)."""
+        tiers = " · ".join(
+            f"{t} {n:,} ({n / max(self.customers, 1):.1%})" for t, n in self.tier_counts.items()
+        )  # fmt: skip
+        lines = [
+            f"**Segment report** — model `{self.model_version}`",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| customers | {self.customers:,} |",
+            f"| k | {self.k} |",
+            f"| silhouette | {self.metrics.get('silhouette', float('nan')):.3f} |",
+            f"| Davies-Bouldin | {self.metrics.get('davies_bouldin', float('nan')):.3f} |",
+            f"| Calinski-Harabasz | {self.metrics.get('calinski_harabasz', float('nan')):,.0f} |",
+            f"| tiers | {tiers} |",
+            f"| outliers flagged | {len(self.outliers):,} |",
+            f"| size | {self.size_bytes / 1e6:.1f} MB |",
+        ]
+        if path is not None:
+            lines.append(f"| report | `{path}` |")
+        lines += ["", *[f"- {n.text}" for n in self.narratives]]
+        return "\n".join(lines)
+
+
+# --- reading the warehouse --------------------------------------------------------------------------------------
+
+
+def _scalar(warehouse: Warehouse, sql: str, params: list[object] | None = None) -> object:
+    frame = warehouse.query(sql, params or [])
+    return None if frame.empty else frame.iloc[0, 0]
+
+
+def _matching(frame: pd.DataFrame, candidates: list[tuple[str, object]]) -> pd.DataFrame | None:
+    """Rows of a run/model-keyed table that belong to the current model (first key column that matches);
+    ``None`` when the table has key columns but none matches (stale: not this model's)."""
+    keyed = False
+    for column, value in candidates:
+        if column in frame.columns and value is not None:
+            keyed = True
+            rows = frame[frame[column].astype(str) == str(value)]
+            if len(rows):
+                return rows
+    return None if keyed else frame
+
+
+def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportData:
+    """Everything the report shows, read from the warehouse tables of the current (or given) run."""
+    tables = warehouse.table_names()
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        raise LookupError(f"{warehouse.path} has no {', '.join(missing)}: run the pipeline first (segmentation run)")
+    assignments = warehouse.query("SELECT * FROM cluster_assignments ORDER BY customer_id")
+    if assignments.empty:
+        raise LookupError(f"{warehouse.path}: cluster_assignments is empty: run the pipeline first")
+    version = str(assignments["model_version"].iloc[0]) if "model_version" in assignments.columns else None
+    model = load_model(warehouse, version)
+    run_id = run_id or (str(assignments["run_id"].iloc[0]) if "run_id" in assignments.columns else model.run_id)
+    cleaned = warehouse.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
+    reference = cleaned["_reference_date"].iloc[0] if "_reference_date" in cleaned.columns and len(cleaned) else None
+    customers = cleaned[[c for c in cleaned.columns if not str(c).startswith("_")]]
+    segmented = customers.merge(assignments[["customer_id", *ASSIGNMENT_COLUMNS]], on="customer_id", how="inner")
+
+    k_search = model.k_search.copy()
+    if "kmeans_k_search" in tables:
+        stored = warehouse.query("SELECT * FROM kmeans_k_search WHERE model_version = ? ORDER BY k", [model.version])
+        if len(stored):
+            k_search = stored
+    centres = np.asarray(model.kmeans.cluster_centers_)
+    centroids = pd.DataFrame({"cluster": np.arange(len(centres)), "pc1": centres[:, 0],
+                              "pc2": centres[:, 1] if centres.shape[1] > 1 else 0.0})  # fmt: skip
+    data = ReportData(
+        segmented=segmented, k_search=k_search, chosen_k=model.k, metrics=dict(model.metrics),
+        model_version=model.version, centroids=centroids, run_id=run_id,
+        reference_date=str(pd.Timestamp(reference).date()) if reference is not None else str(model.reference_date),
+        model_trained_at=model.trained_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        k_fixed=model.settings.get("n_clusters") is not None,
+        k_range=(int(model.settings.get("k_min", 0) or 0), int(model.settings.get("k_max", 0) or 0)),
+    )  # fmt: skip
+    data.extra["settings"] = model.settings
+    data.extra["code_version"] = __version__
+    if "segment_profiles" in tables:
+        data.profiles = warehouse.read_table("segment_profiles")
+    if "pca_embedding" in tables:
+        embedding = warehouse.query("SELECT * FROM pca_embedding ORDER BY customer_id")
+        aligned = segmented[["customer_id"]].merge(embedding, on="customer_id", how="left")
+        if not aligned.drop(columns="customer_id").isna().any().any():
+            data.embedding = aligned
+    if "raw_workbook" in tables:
+        data.rows_in_file = int(_scalar(warehouse, "SELECT count(*) FROM raw_workbook") or 0)
+    if "ingestion_report" in tables:
+        report = warehouse.query("SELECT * FROM ingestion_report ORDER BY created_at DESC")
+        mine = report[report["run_id"] == run_id] if "run_id" in report.columns else report.iloc[0:0]
+        row = (mine if len(mine) else report).iloc[0] if len(report) else None
+        if row is not None:
+            data.rows_read, data.rows_kept = int(row["rows_read"]), int(row["rows_kept"])
+            data.source_file, data.file_sha256 = row.get("source_file"), row.get("file_sha256")
+            data.ingested_at = pd.Timestamp(row["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+            data.extra["rows_dropped"] = json.loads(row.get("rows_dropped") or "{}")
+            data.extra["columns_dropped"] = json.loads(row.get("columns_dropped") or "{}")
+    if "quarantined_customers" in tables:
+        data.quarantined = int(_scalar(warehouse, "SELECT count(DISTINCT customer_id) FROM quarantined_customers") or 0)
+    # Migration and drift rows of THIS run (the same model can stay active over several runs).
+    keys = [("run_id", run_id), ("new_model_version", model.version), ("model_version", model.version)]
+    if "model_stability" in tables:
+        stability = _matching(warehouse.read_table("model_stability"), keys)
+        if stability is not None and len(stability):
+            data.stability = stability
+    if "tier_migrations" in tables:
+        migrations = warehouse.read_table("tier_migrations")
+        if {"old_tier", "new_tier", "customer_id"} <= set(migrations.columns):
+            mine = _matching(migrations, keys[:1]) if "run_id" in migrations.columns else migrations
+            if mine is not None and len(mine):
+                data.migrations = mine
+            elif data.stability is not None:  # compared with a previous model and nobody moved: an empty matrix
+                data.migrations = migrations.iloc[0:0]
+    return data
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def _overview(data: ReportData, narratives: list[TierNarrative]) -> Section:
+    segmented = data.segmented
+    counts = segmented["risk_tier"].astype(str).value_counts()
+    m = data.metrics
+    cards: list[tuple[str, ...]] = [
+        ("data as of", data.reference_date or "n/a"),
+        ("rows in file", f"{data.rows_in_file:,}" if data.rows_in_file is not None else "n/a"),
+    ]
+    if data.rows_read is not None and data.rows_read != data.rows_in_file:
+        cards.append(("rows read", f"{data.rows_read:,}"))
+    cards.append(("customers kept", f"{len(segmented):,}"))
+    if data.quarantined:
+        cards.append(("quarantined", f"{data.quarantined:,}"))
+    cards += [
+        ("model version", data.model_version),
+        ("k (clusters)", str(data.chosen_k)),
+        ("silhouette", f"{m.get('silhouette', float('nan')):.3f}"),
+        ("Davies-Bouldin", f"{m.get('davies_bouldin', float('nan')):.3f}"),
+        ("Calinski-Harabasz", f"{m.get('calinski_harabasz', float('nan')):,.0f}"),
+    ]
+    for tier in tiers_present(segmented):
+        n = int(counts.get(tier, 0))
+        cards.append((f"{tier} risk", f"{n:,} ({format_share(n / max(len(segmented), 1))})", f"tier-{tier}"))
+    items = "".join(
+        f'<li class="tier-{escape(n.tier)}"><b>{escape(n.tier)}</b>{escape(n.text.removeprefix(n.tier))}</li>'
+        for n in narratives
+    )
+    return Section(
+        "overview", "Overview",
+        "What was segmented and how well the segments separate. Silhouette runs from −1 to 1 (higher: better "
+        "separated); Davies-Bouldin is lower-is-better; Calinski-Harabasz higher-is-better.",
+        [cards_html(cards), '<h3 style="margin:10px 0 2px;font-size:15px">Tiers at a glance</h3>'
+         '<p class="note">Generated from the data of this run; medians unless stated.</p>'
+         f'<ul class="narrative">{items}</ul>', figures.tier_sizes_figure(segmented)],
+    )  # fmt: skip
+
+
+def _k_section(data: ReportData) -> Section:
+    k_min, k_max = data.k_range or (0, 0)
+    how = (f"k was fixed at {data.chosen_k} by configuration." if data.k_fixed
+           else f"k was chosen by the best silhouette over k = {k_min}…{k_max}.")  # fmt: skip
+    figure = figures.k_choice_figure(data.k_search, data.chosen_k, k_fixed=data.k_fixed)
+    return Section("k", "Choice of k", f"{how} The elbow of the inertia curve is a second opinion: past it, more "
+                   "clusters buy little.", [figure])
+
+
+def _profile_scores_table(profiles: pd.DataFrame) -> str:
+    """Cluster, tier, risk score and the three largest terms of the score: why a cluster got its tier."""
+    if profiles.empty or "risk_score" not in profiles.columns:
+        return ""
+    terms = [c for c in profiles.columns if c.startswith("contribution_")]
+    rows = []
+    for row in profiles.sort_values("risk_score", ascending=False).itertuples(index=False):
+        record = row._asdict()
+        top = sorted(terms, key=lambda c: -abs(record[c]))[:3]
+        rows.append({
+            "cluster": int(record["cluster"]),
+            "tier": f'<span class="pill {escape(record["risk_tier"])}">{escape(record["risk_tier"])}</span>',
+            "risk score": f"{record['risk_score']:+.2f}",
+            "largest terms of the score": escape(", ".join(
+                f"{c.removeprefix('contribution_').replace('_', ' ')} {record[c]:+.2f}" for c in top)),
+        })  # fmt: skip
+    return ('<h3 style="margin:14px 0 2px;font-size:15px">Why each cluster got its tier</h3><p class="note">Risk '
+            "score = Σ weight × cluster mean of the standardised indicator; clusters ranked by score into tiers.</p>"
+            + table_html(pd.DataFrame(rows), html_columns=["tier", "largest terms of the score"]))  # fmt: skip
+
+
+def _profile_table(segmented: pd.DataFrame) -> str:
+    table = figures.cluster_profile_table(segmented)
+    formatted = table.copy().astype(object)
+    for index in range(len(table)):
+        feature = table.index[index]
+        money = "PKR" in feature
+        formatted.iloc[index] = [format_number(v, money=money, digits=2) for v in table.iloc[index]]
+    formatted.insert(0, ("", "feature"), table.index)
+    return table_html(formatted.reset_index(drop=True))
+
+
+def _outlier_section(outliers: pd.DataFrame, customers: int, settings: OutlierSettings) -> Section:
+    intro = (
+        f"{len(outliers):,} of {customers:,} customers ({format_share(len(outliers) / max(customers, 1))}) are "
+        f"flagged: the {format_share(settings.contamination)} most isolated by an IsolationForest on the PCA "
+        f"embedding, and those more than {settings.distance_z:g} robust standard deviations farther from their "
+        "cluster's centroid than its typical member. Reasons compare the customer with its cluster's medians. "
+        "Flagged customers are candidates for review, not findings."
+    )
+    if outliers.empty:
+        return Section("outliers", "Outliers", intro, ['<p class="note">No customer was flagged.</p>'])
+    def table(rows: pd.DataFrame) -> str:
+        frame = pd.DataFrame({
+            "customer": rows["customer_id"].astype(str),
+            "tier": [f'<span class="pill {escape(t)}">{escape(t)}</span>' for t in rows["risk_tier"]],
+            "cluster": rows["cluster"],
+            "flagged by": rows["method"],
+            "isolation score": rows["isolation_score"].map(lambda v: f"{v:.3f}"),
+            "distance z": rows["distance_z"].map(lambda v: f"{v:.1f}"),
+            "reasons": rows["reasons"],
+        })  # fmt: skip
+        return table_html(frame, text_columns=["reasons", "flagged by"], html_columns=["tier"])
+
+    blocks = [table(outliers.head(MAX_OUTLIERS_LISTED))]
+    rest = outliers.iloc[MAX_OUTLIERS_LISTED:]
+    if len(rest):
+        # Everyone flagged is in the file (an auditor may ask), the tail folded away so the page stays readable.
+        blocks = [f'<p class="note">The {MAX_OUTLIERS_LISTED} most anomalous first (flagged by both methods, then '
+                  "by isolation score).</p>", blocks[0],
+                  f"<details><summary>Show the other {len(rest):,} flagged customers</summary>{table(rest)}</details>"]
+    return Section("outliers", "Outliers", intro, blocks)
+
+
+def _shared_customers(stability: pd.DataFrame | None) -> int | None:
+    """Customers in both the previous and the current assignments, when the stability table records it."""
+    if stability is None or "n_shared_customers" not in stability.columns or stability.empty:
+        return None
+    value = pd.to_numeric(stability["n_shared_customers"], errors="coerce").dropna()
+    return int(value.iloc[-1]) if len(value) else None
+
+
+def _drift_section(data: ReportData) -> Section | None:
+    blocks: list[go.Figure | str] = []
+    if data.migrations is not None:
+        migrations = data.migrations
+        old = ""
+        if "old_model_version" in migrations.columns and migrations["old_model_version"].notna().any():
+            old = str(migrations["old_model_version"].dropna().iloc[0])
+        elif data.stability is not None and "previous_model_version" in data.stability.columns:
+            old = str(data.stability["previous_model_version"].dropna().iloc[0])
+        current = data.segmented[["customer_id", "risk_tier"]]
+        moved = migrations[migrations["old_tier"].astype(str) != migrations["new_tier"].astype(str)]
+        note = (f"{len(moved):,} of {len(current):,} customers changed tier "
+                f"({format_share(len(moved) / max(len(current), 1))}).")  # fmt: skip
+        shared = _shared_customers(data.stability)
+        if shared is not None and shared < len(current):
+            note += (f" {len(current) - shared:,} customers are new to this export; the diagonal counts them as "
+                     "staying in their tier.")  # fmt: skip
+        blocks.append(f'<p class="note">{escape(note)}</p>')
+        blocks.append(figures.migration_matrix_figure(migrations, current, old_version=old,
+                                                      new_version=data.model_version))  # fmt: skip
+    if data.stability is not None:
+        measures = figures.drift_measures(data.stability)
+        if len(measures):
+            blocks.append(figures.drift_figure(data.stability))
+            flags = measures["value"].map(
+                lambda v: "" if v != v else "shifted" if v >= figures.PSI_ALERT else "watch" if v >= figures.PSI_WARN
+                else "stable")  # fmt: skip
+            shown = pd.DataFrame({"metric": measures["metric"].str.upper(), "subject": measures["subject"],
+                                  "value": measures["value"].map(lambda v: f"{v:.4f}"),
+                                  "reading": flags.where(measures["metric"] == "psi", "")})  # fmt: skip
+            blocks.append(table_html(shown, text_columns=["metric", "subject", "reading"]))
+    if not blocks:
+        return None
+    return Section("drift", "Migration and drift", "How customers moved between tiers since the previous model, and "
+                   "how stable the clustering and its inputs are (ARI: agreement of the two clusterings, 1 = "
+                   "identical; PSI: < 0.1 stable, 0.1–0.25 watch, > 0.25 shifted).", blocks)  # fmt: skip
+
+
+def _about_section(data: ReportData) -> Section:
+    settings = data.extra.get("settings", {})
+    rows = [
+        ("source file", data.source_file), ("file SHA-256", data.file_sha256), ("run id", data.run_id),
+        ("model version", data.model_version), ("model trained", data.model_trained_at),
+        ("ingested", data.ingested_at), ("code version", data.extra.get("code_version")),
+        ("rows dropped", json.dumps(data.extra.get("rows_dropped", {}))),
+        ("columns dropped", ", ".join(data.extra.get("columns_dropped", {})) or "none"),
+        ("settings", json.dumps({k: v for k, v in settings.items() if k != "risk_weights"})),
+        ("risk weights", json.dumps(settings.get("risk_weights", {}))),
+    ]  # fmt: skip
+    meta = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v if v is not None else 'n/a')}</dd>" for k, v in rows)
+    return Section("about", "About this report", "Where the numbers come from, to reproduce them.",
+                   [f'<dl class="meta">{meta}</dl>'])
+
+
+def build_report(data: ReportData, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS,
+                 outlier_settings: OutlierSettings | None = None) -> ReportArtifacts:  # fmt: skip
+    """The report from already-loaded data (what :func:`build_segment_report` does after reading)."""
+    segmented = data.segmented
+    outlier_settings = outlier_settings or OutlierSettings()
+    embedding = data.embedding.drop(columns="customer_id").to_numpy() if data.embedding is not None else None
+    outliers = find_outliers(segmented, embedding, outlier_settings)
+    narratives = tier_narratives(segmented)
+    scatter_sample = len(figures.sample_for_scatter(segmented, max_scatter_points))
+
+    sections = [
+        _overview(data, narratives),
+        _k_section(data),
+        Section("map", "Customer map (PCA)", "Each dot is a customer on the first two principal components of the "
+                "features; crosses are cluster centroids, rings are flagged outliers. Hover for the customer's id "
+                "and key values; click legend entries to hide a tier.",
+                [figures.pca_scatter_figure(segmented, data.centroids, outlier_ids=outliers["customer_id"].tolist(),
+                                            max_points=max_scatter_points)]),
+        Section("numeric", "Numeric features by tier", "Means per tier with one standard deviation; hover for "
+                "median and interquartile range (money is skewed: a few large customers pull the mean up).",
+                [figures.numeric_bars_figure(segmented), figures.numeric_lines_figure(segmented)]),
+        Section("flags", "Risk flags and gender by tier", "Share of each tier carrying each AML flag, and the gender "
+                "mix of each tier.", [figures.flags_figure(segmented), figures.gender_figure(segmented)]),
+        Section("categories", "Categorical profiles by tier", "Each rectangle is a group of customers sized by "
+                "count; click a tier to zoom in. Channels are the customer's combination of subscribed channels, so "
+                "each customer counts once.",
+                [[figures.treemap_figure(segmented, ["subscribed_channels"], "Subscribed channels by tier"),
+                  figures.treemap_figure(segmented, ["account_type"], "Account type by tier")],
+                 [figures.treemap_figure(segmented, ["occupation"], "Occupation / source of income by tier"),
+                  figures.treemap_figure(segmented, ["province", "city"], "Province → city by tier")]]),
+        Section("profiles", "Cluster profiles", "How each cluster differs from the average customer, in standard "
+                "deviations (money and counts on a log scale), then each cluster's mean / std / min / max in natural "
+                "units.", [figures.cluster_heatmap_figure(segmented), _profile_scores_table(data.profiles),
+                           _profile_table(segmented)]),
+        _outlier_section(outliers, len(segmented), outlier_settings),
+    ]  # fmt: skip
+    drift = _drift_section(data)
+    if drift is not None:
+        sections.append(drift)
+    sections.append(_about_section(data))
+
+    title = "Customer risk segmentation report"
+    generated = datetime.now().astimezone()
+    subtitle = (f"Model {escape(data.model_version)} · data as of {escape(data.reference_date or 'n/a')} · "
+                f"{len(segmented):,} customers · generated {generated:%Y-%m-%d %H:%M %Z}")  # fmt: skip
+    footer = f"segmentation-pipeline {escape(__version__)} · run {escape(data.run_id or 'n/a')}"
+    html_text = render_report(title, subtitle, sections, footer)
+    figure_ids = [f"figure-{i}" for i in range(count_figures(sections))]
+    counts = segmented["risk_tier"].astype(str).value_counts()
+    return ReportArtifacts(
+        html=html_text, title=title, model_version=data.model_version, run_id=data.run_id,
+        customers=len(segmented), tier_counts={t: int(counts.get(t, 0)) for t in tiers_present(segmented)},
+        metrics=data.metrics, k=data.chosen_k, sections=[s.id for s in sections], figure_ids=figure_ids,
+        scatter_points=scatter_sample, outliers=outliers, narratives=narratives,
+        has_migrations=drift is not None, generated_at=generated,
+    )  # fmt: skip
+
+
+def build_segment_report(
+    warehouse: Warehouse, run_id: str | None = None, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS
+) -> ReportArtifacts:
+    """Read the current run's tables from ``warehouse`` and build the report (nothing is re-fitted, nothing is
+    written). Raises LookupError when the pipeline has not run yet."""
+    return build_report(load_report_data(warehouse, run_id), max_scatter_points=max_scatter_points)
+
+
+def write_report_files(artifacts: ReportArtifacts, reports_dir: Path, run_id: str | None = None) -> tuple[Path, Path]:
+    """Write ``segment_report_<run_id>.html`` and ``latest.html`` into ``reports_dir`` (atomically each)."""
+    name = f"segment_report_{run_id or artifacts.run_id or artifacts.model_version}.html"
+    run_file = write_html(artifacts.html, Path(reports_dir) / name)
+    latest = write_html(artifacts.html, Path(reports_dir) / LATEST_NAME)
+    return run_file, latest
+
+
