@@ -167,3 +167,9 @@ def test_scoring_mode_keeps_constant_columns() -> None:
     raw = _raw([_customer(1000001)])
     customers = clean_customers(raw, reference_date=REFERENCE, drop_uninformative=False).customers
     assert {"is_pep", "exp_volume", "occupation"} <= set(customers.columns)
+
+
+def test_placeholder_dates_are_unreadable_not_a_crash() -> None:
+    dates, unparseable = parse_dates(pd.Series(["0001-01-01", "9999-12-31", "2958465", "1990-01-01"]))
+    assert dates.isna().tolist() == [True, True, True, False]
+    assert unparseable == 3

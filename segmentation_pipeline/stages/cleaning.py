@@ -29,6 +29,9 @@ _EXCEL_EPOCH = pd.Timestamp("1899-12-30")  # Excel's day 0 (it counts 1900 as a 
 _DAYS_PER_YEAR = 365.25
 _UNPARSEABLE = -1.2345e300  # sentinel for "present but not a number", never a real value in an export
 _UNPARSEABLE_DATE = object()
+# Dates outside these bounds are treated as unreadable (they also fall outside pandas' nanosecond range).
+_FIRST_DATE, _LAST_DATE = pd.Timestamp("1800-01-01"), pd.Timestamp("2199-12-31")
+_LAST_SERIAL = 109_574  # Excel serial of 2199-12-31
 
 
 @dataclass
@@ -123,13 +126,16 @@ def _parse_distinct_dates(values: pd.Series) -> pd.Series:
     rest = text.notna() & parsed.isna()
     if rest.any():
         serial = pd.to_numeric(text[rest], errors="coerce")
-        plausible = serial.between(1, 2_958_465)  # Excel's last serial date is 9999-12-31
+        plausible = serial.between(1, _LAST_SERIAL)
         if plausible.any():
             days = pd.to_timedelta(serial[plausible].round(), unit="D")
             parsed.loc[days.index] = _EXCEL_EPOCH + days
         rest = text.notna() & parsed.isna()
     if rest.any():
         parsed.loc[rest] = pd.to_datetime(text[rest], dayfirst=True, format="mixed", errors="coerce")
+    # Placeholders such as 0001-01-01 or 9999-12-31 are not dates a customer record can hold: unparseable.
+    parsed = parsed.astype("datetime64[us]")
+    parsed = parsed.where(parsed.between(_FIRST_DATE, _LAST_DATE))
     parsed = parsed.astype("datetime64[ns]").astype(object)
     return parsed.mask(text.notna().to_numpy() & pd.isna(parsed).to_numpy(), _UNPARSEABLE_DATE)
 
