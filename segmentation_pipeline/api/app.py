@@ -1,0 +1,364 @@
+"""The real-time scoring API: push a customer, get its segment, tier and reasons.
+
+Routes are thin: ``/v1/score`` parses records with ``fast_scoring.parse_records`` (cleaning's rules) and scores
+them with the :class:`FastScorer` compiled from exactly the fitted model the pipeline stored; the read-only
+routes show the served model, its segment profiles and the warehouse's published assignments.
+
+Order of checks on ``POST /v1/score``: API key (401) -> body size (413, before reading it) -> JSON (422) ->
+batch size (413) -> field validation (422, every bad field named) -> scoring. No client input reaches a 5xx: the
+OpenAPI schema is fuzzed with schemathesis in the tests.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the dependency annotations of closures at runtime.
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.security import APIKeyHeader
+from pydantic import TypeAdapter
+
+from segmentation_pipeline.api.model_cache import LoadedModel, ModelCache, _finite
+from segmentation_pipeline.api.schemas import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    CustomerAssignment,
+    CustomerRecord,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreResult,
+    SegmentsResponse,
+)
+from segmentation_pipeline.api.security import API_KEY_HEADER, ApiKeyVerifier
+from segmentation_pipeline.stages.fast_scoring import RecordsInvalid, parse_records
+from segmentation_pipeline.warehouse.store import WarehouseBusy
+
+try:  # orjson: ~5x faster JSON both ways, which is most of a 10,000-customer batch; stdlib json otherwise
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, the fallback keeps the service correct anyway
+    orjson = None
+
+log = logging.getLogger("segmentation.api")
+
+# Batches above this size are parsed and scored in a worker thread so the event loop keeps answering others.
+_THREAD_MIN_RECORDS = 64
+_INT64 = 2**63
+_ERRORS = {
+    401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    413: {"model": ErrorResponse, "description": f"body over the byte limit, or more than {MAX_BATCH} customers"},
+    422: {"model": ErrorResponse, "description": "invalid JSON or invalid fields (each one named in `detail`)"},
+}
+
+
+_UNAUTHORIZED = b'{"detail":"missing or invalid API key"}'
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, detail: object) -> None:
+        self.status, self.detail = status, detail
+
+
+def create_app(
+    warehouse_path: str | Path,
+    api_keys: Sequence[str] | None,
+    *,
+    check_interval: float = 2.0,
+    max_batch: int = MAX_BATCH,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    cache: ModelCache | None = None,
+) -> FastAPI:
+    """The scoring service over a warehouse.
+
+    ``api_keys=None`` disables authentication (only for an explicit ``--insecure-no-auth``); an empty sequence
+    is refused. The active model is loaded now (``LookupError`` when the warehouse has none) and re-checked every
+    ``check_interval`` seconds while the app runs (lifespan).
+    """
+    verifier = None if api_keys is None else ApiKeyVerifier(api_keys)
+    cache = cache or ModelCache(warehouse_path, check_interval=check_interval)
+    assignments_store = cache.warehouse
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202 - starlette's lifespan protocol
+        cache.start()
+        try:
+            yield
+        finally:
+            cache.stop()
+
+    app = FastAPI(
+        title="Customer risk segmentation API",
+        version="1",
+        summary="Score customers into High/Medium/Low risk segments with the pipeline's fitted model.",
+        description=(
+            f"Every `/v1` route needs the header `{API_KEY_HEADER}`. `POST /v1/score` takes one customer (an "
+            f"object in the workbook's field names) or `{{\"customers\": [...]}}` (1 to {max_batch}); bodies over "
+            f"{max_body_bytes} bytes and bigger batches get 413, invalid fields 422 naming each field."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.model_cache = cache
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="an API key of the service")
+
+    async def require_key(key: Annotated[str | None, Depends(key_header)]) -> None:  # async: no thread hop
+        if verifier is not None and not verifier(key):
+            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "ApiKey"})
+
+    authed = [Depends(require_key)]
+
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    async def healthz() -> dict[str, object]:
+        """Liveness and the served model version (no key needed; nothing about customers)."""
+        checked = cache.last_check
+        return {
+            "status": "ok",
+            "model_version": cache.current.version,
+            "seconds_since_model_check": None if checked is None else round(time.monotonic() - checked, 3),
+        }
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResult | ScoreBatchResponse,
+        responses=_ERRORS,  # type: ignore[arg-type]
+        tags=["scoring"],
+        openapi_extra={
+            # The key is checked inline on this hot route (FastAPI's dependency solving costs ~50 us a call);
+            # the security requirement is declared here so the docs and clients see it like on the others.
+            "security": [{"APIKeyHeader": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/CustomerRecord"},
+                                {"$ref": "#/components/schemas/ScoreBatchRequest"},
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def score(request: Request) -> Response:
+        """Score one customer (a `CustomerRecord`) or a batch (`{"customers": [...]}`): cluster, risk tier,
+        distance to the segment centre, the customer's risk score and the reasons behind its tier."""
+        if verifier is not None and not verifier(request.headers.get(API_KEY_HEADER)):
+            return Response(_UNAUTHORIZED, status_code=401, media_type="application/json",
+                            headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
+        loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
+        try:
+            body = await _read_body(request, max_body_bytes)
+            if len(body) > 65_536:  # big bodies: decode and score off the event loop
+                status, payload = await run_in_threadpool(_score_body, body, loaded, max_batch)
+            else:
+                status, payload = _score_body(body, loaded, max_batch)
+        except _BodyError as error:
+            status, payload = error.status, {"detail": error.detail}
+        return Response(_dumps(payload), status_code=status, media_type="application/json")
+
+    @app.get("/v1/model", response_model=ModelInfo, dependencies=authed, responses={401: _ERRORS[401]}, tags=["model"])
+    async def model_info() -> dict[str, object]:
+        """The served model version: its quality metrics, k, training time and the hash of its input file."""
+        loaded = cache.current
+        model = loaded.model
+        return {
+            "model_version": model.version,
+            "k": model.k,
+            "metrics": {name: _finite(value) for name, value in model.metrics.items()},
+            "trained_at": model.trained_at,
+            "input_sha256": model.input_sha256,
+            "n_customers": model.n_customers,
+            "reference_date": model.reference_date,
+            "run_id": model.run_id,
+            "cluster_tiers": {str(c): t for c, t in model.tiers.cluster_tiers.items()},
+            "loaded_at": loaded.loaded_at,
+        }
+
+    @app.get(
+        "/v1/segments", response_model=SegmentsResponse, dependencies=authed, responses={401: _ERRORS[401]},
+        tags=["model"],
+    )  # fmt: skip
+    async def segments() -> dict[str, object]:
+        """Per segment: its tier, risk score, the score's terms and the typical (median) indicator values."""
+        loaded = cache.current
+        return {"model_version": loaded.version, "segments": loaded.segments}
+
+    @app.get(
+        "/v1/customers/{customer_id}",
+        response_model=CustomerAssignment,
+        dependencies=authed,
+        responses={
+            401: _ERRORS[401],
+            404: {"model": ErrorResponse, "description": "no published assignment for this customer"},
+            503: {"model": ErrorResponse, "description": "the warehouse is locked by a run; retry shortly"},
+        },
+        tags=["customers"],
+    )
+    def customer(customer_id: Annotated[int, PathParam(ge=-_INT64, le=_INT64 - 1)]) -> dict[str, object]:
+        """The customer's latest assignment as published by the pipeline (table `cluster_assignments`)."""
+        try:
+            row = _latest_assignment(assignments_store, customer_id)
+        except WarehouseBusy:
+            raise HTTPException(503, "the warehouse is busy (a pipeline run is writing); retry shortly",
+                                headers={"Retry-After": "1"}) from None  # fmt: skip
+        if row is None:
+            raise HTTPException(404, f"no assignment published for customer {customer_id}")
+        return row
+
+    def openapi() -> dict[str, Any]:
+        # The score route reads its body itself (aliases, byte limit), so its request models are added here.
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            extra = TypeAdapter(ScoreBatchRequest).json_schema(ref_template="#/components/schemas/{model}")
+            components.update(extra.pop("$defs", {}))
+            components["ScoreBatchRequest"] = extra
+            components.setdefault("CustomerRecord", CustomerRecord.model_json_schema())
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyError(413, f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyError(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, object]:
+    """Decode, validate and score. Returns (status, payload)."""
+    try:
+        payload = orjson.loads(body) if orjson is not None else json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
+        return 422, {"detail": [_error(["body"], f"body is not valid JSON: {str(error)[:200]}", "json_invalid")]}
+    batch = False
+    if isinstance(payload, dict) and "customers" in payload:
+        records = payload["customers"]
+        unknown = [key for key in payload if key != "customers"]
+        if unknown:
+            return 422, {"detail": [_error(["body", k], "unknown field", "extra_forbidden") for k in unknown[:20]]}
+        if not isinstance(records, list):
+            return 422, {"detail": [_error(["body", "customers"], "must be a list of customers", "list_type")]}
+        if len(records) > max_batch:
+            return 413, {"detail": f"{len(records)} customers in one request; the limit is {max_batch}"}
+        if not records:
+            return 422, {"detail": [_error(["body", "customers"], "at least one customer", "too_short")]}
+        batch = True
+    elif isinstance(payload, dict):
+        records = [payload]
+    else:
+        return 422, {"detail": [_error(["body"], 'expected a customer object or {"customers": [...]}', "model_type")]}
+
+    scorer = loaded.scorer
+    try:
+        parsed = parse_records(records, reference_date=scorer.reference_date)
+    except RecordsInvalid as invalid:
+        prefix = ["body", "customers"] if batch else ["body"]
+        detail = [
+            _error([*prefix, *([p.row] if batch else []), *([p.field] if p.field else [])], p.message, p.type)
+            for p in invalid.problems
+        ]
+        return 422, {"detail": detail}
+    scored = scorer.score(parsed)
+    reasons = scorer.reasons(scored)
+    version = loaded.version
+    results = [
+        {
+            "customer_id": customer_id,
+            "cluster": cluster,
+            "risk_tier": tier,
+            "distance_to_centroid": distance,
+            "risk_score": risk,
+            "model_version": version,
+            "reasons": why,
+        }
+        for customer_id, cluster, tier, distance, risk, why in zip(
+            scored.customer_id.tolist(), scored.cluster.tolist(), scored.risk_tier,
+            scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), reasons, strict=True,
+        )  # fmt: skip
+    ]
+    if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
+        ids = [result["customer_id"] for result in results[:20]]
+        log.debug("scored %d customer(s) with %s: ids %s", len(results), version, ids)
+    if batch:
+        return 200, {"model_version": version, "count": len(results), "results": results}
+    return 200, results[0]
+
+
+def _error(loc: list[object], message: str, kind: str) -> dict[str, object]:
+    return {"loc": loc, "msg": message, "type": kind}
+
+
+def _dumps(payload: object) -> bytes:
+    if orjson is not None:
+        return orjson.dumps(payload)  # non-finite floats become null
+    try:
+        return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:  # a non-finite float somewhere: JSON has no such number, send null
+        return json.dumps(_finite_only(payload), separators=(",", ":")).encode()
+
+
+def _finite_only(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_only(v) for v in value]
+    return value
+
+
+_ASSIGNMENT_SQL = (
+    "SELECT customer_id, cluster, risk_tier, risk_score, distance_to_centroid, pc1, pc2, model_version, run_id "
+    "FROM cluster_assignments WHERE customer_id = ? ORDER BY model_version DESC NULLS LAST LIMIT 1"
+)
+
+
+def _latest_assignment(store: Any, customer_id: int) -> dict[str, object] | None:
+    """One short read-only query; None when the customer (or the table) is not there."""
+    import duckdb
+
+    with store.connect(read_only=True) as connection:
+        try:
+            cursor = connection.execute(_ASSIGNMENT_SQL, [customer_id])
+        except duckdb.CatalogException:  # nothing published yet
+            return None
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = [column[0] for column in cursor.description]
+    record = dict(zip(names, row, strict=True))
+    for name in ("risk_score", "distance_to_centroid", "pc1", "pc2"):
+        record[name] = _finite(record[name])
+    return record

@@ -1,0 +1,176 @@
+"""The served model: loaded once, kept in memory, swapped when the registry's active version changes.
+
+The service must never hold the DuckDB file open (a pipeline run needs to write it) and never fail a request
+because a run is writing. So:
+
+- the model is unpickled once into memory and compiled into a :class:`FastScorer`;
+- a watcher thread asks the warehouse every ``check_interval`` seconds which version is active: one short
+  read-only connection and a one-row query (``model_versions`` where ``status = 'active'``; the newest
+  ``kmeans_model`` row for warehouses that predate the registry);
+- a new version is loaded and compiled off to the side, then published by replacing one attribute (atomic in
+  Python). A request takes the current model once at its start and uses it to the end, so a swap can never mix
+  two models in one answer or fail a request in flight;
+- if the warehouse is locked by a run (``WarehouseBusy``, DuckDB IO errors) or the new model cannot be loaded,
+  the cached model keeps serving and the check is simply retried at the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from segmentation_pipeline.stages.fast_scoring import FastScorer
+from segmentation_pipeline.stages.scoring import SegmentationModel
+from segmentation_pipeline.warehouse.models import MODEL_TABLE, load_model
+from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE
+from segmentation_pipeline.warehouse.store import Warehouse, WarehouseBusy
+
+log = logging.getLogger("segmentation.api")
+
+# Errors that mean "cannot look right now": keep serving what we have.
+_TRANSIENT = (WarehouseBusy, duckdb.Error, OSError, LookupError)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version as served: the fitted model, its compiled scorer, and what the read-only routes show."""
+
+    model: SegmentationModel
+    scorer: FastScorer
+    loaded_at: datetime
+    segments: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+
+def compile_model(model: SegmentationModel) -> LoadedModel:
+    """Everything a request needs, computed once per version."""
+    scorer = FastScorer(model)
+    profiles = model.profiles()
+    population = model.tiers.population_typical
+    segments = []
+    for row in profiles.to_dict("records"):
+        segments.append(
+            {
+                "cluster": int(row["cluster"]),
+                "risk_tier": str(row["risk_tier"]),
+                "risk_score": _finite(row["risk_score"]),
+                "contributions": {
+                    key.removeprefix("contribution_"): _finite(value)
+                    for key, value in row.items()
+                    if key.startswith("contribution_")
+                },
+                "typical": {
+                    key.removeprefix("median_"): _finite(value)
+                    for key, value in row.items()
+                    if key.startswith("median_")
+                },
+                "population_typical": {key: _finite(value) for key, value in population.items()},
+            }
+        )
+    return LoadedModel(model=model, scorer=scorer, loaded_at=datetime.now().astimezone(), segments=segments)
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class ModelCache:
+    """The in-memory model and the watcher that keeps it equal to the warehouse's active version."""
+
+    def __init__(self, warehouse_path: str | Path, *, check_interval: float = 2.0, busy_timeout: float = 1.0) -> None:
+        # Short retry budget: a locked warehouse means "try again next tick", not "block for 30 s".
+        self.warehouse = Warehouse(Path(warehouse_path), retry_seconds=busy_timeout)
+        self.check_interval = check_interval
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_check: float | None = None  # time.monotonic() of the last successful version check
+        self.last_error: str | None = None
+        self._current = compile_model(load_model(self.warehouse))  # raises LookupError when there is no model
+        log.info("serving model %s", self._current.version)
+
+    @property
+    def current(self) -> LoadedModel:
+        """The model to serve this request with (take it once per request)."""
+        return self._current
+
+    def active_version(self) -> str | None:
+        """The version that should be served: one short read-only query. None when none is active."""
+        with self.warehouse.connect(read_only=True) as connection:
+            tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if REGISTRY_TABLE in tables:
+                row = connection.execute(
+                    f"SELECT model_version FROM {REGISTRY_TABLE} WHERE status = 'active' "
+                    "ORDER BY status_changed_at DESC NULLS LAST LIMIT 1"
+                ).fetchone()
+                return None if row is None else str(row[0])
+            if MODEL_TABLE in tables:  # a warehouse from before the registry: the newest model is the one
+                row = connection.execute(
+                    f"SELECT model_version FROM {MODEL_TABLE} ORDER BY created_at DESC LIMIT 1"
+                ).fetchone()
+                return None if row is None else str(row[0])
+        return None
+
+    def refresh(self) -> bool:
+        """Check the active version and swap to it if it changed. True when a new version is now served.
+        Never raises for a busy or half-written warehouse: the cached model keeps serving."""
+        with self._refresh_lock:
+            try:
+                version = self.active_version()
+            except _TRANSIENT as error:
+                self.last_error = f"version check failed: {type(error).__name__}"
+                log.debug("model version check skipped: %s", error)
+                return False
+            self.last_check = time.monotonic()
+            self.last_error = None
+            if version is None or version == self._current.version:
+                return False
+            try:
+                loaded = compile_model(load_model(self.warehouse, version=version))
+            except _TRANSIENT as error:
+                self.last_error = f"loading {version} failed: {type(error).__name__}"
+                log.warning("could not load model %s yet (%s); still serving %s", version, error, self._current.version)
+                return False
+            except Exception:  # a model this code cannot compile must not stop the service: keep the old one
+                self.last_error = f"loading {version} failed"
+                log.exception("model %s could not be compiled; still serving %s", version, self._current.version)
+                return False
+            previous, self._current = self._current.version, loaded  # the swap: one attribute assignment
+            log.info("model %s now served (was %s)", loaded.version, previous)
+            return True
+
+    # -- the watcher thread --
+    def start(self) -> None:
+        """Start checking every ``check_interval`` seconds (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_interval):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must survive anything; the next tick tries again
+                log.exception("model check failed")

@@ -1,0 +1,199 @@
+"""Request and response models of the scoring API (what ``/docs`` shows).
+
+Requests are validated by ``stages/fast_scoring.parse_records`` (the cleaning rules of a file's cells, plus
+aliases matched case-, space- and punctuation-insensitively), not by these models: pydantic aliases are exact
+strings, and "Is PEP", "is_pep" and "isPep" must all be accepted. :data:`CustomerRecord` documents the workbook's
+2023 field names and the JSON types each accepts; responses are produced with these models' shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from segmentation_pipeline import schema
+from segmentation_pipeline.stages.fast_scoring import (
+    CATEGORY,
+    CHANNELS,
+    DATE,
+    FIELD_KINDS,
+    FLAG,
+    MAX_AMOUNT,
+    MAX_ID,
+    MAX_TEXT_LENGTH,
+    field_name_for,
+)
+
+MAX_BATCH = 10_000
+MAX_BODY_BYTES = 16 * 1024 * 1024  # ~1.5 KB per customer at the batch limit, with room to spare
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+EXAMPLE_CUSTOMER: dict[str, object] = {
+    "CustomerID": 1504161,
+    "Occupation": "Private/NGO Employee",
+    "DateofBirth": "1994-09-25",
+    "Gender": "F",
+    "isPep": 0,
+    "HighIncomeHW": 0,
+    "ExpVolume": 41000,
+    "AccountType": "First Pension Account",
+    "SubscribedChannels": ["MobileApp", "ATM"],
+    "Nationality": "PK",
+    "Residence": "PK",
+    "Province": "KPK",
+    "City": "ABBOTTABAD",
+    "CustomerSince": "2018-08-10",
+    "ActualVolume": 36360.81,
+    "NumAlerts": 0,
+    "NonFacetoFaceUsage": 3,
+    "onlineFTusage": 1,
+    "CashUsage": 13156.57,
+    "CTRMatch": 0,
+    "PreviouslyReported": 0,
+}
+
+
+def _field(canonical: str) -> tuple[Any, Any]:
+    """Documented JSON type of one workbook field."""
+    kind = FIELD_KINDS[canonical]
+    aliases = ", ".join(f'"{a}"' for a in schema.COLUMN_ALIASES[canonical][1:]) or "none"
+    note = f"Also accepted as: {aliases} (any case, spacing or punctuation)."
+    if canonical == schema.ID_COLUMN:
+        whole = Annotated[int, Field(ge=-MAX_ID, le=MAX_ID)]
+        return (whole | Text, Field(description=f"Customer number (required). {note}"))
+    if kind == FLAG:
+        return (
+            bool | Literal[0, 1] | Text | None,
+            Field(None, description=f"Flag: true/false, 1/0, Y/N, Yes/No; missing = not flagged. {note}"),
+        )
+    if kind == DATE:
+        return (
+            date | Text | int | None,
+            Field(None, description=f"Date: YYYY-MM-DD (also dd/mm/yyyy or an Excel serial number). {note}"),
+        )
+    if kind == CHANNELS:
+        return (
+            Text | list[Text] | None,
+            Field(None, description=f'Channels: a list or a comma-separated text ("ATM, MobileApp"). {note}'),
+        )
+    if kind == CATEGORY:
+        return (Text | None, Field(None, description=f"Text; unknown values are handled, not errors. {note}"))
+    if canonical in schema.NON_NEGATIVE_COLUMNS:
+        amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
+        return (
+            amount | Text | None,
+            Field(None, description=f'Non-negative number (text like "1,000" accepted); missing = imputed. {note}'),
+        )
+    return (float | Text | None, Field(None, description=f"Number (bookkeeping, not used by the model). {note}"))
+
+
+CustomerRecord = create_model(  # type: ignore[call-overload]
+    "CustomerRecord",
+    __config__=ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "description": (
+                "One customer in the workbook's own field names (2023 export headers). Any alias the ingestion "
+                "accepts is accepted too (case, spaces and punctuation ignored: \"Is PEP\", \"is_pep\"). Only "
+                "CustomerID is required; missing values are imputed exactly as in training, unknown category "
+                "values are grouped as infrequent. Unknown fields, unreadable values, negative volumes or counts, "
+                "future dates and ages over 120 are refused with 422."
+            ),
+            "examples": [EXAMPLE_CUSTOMER],
+        },
+    ),
+    **{field_name_for(name): _field(name) for name in schema.COLUMN_ALIASES},
+)
+
+
+class ScoreBatchRequest(BaseModel):
+    """Several customers in one request (each scored independently)."""
+
+    model_config = ConfigDict(extra="forbid")
+    customers: list[CustomerRecord] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} customers; more is refused with 413."
+    )
+
+
+class Reason(BaseModel):
+    """An indicator that put the customer in its tier, with its value against the typical ones."""
+
+    indicator: str = Field(description="risk indicator (see config.DEFAULT_RISK_WEIGHTS)")
+    value: float | None = Field(description="the customer's value in natural units (None: unknown)")
+    segment_typical: float | None = Field(description="median of the customer's segment")
+    population_typical: float | None = Field(description="median of all training customers")
+    contribution: float = Field(description="weight x z-score: the indicator's share of the customer's risk score")
+
+
+class ScoreResult(BaseModel):
+    customer_id: int
+    cluster: int
+    risk_tier: Literal["High", "Medium", "Low"]
+    distance_to_centroid: float
+    risk_score: float = Field(description="the customer's own weighted indicator score (higher = riskier)")
+    model_version: str
+    reasons: list[Reason] = Field(description="top 3 indicators behind the tier")
+
+
+class ScoreBatchResponse(BaseModel):
+    model_version: str
+    count: int
+    results: list[ScoreResult]
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    k: int
+    metrics: dict[str, float | None]
+    trained_at: datetime
+    input_sha256: str | None
+    n_customers: int
+    reference_date: date = Field(description="the date ages and tenures are computed at")
+    run_id: str | None
+    cluster_tiers: dict[str, str]
+    loaded_at: datetime = Field(description="when this service loaded the version")
+
+
+class SegmentProfile(BaseModel):
+    cluster: int
+    risk_tier: Literal["High", "Medium", "Low"]
+    risk_score: float | None
+    contributions: dict[str, float | None] = Field(description="the segment score's terms: weight x mean z-score")
+    typical: dict[str, float | None] = Field(description="median of each indicator in the segment")
+    population_typical: dict[str, float | None]
+
+
+class SegmentsResponse(BaseModel):
+    model_version: str
+    segments: list[SegmentProfile]
+
+
+class CustomerAssignment(BaseModel):
+    customer_id: int
+    cluster: int
+    risk_tier: str
+    risk_score: float | None
+    distance_to_centroid: float | None
+    pc1: float | None
+    pc2: float | None
+    model_version: str | None
+    run_id: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_version: str
+    seconds_since_model_check: float | None
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[FieldError]
