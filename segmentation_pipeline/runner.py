@@ -12,6 +12,7 @@ import dagster as dg
 from segmentation_pipeline.definitions import build_resources
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.registry import active_version
@@ -53,24 +54,14 @@ def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step's reason: the one line an analyst should read."""
+    """The first failed step's reason, else the failed blocking check: the one line an analyst should read."""
     for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                return data.user_failure_data.description
-            error = data.error
-            while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
-                error = error.cause
-            if error is not None:
-                return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
-
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
             evaluation = event.event_specific_data
-            if not evaluation.passed:
-                return f"data quality check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed"
-    return "the run failed"
+            asset = evaluation.asset_key.to_user_string()
+            check_failure = f"data quality check {evaluation.check_name} on {asset} failed"
+            return step_failure_reason(result.all_events, check_failure)
+    return step_failure_reason(result.all_events)
 
 
 def run_pipeline(

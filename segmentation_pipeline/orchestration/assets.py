@@ -21,9 +21,8 @@ from segmentation_pipeline.orchestration.resources import SegmentationSettings, 
 from segmentation_pipeline.reporting import build_segment_report, write_report_files
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.embedding import fit_pca
-from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
-from segmentation_pipeline.stages.scoring import SegmentationModel, cluster_and_tier
+from segmentation_pipeline.stages.scoring import SegmentationModel, cluster_and_tier, feature_transformer
 from segmentation_pipeline.stages.stability import (
     keep_cluster_ids,
     population_profile,
@@ -269,11 +268,7 @@ def customer_features(
     store = warehouse.store()
     settings = segmentation.settings()
     customers = _without_lineage(_cleaned(store))
-    transformer = CustomerFeatureTransformer(
-        knn_neighbors=settings.knn_neighbors,
-        rare_level_share=settings.rare_level_share,
-        random_state=settings.random_state,
-    ).fit(customers)
+    transformer = feature_transformer(settings).fit(customers)
     features = transformer.transform(customers)
     features.insert(0, "customer_id", customers[schema.ID_COLUMN].to_numpy())
     lineage = _lineage(context, ["cleaned_customers"], _input_sha(store))

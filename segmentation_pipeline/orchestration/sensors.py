@@ -33,6 +33,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.jobs import segmentation_job
 
 INCOMING_ENV = "SEGMENTATION_INCOMING"
@@ -222,22 +223,6 @@ def new_workbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     return dg.SensorResult(run_requests=requests, cursor=scan.cursor.to_json(), skip_reason=skip)
 
 
-def failure_reason(events: list[dg.DagsterEvent], fallback: str | None = None) -> str:
-    """The first failed step's one-line reason (a dg.Failure's description, else the user error's last line)."""
-    for event in events:
-        if not event.is_step_failure:
-            continue
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return data.user_failure_data.description
-        error = data.error
-        while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
-            error = error.cause
-        if error is not None:
-            return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
-    return fallback or "the run failed"
-
-
 def _file_of(run: dg.DagsterRun) -> tuple[Path, str] | None:
     path, sha = run.tags.get(TAG_PATH), run.tags.get(TAG_SHA)
     return (Path(path), sha) if path and sha else None
@@ -273,7 +258,7 @@ def reject_failed_workbook(context: dg.RunFailureSensorContext) -> dg.SkipReason
     if found is None:
         return dg.SkipReason("run was not launched by new_workbook_sensor")
     path, sha = found
-    headline = failure_reason(list(context.get_step_failure_events()), context.failure_event.message)
+    headline = step_failure_reason(context.get_step_failure_events(), context.failure_event.message)
     reason = _reason_text(headline, file=path.name, sha256=sha, run_id=context.dagster_run.run_id)
     moved = move_file(path, rejected_dir(path.parent), sha256=sha, reason=reason)
     if moved is None:

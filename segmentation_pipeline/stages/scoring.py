@@ -85,6 +85,15 @@ class SegmentationModel:
         return out.join(typical).rename_axis("cluster").reset_index()
 
 
+def feature_transformer(settings: PipelineSettings) -> CustomerFeatureTransformer:
+    """An unfitted feature transformer configured from the run settings."""
+    return CustomerFeatureTransformer(
+        knn_neighbors=settings.knn_neighbors,
+        rare_level_share=settings.rare_level_share,
+        random_state=settings.random_state,
+    )
+
+
 def cluster_and_tier(
     embedding: np.ndarray, customers: pd.DataFrame, settings: PipelineSettings
 ) -> tuple[ClusteringResult, RiskTierModel]:
@@ -116,11 +125,7 @@ def train_segmentation_model(
     run_id: str | None = None,
 ) -> SegmentationModel:
     """Every stage after cleaning in one call (the Dagster assets run the same stages one asset at a time)."""
-    transformer = CustomerFeatureTransformer(
-        knn_neighbors=settings.knn_neighbors,
-        rare_level_share=settings.rare_level_share,
-        random_state=settings.random_state,
-    ).fit(customers)
+    transformer = feature_transformer(settings).fit(customers)
     features = transformer.transform(customers)
     embedding = fit_pca(features.to_numpy(), settings.pca_variance, settings.random_state)
     clustering, tiers = cluster_and_tier(embedding.components, customers, settings)
