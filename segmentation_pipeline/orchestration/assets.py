@@ -7,7 +7,6 @@ transaction, so any asset can be re-materialised on its own from the Dagster UI.
 
 
 import json
-import pickle
 from datetime import date, datetime
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from segmentation_pipeline.stages.stability import (
     tier_migrations,
 )
 from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry
-from segmentation_pipeline.warehouse.models import load_model
+from segmentation_pipeline.warehouse.models import load_model, model_table_row
 
 GROUP = "segmentation"
 LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
@@ -367,45 +366,16 @@ def kmeans_model(
         run_id=context.run_id,
     )
     metrics = clustering.metrics
-    model_row = pd.DataFrame(
-        [
-            {
-                "model_version": version,
-                "run_id": context.run_id,
-                "created_at": pd.Timestamp(created),
-                "k": clustering.k,
-                "seed": settings.random_state,
-                "silhouette": metrics["silhouette"],
-                "davies_bouldin": metrics["davies_bouldin"],
-                "calinski_harabasz": metrics["calinski_harabasz"],
-                "inertia": metrics["inertia"],
-                "n_customers": len(customers),
-                "input_file_sha256": input_sha,
-                "config": settings.model_dump_json(),
-                "cluster_tiers": json.dumps({str(c): t for c, t in tiers.cluster_tiers.items()}),
-                "model_blob": pickle.dumps(model, protocol=5),
-            }
-        ]
-    )
     k_search = clustering.k_search.assign(model_version=version, chosen=lambda f: f["k"] == clustering.k)
     # Registry: the new version becomes active only if it passes the quality gate; drift is measured against the
     # population of the version active until now.
     active_before = registry.active_entry(store)
     new_tiers = tiers.tier_of(clustering.labels)
     quality = registry.quality_check(metrics, clustering.labels, clustering.k, settings.silhouette_floor)
-    entry = registry.ModelVersion(
-        model_version=version,
-        run_id=context.run_id,
-        created_at=created,
-        k=clustering.k,
-        seed=settings.random_state,
-        metrics=metrics,
-        n_customers=len(customers),
-        input_file_sha256=input_sha,
-        config=settings.model_dump(),
-        library_versions=registry.library_versions(),
-        quality=quality,
-        population_profile=population_profile(customers, new_tiers),
+    entry = registry.ModelVersion.of(
+        model,
+        quality,
+        population_profile(customers, new_tiers),
         previous_version=str(active_before["model_version"]) if active_before else None,
     )
     stability = stability_report(
@@ -416,7 +386,7 @@ def kmeans_model(
         customers=customers,
         new_tiers=new_tiers,
     )
-    tables = {"kmeans_model": model_row, "kmeans_k_search": k_search}
+    tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search}
     if quality.passed:
         tables["segment_profiles"] = model.profiles()  # published profiles follow the active model
     if stability.previous_model_version is not None:

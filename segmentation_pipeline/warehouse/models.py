@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+
+import pandas as pd
 
 from segmentation_pipeline.stages.scoring import SegmentationModel
 from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE
@@ -35,3 +38,28 @@ def load_model(warehouse: Warehouse, version: str | None = None) -> Segmentation
         raise LookupError(f"no model version {version!r} in {warehouse.path}")
     # The warehouse is the pipeline's own trusted store; nothing else writes model_blob.
     return pickle.loads(row[0])
+
+
+def model_table_row(model: SegmentationModel) -> pd.DataFrame:
+    """The ``kmeans_model`` row of a fitted model: its queryable facts plus the pickled bundle itself."""
+    metrics = model.metrics
+    return pd.DataFrame(
+        [
+            {
+                "model_version": model.version,
+                "run_id": model.run_id,
+                "created_at": pd.Timestamp(model.trained_at),
+                "k": model.k,
+                "seed": model.settings.get("random_state"),
+                "silhouette": metrics["silhouette"],
+                "davies_bouldin": metrics["davies_bouldin"],
+                "calinski_harabasz": metrics["calinski_harabasz"],
+                "inertia": metrics["inertia"],
+                "n_customers": model.n_customers,
+                "input_file_sha256": model.input_sha256,
+                "config": json.dumps(model.settings, default=str),
+                "cluster_tiers": json.dumps({str(c): t for c, t in model.tiers.cluster_tiers.items()}),
+                "model_blob": pickle.dumps(model, protocol=5),
+            }
+        ]
+    )

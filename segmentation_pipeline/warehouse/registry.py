@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from segmentation_pipeline.stages.scoring import SegmentationModel
 from segmentation_pipeline.warehouse.store import Warehouse
 
 REGISTRY_TABLE = "model_versions"
@@ -121,6 +122,31 @@ class ModelVersion:
     quality: QualityResult
     population_profile: dict[str, object] = field(default_factory=dict)
     previous_version: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: SegmentationModel,
+        quality: QualityResult,
+        population_profile: dict[str, object],
+        previous_version: str | None,
+    ) -> ModelVersion:
+        """The registry entry of a fitted model."""
+        return cls(
+            model_version=model.version,
+            run_id=model.run_id,
+            created_at=model.trained_at,
+            k=model.k,
+            seed=model.settings.get("random_state"),  # type: ignore[arg-type]
+            metrics=model.metrics,
+            n_customers=model.n_customers,
+            input_file_sha256=model.input_sha256,
+            config=model.settings,
+            library_versions=library_versions(),
+            quality=quality,
+            population_profile=population_profile,
+            previous_version=previous_version,
+        )
 
     def row(self, status: str) -> list[object]:
         return [
