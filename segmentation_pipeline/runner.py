@@ -15,7 +15,7 @@ from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
 from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
 from segmentation_pipeline.warehouse import Warehouse
-from segmentation_pipeline.warehouse.registry import active_version
+from segmentation_pipeline.warehouse.models import served_version
 
 _PROGRESS_EVENTS = {"STEP_START": "started", "STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED"}
 
@@ -98,12 +98,11 @@ def run_pipeline(
 
 
 def summarise(warehouse: Warehouse, run_id: str) -> RunSummary:
-    # The model that tiers the customers is the registry's active one, which need not be this run's newest.
-    active = active_version(warehouse)
+    # The model that tiers the customers is the served (active) one, which need not be this run's newest.
+    with warehouse.connect(read_only=True) as connection:
+        served = served_version(connection)
     model = warehouse.query(
-        "SELECT model_version, k, silhouette, davies_bouldin FROM kmeans_model "
-        "WHERE model_version = coalesce(?, model_version) ORDER BY created_at DESC LIMIT 1",
-        [active],
+        "SELECT model_version, k, silhouette, davies_bouldin FROM kmeans_model WHERE model_version = ?", [served]
     ).iloc[0]
     tiers = warehouse.query("SELECT risk_tier, count(*) AS n FROM cluster_assignments GROUP BY risk_tier")
     report = warehouse.query("SELECT latest_path FROM segment_report ORDER BY created_at DESC LIMIT 1")

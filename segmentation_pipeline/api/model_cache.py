@@ -28,8 +28,7 @@ import duckdb
 
 from segmentation_pipeline.stages.fast_scoring import FastScorer
 from segmentation_pipeline.stages.scoring import SegmentationModel
-from segmentation_pipeline.warehouse.models import MODEL_TABLE, load_model
-from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE
+from segmentation_pipeline.warehouse.models import load_model, served_version
 from segmentation_pipeline.warehouse.store import Warehouse, WarehouseBusy
 
 log = logging.getLogger("segmentation.api")
@@ -111,19 +110,7 @@ class ModelCache:
     def active_version(self) -> str | None:
         """The version that should be served: one short read-only query. None when none is active."""
         with self.warehouse.connect(read_only=True) as connection:
-            tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-            if REGISTRY_TABLE in tables:
-                row = connection.execute(
-                    f"SELECT model_version FROM {REGISTRY_TABLE} WHERE status = 'active' "
-                    "ORDER BY status_changed_at DESC NULLS LAST LIMIT 1"
-                ).fetchone()
-                return None if row is None else str(row[0])
-            if MODEL_TABLE in tables:  # a warehouse from before the registry: the newest model is the one
-                row = connection.execute(
-                    f"SELECT model_version FROM {MODEL_TABLE} ORDER BY created_at DESC LIMIT 1"
-                ).fetchone()
-                return None if row is None else str(row[0])
-        return None
+            return served_version(connection)
 
     def refresh(self) -> bool:
         """Check the active version and swap to it if it changed. True when a new version is now served.

@@ -23,7 +23,6 @@ with a hash are files already submitted (not hashed again); ``processed`` keeps 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import dagster as dg
 
 from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.jobs import segmentation_job
+from segmentation_pipeline.stages.ingestion import file_sha256
 
 INCOMING_ENV = "SEGMENTATION_INCOMING"
 DEFAULT_INCOMING = Path("data") / "incoming"
@@ -65,14 +65,6 @@ def is_candidate(path: Path) -> bool:
     if name.startswith(TEMP_PREFIXES) or name.endswith(TEMP_SUFFIXES):
         return False
     return path.suffix.lower() in ACCEPTED_SUFFIXES and path.is_file()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -136,7 +128,7 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
         if len(previous) > 2:
             files[key] = previous  # already submitted: its run will move it
             continue
-        sha = sha256_of(path)
+        sha = file_sha256(path)
         after = path.stat()
         if [after.st_size, after.st_mtime_ns] != observed:
             files[key] = [after.st_size, after.st_mtime_ns]  # written to while hashing
@@ -176,7 +168,7 @@ def move_file(path: Path, destination: Path, *, sha256: str | None = None, reaso
     that content (replaced meanwhile), or the file is gone, nothing is moved and None is returned."""
     if not path.is_file():
         return None
-    if sha256 is not None and sha256_of(path) != sha256:
+    if sha256 is not None and file_sha256(path) != sha256:
         return None
     destination.mkdir(parents=True, exist_ok=True)
     target = _free_name(destination, path.name, sha256)

@@ -5,34 +5,44 @@ from __future__ import annotations
 import json
 import pickle
 
+import duckdb
 import pandas as pd
 
 from segmentation_pipeline.stages.scoring import SegmentationModel
-from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE
+from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE, active_in
 from segmentation_pipeline.warehouse.store import Warehouse
 
 MODEL_TABLE = "kmeans_model"
 
 
+def served_version(connection: duckdb.DuckDBPyConnection) -> str | None:
+    """The version the pipeline and the API use: the registry's active one; the newest model only when the
+    warehouse predates the registry. None when there is no such version."""
+    tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if REGISTRY_TABLE in tables:
+        return active_in(connection)
+    if MODEL_TABLE in tables:
+        row = connection.execute(f"SELECT model_version FROM {MODEL_TABLE} ORDER BY created_at DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+    return None
+
+
 def load_model(warehouse: Warehouse, version: str | None = None) -> SegmentationModel:
-    """The model of that version, or (version None) the ACTIVE one of the registry (``model_versions``); the
-    newest one only when the warehouse predates the registry. Raises LookupError when there is none."""
+    """The model of that version, or (version None) the served one (see :func:`served_version`).
+    Raises LookupError when there is none."""
     tables = warehouse.table_names()
     if MODEL_TABLE not in tables:
         raise LookupError(f"no model in {warehouse.path}: run the pipeline first (segmentation run)")
     with warehouse.connect(read_only=True) as connection:  # one connection: the active id and its blob agree
-        if version is None and REGISTRY_TABLE in tables:
-            active_sql = f"SELECT model_version FROM {REGISTRY_TABLE} WHERE status = 'active'"
-            active = connection.execute(active_sql).fetchone()
-            if active is None:
+        if version is None:
+            version = served_version(connection)
+            if version is None:
                 raise LookupError(
                     f"no active model in {warehouse.path}: no version passed the quality checks; "
                     "see `segmentation models list` and `segmentation models promote VERSION`"
                 )
-            version = str(active[0])
-        where, params = ("model_version = ?", [version]) if version else ("TRUE", [])
         row = connection.execute(
-            f"SELECT model_blob FROM {MODEL_TABLE} WHERE {where} ORDER BY created_at DESC LIMIT 1", params
+            f"SELECT model_blob FROM {MODEL_TABLE} WHERE model_version = ? ORDER BY created_at DESC LIMIT 1", [version]
         ).fetchone()
     if row is None:
         raise LookupError(f"no model version {version!r} in {warehouse.path}")

@@ -188,7 +188,7 @@ def active_version(warehouse: Warehouse) -> str | None:
     if not registry_exists(warehouse):
         return None
     with warehouse.connect(read_only=True) as connection:
-        return _active(connection)
+        return active_in(connection)
 
 
 def active_entry(warehouse: Warehouse) -> dict[str, object] | None:
@@ -204,7 +204,8 @@ def active_entry(warehouse: Warehouse) -> dict[str, object] | None:
     return row
 
 
-def _active(connection: duckdb.DuckDBPyConnection) -> str | None:
+def active_in(connection: duckdb.DuckDBPyConnection) -> str | None:
+    """The active version's id over an open connection (the registry table must exist)."""
     row = connection.execute(f"SELECT model_version FROM {REGISTRY_TABLE} WHERE status = 'active'").fetchone()
     return None if row is None else str(row[0])
 
@@ -232,7 +233,7 @@ def _transaction(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def _activate(connection: duckdb.DuckDBPyConnection, version: str, reason: str) -> str | None:
     """Make ``version`` the only active one (inside the caller's transaction); returns the one it replaces."""
-    previous = _active(connection)
+    previous = active_in(connection)
     now = datetime.now().astimezone()
     connection.execute(
         f"UPDATE {REGISTRY_TABLE} SET status = 'inactive', status_changed_at = ? "
@@ -286,7 +287,7 @@ def rollback(warehouse: Warehouse) -> tuple[str, str]:
     if not registry_exists(warehouse):
         raise RegistryError(f"no model registry in {warehouse.path}: run the pipeline first")
     with _transaction(warehouse) as connection:
-        current = _active(connection)
+        current = active_in(connection)
         if current is None:
             raise RegistryError("no active model version to roll back from")
         # The latest activation of the current version that was not itself a rollback says which version it
