@@ -305,3 +305,29 @@ def test_customers_who_joined_after_training_are_ordinary() -> None:
     with pytest.raises(RecordsInvalid):
         parse_records([{"CustomerID": 1, "CustomerSince": (today + timedelta(days=1)).isoformat()}],
                       reference_date=reference, today=today)  # fmt: skip
+
+
+def test_a_batch_of_dates_reads_as_each_date_alone() -> None:
+    """Batches of plain ISO dates take a vectorised path; any other spelling sends the column to the per-value
+    path. Either way each record's days and refusals equal those of the record sent alone."""
+    day = date(2026, 6, 30)
+    rng = np.random.default_rng(3)
+    iso = [(date(1678, 1, 1) + timedelta(days=int(d))).isoformat() for d in rng.integers(0, 212_000, 60)]
+    iso += ["1678-01-01", "2261-12-31", "2026-06-30", "2000-02-29"]
+    odd = ["1677-12-31", "2262-01-01", "2023-02-30", "1994-9-25", " 1994-09-25", "25/09/1994", "N/A", "٢٠٢٠-01-01"]
+    for extra in [[], [None, None], *([text] for text in odd)]:
+        values = [*iso, *extra]
+        records = [{"CustomerID": i, "IncorporatedSince": v} for i, v in enumerate(values)]
+        singles = [_single("IncorporatedSince", v) for v in values]
+        if any(refused for _, refused in singles):
+            refused_rows = {row for row, _, _ in _problems(records)}
+            assert refused_rows == {i for i, (_, refused) in enumerate(singles) if refused}
+            continue
+        batch = parse_records(records, reference_date=day, today=day).days[:, INCORPORATED]
+        alone = np.array([parsed.days[0, INCORPORATED] for parsed, _ in singles])  # type: ignore[union-attr]
+        np.testing.assert_array_equal(batch, alone)
+    # The quarantine rules hold in a batch too: a birth date in the future and an age over 120 are refused.
+    records = [{"CustomerID": i, "DateofBirth": "1980-01-01"} for i in range(30)]
+    records[4]["DateofBirth"], records[9]["DateofBirth"] = "2027-01-01", "1890-01-01"
+    assert [(row, message) for row, _, message in _problems(records)] == [(4, "date is in the future"),
+                                                                        (9, "age over 120")]  # fmt: skip

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from functools import lru_cache
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, Final
 
 import numpy as np
@@ -35,6 +35,7 @@ from segmentation_pipeline import schema
 from segmentation_pipeline.stages import cleaning
 from segmentation_pipeline.stages.features import LOG_COLUMNS, MISSING_LEVEL
 from segmentation_pipeline.stages.scoring import SegmentationModel
+from segmentation_pipeline.stages.tiering import round_contributions
 
 __all__ = [
     "DATE_FIELDS",
@@ -352,6 +353,21 @@ class _Memo(dict):  # type: ignore[type-arg]
 _FLAG_MEMO, _CATEGORY_MEMO, _CHANNEL_MEMO, _DATE_MEMO = _Memo(), _Memo(), _Memo(), _Memo()
 
 
+def _all_remembered(values: list[object], memo: _Memo) -> list[object] | None:
+    """Each value's memo entry when every value is text (or null) already parsed to a plain result; else None.
+    Checked on the few distinct values (memo keys are only text and None, so other types never pass)."""
+    try:
+        distinct = set(values)
+    except TypeError:  # a list or an object: not for this shortcut
+        return None
+    try:
+        if not distinct <= memo.keys() or any(memo[value] is _HARD for value in distinct):
+            return None
+        return list(map(memo.__getitem__, values))
+    except KeyError:  # a request on another thread cleared the (full) memo meanwhile
+        return None
+
+
 def _flag_of(text: str) -> object:
     if not _plain(text):
         return _HARD
@@ -533,6 +549,41 @@ def _date_limits(reference: date, today: date) -> _DateLimits:
                        oldest_ts.date(), oldest_ts)  # fmt: skip
 
 
+_ISO_DIGITS: Final = np.array([0, 1, 2, 3, 5, 6, 8, 9])
+_UNIX_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+
+
+def _iso_ordinals(values: list[object]) -> np.ndarray | None:
+    """Day ordinals (NaN for None) when every text is exactly a plain ``YYYY-MM-DD`` date of a year in pandas'
+    Timestamp range (what ``_ordinal_of`` accepts); None when any is not, so the per-value path decides."""
+    if None in values:
+        present = np.array([value is not None for value in values])
+        texts = np.array([value for value in values if value is not None])
+    else:
+        present, texts = None, np.array(values)
+    if texts.size == 0:
+        return np.full(len(values), np.nan)
+    if texts.dtype != np.dtype("<U10"):  # something longer than ten characters (or not text)
+        return None
+    codes = texts.view(np.uint32).reshape(-1, 10)
+    digits = codes[:, _ISO_DIGITS] - 48  # unsigned: anything below "0" wraps to a large number
+    if (digits > 9).any() or (codes[:, 4] != 45).any() or (codes[:, 7] != 45).any():  # 45 is "-"
+        return None
+    years = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    if (years < 1678).any() or (years > 2261).any():
+        return None
+    try:
+        stamps = texts.astype("datetime64[D]")  # a day that does not exist (2023-02-30) raises
+    except ValueError:
+        return None
+    ordinals = stamps.astype(np.int64).astype(np.float64) + _UNIX_EPOCH_ORDINAL
+    if present is None:
+        return ordinals
+    out = np.full(len(values), np.nan)
+    out[present] = ordinals
+    return out
+
+
 def _parse_dates(
     values: list[object], name: str, label: str, limits: _DateLimits, problems: _Problems
 ) -> np.ndarray:
@@ -541,13 +592,19 @@ def _parse_dates(
     n = len(values)
     memo = _DATE_MEMO
     ordinals: list[object]
-    if set(map(type, values)) <= _TEXT_TYPES:
+    texts_only = set(map(type, values)) <= _TEXT_TYPES
+    vectorised = _iso_ordinals(values) if texts_only and n > 16 else None
+    if vectorised is not None:  # a batch of plain ISO dates: parsed in C, no per-value Python
+        ordinals = []
+    elif texts_only:
         ordinals = list(map(memo.get, values, repeat(_MISS, n)))
     else:
         ordinals = [_MISS if type(value) is str else value for value in values]
     hard: list[int] = []
     days = np.full(n, np.nan)
-    if _MISS in ordinals or _HARD in ordinals or not set(map(type, ordinals)) <= _ORDINAL_TYPES:
+    if vectorised is not None:
+        pass
+    elif _MISS in ordinals or _HARD in ordinals or not set(map(type, ordinals)) <= _ORDINAL_TYPES:
         for row, value in enumerate(values):
             ordinal = ordinals[row]
             if ordinal is None or type(ordinal) is int and type(value) is str:
@@ -579,7 +636,10 @@ def _parse_dates(
                 elif born and ordinal < oldest:  # type: ignore[operator]
                     problems.add(row, label, "age over 120")
     else:
-        known = np.array([np.nan if o is None else o for o in ordinals], dtype=np.float64)
+        if vectorised is not None:
+            known = vectorised
+        else:
+            known = np.array([np.nan if o is None else o for o in ordinals], dtype=np.float64)
         days[:] = reference - known
         if checked:
             for row in np.flatnonzero(known > latest).tolist():
@@ -606,10 +666,9 @@ def _parse_dates(
 
 def _parse_categories(values: list[object], label: str, problems: _Problems) -> list[str | None]:
     memo = _CATEGORY_MEMO
-    if set(map(type, values)) <= _TEXT_TYPES:  # text seen before: one memo lookup each
-        known = list(map(memo.get, values, repeat(_MISS, len(values))))
-        if _MISS not in known and _HARD not in known:
-            return known  # type: ignore[return-value]
+    known = _all_remembered(values, memo)
+    if known is not None:
+        return known  # type: ignore[return-value]
     out: list[str | None] = [None] * len(values)
     hard: list[int] = []
     for row, value in enumerate(values):
@@ -639,10 +698,9 @@ def _parse_channels(values: list[object], label: str, problems: _Problems) -> li
         texts: list[object] = [",".join(v) if type(v) is list else v for v in values]  # type: ignore[arg-type]
     except TypeError:  # a list holding something else than text: named below
         texts = list(values)
-    if set(map(type, texts)) <= _TEXT_TYPES:  # channel sets seen before: one memo lookup each
-        known = list(map(memo.get, texts, repeat(_MISS, len(texts))))
-        if _MISS not in known and _HARD not in known:
-            return [() if channels is None else channels for channels in known]  # type: ignore[misc]
+    known = _all_remembered(texts, memo)
+    if known is not None:
+        return [() if channels is None else channels for channels in known]  # type: ignore[misc]
     out: list[tuple[str, ...]] = [()] * len(values)
     hard: list[int] = []
     for row, value in enumerate(values):
@@ -845,6 +903,10 @@ class FastScorer:
             for c in range(len(self._centers))
         ]
         self._population = [_or_none(tiers.population_typical.get(n)) for n in self._indicator_names]
+        # The same as object arrays (floats and None), for gathering the reasons of a batch at once.
+        self._typical_matrix = np.array(self._typical, dtype=object).reshape(len(self._centers), len(names))
+        self._population_array = np.array(self._population, dtype=object)
+        self._names_array = np.array(names, dtype=object)
 
     @staticmethod
     def _encoder_lookups(features: Any) -> list[tuple[dict[str, int], int, int]]:
@@ -934,21 +996,19 @@ class FastScorer:
             known = hot >= 0
             matrix[rows[known], hot[known]] = 1.0
         if parsed.channels is not None and self._channels:
+            # A batch holds a few distinct channel sets: each is mapped to its output columns once (memo).
             columns_of = self._channel_columns
-            hot_rows: list[int] = []
-            hot_columns: list[int] = []
-            for row, channels in enumerate(parsed.channels):
-                if channels:
-                    columns = columns_of.get(channels)
-                    if columns is None:
-                        columns = [self._channel_index[c] for c in channels if c in self._channel_index]
-                        if len(columns_of) < 4_096:
-                            columns_of[channels] = columns
-                    for column in columns:
-                        hot_rows.append(row)
-                        hot_columns.append(column)
-            if hot_rows:
-                matrix[hot_rows, hot_columns] = 1.0
+            distinct = {channels: columns_of.get(channels) for channels in set(parsed.channels)}
+            for channels, columns in distinct.items():
+                if columns is None:
+                    index = self._channel_index
+                    distinct[channels] = columns = [index[c] for c in channels if c in index]
+                    if len(columns_of) < 4_096:  # bounded: odd channel names from clients must not grow it
+                        columns_of[channels] = columns
+            hot = list(map(distinct.__getitem__, parsed.channels))
+            counts = list(map(len, hot))
+            if any(counts):
+                matrix[np.repeat(np.arange(n), counts), list(chain.from_iterable(hot))] = 1.0
         return matrix
 
     def indicators(self, parsed: ParsedRecords) -> np.ndarray:
@@ -995,9 +1055,16 @@ class FastScorer:
             else:
                 key = row if tier == 0 else np.abs(row)
                 order = (width - 1 - key[::-1].argsort(kind="quicksort"))[::-1]
-            chosen = order[None, :top]
-            values = [scored.indicators[0, chosen[0]].tolist()]
-            terms = [row[chosen[0]].tolist()]
+            columns = order[:top]
+            segment, names, population = self._typical[int(scored.cluster[0])], self._indicator_names, self._population
+            return [
+                [
+                    {"indicator": names[j], "value": None if value != value else value,  # NaN -> unknown
+                     "segment_typical": segment[j], "population_typical": population[j], "contribution": term}
+                    for j, value, term in zip(columns.tolist(), scored.indicators[0, columns].tolist(),
+                                              round_contributions(row[columns]).tolist(), strict=True)
+                ]
+            ]  # fmt: skip
         else:
             tiers = np.array([self._tier_rank[t] for t in scored.risk_tier])
             order = np.empty((n, width), dtype=np.intp)
@@ -1011,27 +1078,24 @@ class FastScorer:
             if rows.size:
                 order[rows] = contributions[rows].argsort(axis=1, kind="quicksort")
             chosen = order[:, :top]
-            values = np.take_along_axis(scored.indicators, chosen, axis=1).tolist()
-            terms = np.take_along_axis(contributions, chosen, axis=1).tolist()
-        names, population, typical = self._indicator_names, self._population, self._typical
-        out = []
-        for cluster, columns, row_values, row_terms in zip(
-            scored.cluster.tolist(), chosen.tolist(), values, terms, strict=True
-        ):
-            segment = typical[cluster]
-            out.append(
-                [
-                    {
-                        "indicator": names[j],
-                        "value": None if value != value else value,  # NaN -> unknown
-                        "segment_typical": segment[j],
-                        "population_typical": population[j],
-                        "contribution": round(term, 4),
-                    }
-                    for j, value, term in zip(columns, row_values, row_terms, strict=True)
-                ]
+        # Every reason of the batch in one flat pass (customer-major), then cut into customers: the values are
+        # gathered and rounded as arrays, and each reason is one dict literal.
+        per_customer = chosen.shape[1]
+        columns = chosen.ravel()
+        rows = np.repeat(np.arange(n), per_customer)
+        values = scored.indicators[rows, columns].astype(object)
+        values[np.isnan(scored.indicators[rows, columns])] = None  # NaN -> unknown
+        terms = round_contributions(contributions[rows, columns])
+        segment = self._typical_matrix[scored.cluster[rows], columns]
+        flat = [
+            {"indicator": name, "value": value, "segment_typical": typical, "population_typical": population,
+             "contribution": term}
+            for name, value, typical, population, term in zip(
+                self._names_array[columns].tolist(), values.tolist(), segment.tolist(),
+                self._population_array[columns].tolist(), terms.tolist(), strict=True,
             )
-        return out
+        ]  # fmt: skip
+        return [flat[start : start + per_customer] for start in range(0, len(flat), per_customer)]
 
 
 _NUMBER_POSITION: Final = {name: i for i, name in enumerate(NUMBER_FIELDS)}

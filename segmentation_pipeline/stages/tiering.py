@@ -107,7 +107,8 @@ class RiskTierModel:
             else:
                 ranked = row.reindex(row.abs().sort_values(ascending=False).index)
             reasons = []
-            for name, contribution in ranked.head(top).items():
+            chosen = ranked.head(top)
+            for name, contribution in zip(chosen.index, round_contributions(chosen.to_numpy()).tolist(), strict=True):
                 value = indicators.iloc[position][name]
                 reasons.append(
                     {
@@ -115,11 +116,17 @@ class RiskTierModel:
                         "value": None if pd.isna(value) else float(value),
                         "segment_typical": _or_none(self.typical.loc[int(cluster), name]),
                         "population_typical": _or_none(self.population_typical.get(name)),
-                        "contribution": round(float(contribution), 4),
+                        "contribution": contribution,
                     }
                 )
             result.append(reasons)
         return result
+
+
+def round_contributions(contributions: np.ndarray) -> np.ndarray:
+    """Contributions as reasons show them: 4 decimals (NumPy's rounding, so a batch is rounded in one call and
+    the API's fast scorer and this model give the very same numbers)."""
+    return np.round(np.asarray(contributions, dtype=np.float64), 4)
 
 
 def _or_none(value: object) -> float | None:
