@@ -26,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.security import APIKeyHeader
 from pydantic import TypeAdapter
 
+from segmentation_pipeline.api.batching import SingleRecordBatcher
 from segmentation_pipeline.api.model_cache import LoadedModel, ModelCache, _finite
 from segmentation_pipeline.api.schemas import (
     MAX_BATCH,
@@ -41,7 +42,7 @@ from segmentation_pipeline.api.schemas import (
     SegmentsResponse,
 )
 from segmentation_pipeline.api.security import API_KEY_HEADER, ApiKeyVerifier
-from segmentation_pipeline.stages.fast_scoring import RecordsInvalid, parse_records
+from segmentation_pipeline.stages.fast_scoring import ParsedRecords, RecordsInvalid, parse_records
 from segmentation_pipeline.warehouse.store import WarehouseBusy
 
 try:  # orjson: ~5x faster JSON both ways, which is most of a 10,000-customer batch; stdlib json otherwise
@@ -51,8 +52,6 @@ except ImportError:  # pragma: no cover - orjson is a dependency, the fallback k
 
 log = logging.getLogger("segmentation.api")
 
-# Batches above this size are parsed and scored in a worker thread so the event loop keeps answering others.
-_THREAD_MIN_RECORDS = 64
 _INT64 = 2**63
 _ERRORS = {
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
@@ -115,6 +114,7 @@ def create_app(
             raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "ApiKey"})
 
     authed = [Depends(require_key)]
+    singles = SingleRecordBatcher(lambda records: _score_singles(records, cache.current))
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz() -> dict[str, object]:
@@ -156,13 +156,17 @@ def create_app(
         if verifier is not None and not verifier(request.headers.get(API_KEY_HEADER)):
             return Response(_UNAUTHORIZED, status_code=401, media_type="application/json",
                             headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
-        loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
         try:
             body = await _read_body(request, max_body_bytes)
             if len(body) > 65_536:  # big bodies: decode and score off the event loop
+                loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
                 status, payload = await run_in_threadpool(_score_body, body, loaded, max_batch)
             else:
-                status, payload = _score_body(body, loaded, max_batch)
+                records, batch = _records_of(body, max_batch)
+                if batch:
+                    status, payload = _score_records(records, cache.current, batch=True)
+                else:  # one customer: scored together with the others that arrive at the same moment
+                    status, payload = await singles.score(records[0])
         except _BodyError as error:
             status, payload = error.status, {"detail": error.detail}
         return Response(_dumps(payload), status_code=status, media_type="application/json")
@@ -259,30 +263,40 @@ def _no_constants(name: str) -> float:
 def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, object]:
     """Decode, validate and score. Returns (status, payload)."""
     try:
+        records, batch = _records_of(body, max_batch)
+    except _BodyError as error:
+        return error.status, {"detail": error.detail}
+    return _score_records(records, loaded, batch=batch)
+
+
+def _records_of(body: bytes, max_batch: int) -> tuple[list[object], bool]:
+    """The body's customer records, and whether they came as a batch; ``_BodyError`` (422/413) otherwise."""
+    try:
         payload = orjson.loads(body) if orjson is not None else json.loads(body, parse_constant=_no_constants)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
-        return 422, {"detail": [_error(["body"], f"body is not valid JSON: {str(error)[:200]}", "json_invalid")]}
-    batch = False
+        message = f"body is not valid JSON: {str(error)[:200]}"
+        raise _BodyError(422, [_error(["body"], message, "json_invalid")]) from None
     if isinstance(payload, dict) and "customers" in payload:
         records = payload["customers"]
         unknown = [key for key in payload if key != "customers"]
         if unknown:
-            return 422, {"detail": [_error(["body", k], "unknown field", "extra_forbidden") for k in unknown[:20]]}
+            raise _BodyError(422, [_error(["body", k], "unknown field", "extra_forbidden") for k in unknown[:20]])
         if not isinstance(records, list):
-            return 422, {"detail": [_error(["body", "customers"], "must be a list of customers", "list_type")]}
+            raise _BodyError(422, [_error(["body", "customers"], "must be a list of customers", "list_type")])
         if len(records) > max_batch:
-            return 413, {"detail": f"{len(records)} customers in one request; the limit is {max_batch}"}
+            raise _BodyError(413, f"{len(records)} customers in one request; the limit is {max_batch}")
         if not records:
-            return 422, {"detail": [_error(["body", "customers"], "at least one customer", "too_short")]}
-        batch = True
-    elif isinstance(payload, dict):
-        records = [payload]
-    else:
-        return 422, {"detail": [_error(["body"], 'expected a customer object or {"customers": [...]}', "model_type")]}
+            raise _BodyError(422, [_error(["body", "customers"], "at least one customer", "too_short")])
+        return records, True
+    if isinstance(payload, dict):
+        return [payload], False
+    raise _BodyError(422, [_error(["body"], 'expected a customer object or {"customers": [...]}', "model_type")])
 
-    scorer = loaded.scorer
+
+def _score_records(records: Sequence[object], loaded: LoadedModel, *, batch: bool) -> tuple[int, object]:
+    """Validate and score the records of one request: (200, result or batch response) or (422, every problem)."""
     try:
-        parsed = parse_records(records, reference_date=scorer.reference_date)
+        parsed = parse_records(records, reference_date=loaded.scorer.reference_date)
     except RecordsInvalid as invalid:
         prefix = ["body", "customers"] if batch else ["body"]
         detail = [
@@ -290,9 +304,27 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
             for p in invalid.problems
         ]
         return 422, {"detail": detail}
+    results = _results(parsed, loaded)
+    if batch:
+        return 200, {"model_version": loaded.version, "count": len(results), "results": results}
+    return 200, results[0]
+
+
+def _score_singles(records: Sequence[object], loaded: LoadedModel) -> list[tuple[int, object]]:
+    """One-customer requests that arrived together (see ``batching``): scored as one batch, each answered as if
+    alone. If any record is invalid, each is validated and scored on its own so that errors stay per request."""
+    if len(records) > 1:
+        try:
+            parsed = parse_records(records, reference_date=loaded.scorer.reference_date)
+        except RecordsInvalid:
+            return [_score_records([record], loaded, batch=False) for record in records]
+        return [(200, result) for result in _results(parsed, loaded)]
+    return [_score_records(records, loaded, batch=False)]
+
+
+def _results(parsed: ParsedRecords, loaded: LoadedModel) -> list[dict[str, object]]:
+    scorer, version = loaded.scorer, loaded.version
     scored = scorer.score(parsed)
-    reasons = scorer.reasons(scored)
-    version = loaded.version
     results = [
         {
             "customer_id": customer_id,
@@ -305,15 +337,13 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
         }
         for customer_id, cluster, tier, distance, risk, why in zip(
             scored.customer_id.tolist(), scored.cluster.tolist(), scored.risk_tier,
-            scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), reasons, strict=True,
+            scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), scorer.reasons(scored), strict=True,
         )  # fmt: skip
     ]
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
         ids = [result["customer_id"] for result in results[:20]]
         log.debug("scored %d customer(s) with %s: ids %s", len(results), version, ids)
-    if batch:
-        return 200, {"model_version": version, "count": len(results), "results": results}
-    return 200, results[0]
+    return results
 
 
 def _error(loc: list[object], message: str, kind: str) -> dict[str, object]:

@@ -355,17 +355,16 @@ _FLAG_MEMO, _CATEGORY_MEMO, _CHANNEL_MEMO, _DATE_MEMO = _Memo(), _Memo(), _Memo(
 
 def _all_remembered(values: list[object], memo: _Memo) -> list[object] | None:
     """Each value's memo entry when every value is text (or null) already parsed to a plain result; else None.
-    Checked on the few distinct values (memo keys are only text and None, so other types never pass)."""
+    Looked up once per distinct value, into a local dict: another request's thread may clear the memo meanwhile
+    (memo keys are only text and None, so a value of any other type is never found)."""
     try:
-        distinct = set(values)
+        found = {value: memo.get(value, _MISS) for value in set(values)}
     except TypeError:  # a list or an object: not for this shortcut
         return None
-    try:
-        if not distinct <= memo.keys() or any(memo[value] is _HARD for value in distinct):
-            return None
-        return list(map(memo.__getitem__, values))
-    except KeyError:  # a request on another thread cleared the (full) memo meanwhile
+    parsed = found.values()
+    if _MISS in parsed or _HARD in parsed:
         return None
+    return list(map(found.__getitem__, values))
 
 
 def _flag_of(text: str) -> object:
