@@ -258,8 +258,9 @@ def test_cache_swaps_to_a_promoted_version_and_survives_a_locked_warehouse(tmp_p
     first = cache.current.version
     assert cache.refresh() is False  # nothing changed
 
-    # A writer holds the file (here: a read-write connection in this process): keep serving, no error.
-    with duckdb.connect(str(copy)):
+    # A writer holds the file (here: a read-write connection in this process) and writes: keep serving, no error.
+    with duckdb.connect(str(copy)) as writer:
+        writer.execute("CREATE TABLE run_in_progress AS SELECT 1 AS step")
         assert cache.refresh() is False
         assert cache.last_error is not None
         assert app_client.post("/v1/score", json=EXAMPLE_CUSTOMER, headers=KEY).status_code == 200
@@ -272,6 +273,26 @@ def test_cache_swaps_to_a_promoted_version_and_survives_a_locked_warehouse(tmp_p
     body = app_client.post("/v1/score", json=EXAMPLE_CUSTOMER, headers=KEY).json()
     assert body["model_version"] == promoted
     assert app_client.get("/v1/model", headers=KEY).json()["model_version"] == promoted
+
+
+def test_cache_queries_the_warehouse_only_when_its_files_change(tmp_path: Path, warehouse: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    copy = tmp_path / "warehouse.duckdb"
+    copy.write_bytes(warehouse.read_bytes())
+    cache = ModelCache(copy, check_interval=60)
+    queries: list[str | None] = []
+    active_version = cache.active_version
+    monkeypatch.setattr(cache, "active_version", lambda: queries.append(active_version()) or queries[-1])
+    assert cache.refresh() is False and len(queries) == 1
+    assert cache.refresh() is False and cache.refresh() is False and len(queries) == 1  # unchanged: no connection
+    assert cache.last_check is not None
+    with duckdb.connect(str(copy)) as writer:
+        writer.execute("CREATE TABLE unrelated AS SELECT 1 AS x")
+    assert cache.refresh() is False and len(queries) == 2  # the files changed: asked again
+    cache._last_query -= 31  # coarse file-system timestamps: still asked at least every 30 s
+    assert cache.refresh() is False and len(queries) == 3
+    promoted = _store_copy_as_new_version(Warehouse(copy), "20990101T000000-promoted")
+    assert cache.refresh() is True and cache.current.version == promoted
 
 
 def _store_copy_as_new_version(store: Warehouse, version: str) -> str:

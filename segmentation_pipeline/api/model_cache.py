@@ -6,7 +6,8 @@ because a run is writing. So:
 - the model is unpickled once into memory and compiled into a :class:`FastScorer`;
 - a watcher thread asks the warehouse every ``check_interval`` seconds which version is active: one short
   read-only connection and a one-row query (``model_versions`` where ``status = 'active'``; the newest
-  ``kmeans_model`` row for warehouses that predate the registry);
+  ``kmeans_model`` row for warehouses that predate the registry). The question is skipped while the DuckDB
+  file and its write-ahead log are unchanged since the last answer (but asked at least every 30 s);
 - a new version is loaded and compiled off to the side, then published by replacing one attribute (atomic in
   Python). A request takes the current model once at its start and uses it to the end, so a swap can never mix
   two models in one answer or fail a request in flight;
@@ -35,6 +36,7 @@ log = logging.getLogger("segmentation.api")
 
 # Errors that mean "cannot look right now": keep serving what we have.
 _TRANSIENT = (WarehouseBusy, duckdb.Error, OSError, LookupError)
+_QUERY_AT_LEAST_EVERY = 30.0  # seconds: the version is queried this often even when the files look unchanged
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class ModelCache:
         self._thread: threading.Thread | None = None
         self.last_check: float | None = None  # time.monotonic() of the last successful version check
         self.last_error: str | None = None
+        self._checked_signature: tuple[object, ...] | None = None  # the files as of the last complete check
+        self._last_query = -math.inf
         self._current = compile_model(load_model(self.warehouse))  # raises LookupError when there is no model
         log.info("serving model %s", self._current.version)
 
@@ -112,10 +116,32 @@ class ModelCache:
         with self.warehouse.connect(read_only=True) as connection:
             return served_version(connection)
 
+    def _files_signature(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """What the file system says of the warehouse file and its write-ahead log: any committed write changes
+        one of them (size, modification time, or the file itself when replaced)."""
+        signature = []
+        for path in (self.warehouse.path, self.warehouse.path.with_name(self.warehouse.path.name + ".wal")):
+            try:
+                stat = path.stat()
+            except OSError:
+                signature.append(None)
+            else:
+                signature.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        return tuple(signature)
+
     def refresh(self) -> bool:
         """Check the active version and swap to it if it changed. True when a new version is now served.
         Never raises for a busy or half-written warehouse: the cached model keeps serving."""
         with self._refresh_lock:
+            # Opening DuckDB costs milliseconds of the serving process's CPU every tick; when the files have not
+            # changed since the last complete check, the answer cannot have changed either. Still queried now
+            # and then, for file systems whose timestamps are too coarse to see every write.
+            signature = self._files_signature()
+            now = time.monotonic()
+            if signature == self._checked_signature and now - self._last_query < _QUERY_AT_LEAST_EVERY:
+                self.last_check = now
+                return False
+            self._last_query = now
             try:
                 version = self.active_version()
             except _TRANSIENT as error:
@@ -125,6 +151,7 @@ class ModelCache:
             self.last_check = time.monotonic()
             self.last_error = None
             if version is None or version == self._current.version:
+                self._checked_signature = signature
                 return False
             try:
                 loaded = compile_model(load_model(self.warehouse, version=version))
@@ -137,6 +164,7 @@ class ModelCache:
                 log.exception("model %s could not be compiled; still serving %s", version, self._current.version)
                 return False
             previous, self._current = self._current.version, loaded  # the swap: one attribute assignment
+            self._checked_signature = signature
             log.info("model %s now served (was %s)", loaded.version, previous)
             return True
 
