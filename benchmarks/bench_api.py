@@ -181,7 +181,9 @@ def run_load(port: int, requests: list[bytes], *, connections: int, duration: fl
 def run_batches(port: int, bodies: list[bytes], *, connections: int, batch: int, duration: float) -> dict:
     """Batch requests from ``connections`` threads of a second process (http.client is fine at this rate)."""
     script = f"""
-import http.client, json, pickle, sys, threading, time
+import http.client, json, os, pickle, sys, threading, time
+if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+    os.sched_setaffinity(0, {{1}})  # the other core than the server, as for the single-request load
 bodies = pickle.loads(sys.stdin.buffer.read())
 done, statuses, stop = [], [], time.perf_counter() + {duration}
 def worker(offset):

@@ -66,6 +66,16 @@ def test_matches_knnimputer_when_donors_are_complete() -> None:
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
+def test_wide_rows_match_knnimputer_too() -> None:
+    # Gap patterns are grouped by an integer key up to 62 columns, by packed bytes beyond (the test above: 5).
+    width = 70
+    X_train = _correlated(300, width, seed=6)
+    X_test, _ = _with_gaps(_correlated(150, width, seed=7), 3 / width, seed=8)
+    ours = PatternKNNImputer(n_neighbors=5).fit(X_train).transform(X_test)
+    ref = KNNImputer(n_neighbors=5).fit(X_train).transform(X_test)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
 def test_matches_knnimputer_fit_transform_when_neighbours_are_complete() -> None:
     # Far-apart clusters of complete rows, each with one incomplete row: the incomplete row's nearest
     # neighbours (for KNNImputer too) are the complete rows of its own cluster.

@@ -290,9 +290,15 @@ class PatternKNNImputer(TransformerMixin, BaseEstimator):
             yield mask[incomplete[0]], incomplete
             return
         sub = mask[incomplete]
-        # Pack each row's pattern into bytes so np.unique sorts small fixed-width keys.
-        packed = np.packbits(sub, axis=1)
-        _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+        if sub.shape[1] <= 62:
+            # Each row's pattern as one integer (bit j = column j missing): a 1-D unique, several times faster
+            # than np.unique(axis=0) on rows.
+            keys = sub.astype(np.int64) @ (np.int64(1) << np.arange(sub.shape[1], dtype=np.int64))
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        else:
+            # Pack each row's pattern into bytes so np.unique sorts small fixed-width keys.
+            packed = np.packbits(sub, axis=1)
+            _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")
         bounds = np.cumsum(np.bincount(inverse, minlength=first.size))[:-1]
