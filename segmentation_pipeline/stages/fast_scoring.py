@@ -51,6 +51,7 @@ __all__ = [
     "RecordsInvalid",
     "ScoredBatch",
     "field_name_for",
+    "parse_columns",
     "parse_records",
 ]
 
@@ -760,7 +761,26 @@ def parse_records(records: Sequence[object], *, reference_date: date, today: dat
     """
     problems = _Problems()
     columns, spelled = _columns_of(records, problems)
-    n = len(records)
+    return _parse_columns(columns, spelled, len(records), problems, reference_date=reference_date, today=today)
+
+
+def parse_columns(
+    columns: dict[str, list[object]], spelled: dict[str, str], n: int, *, reference_date: date,
+    today: date | None = None,
+) -> ParsedRecords:  # fmt: skip
+    """:func:`parse_records` for records already transposed by the caller: ``columns`` maps canonical names
+    (every key of ``FIELD_KINDS`` is one; a field no record gave may be absent or all None) to one value per
+    record, as JSON decoding gives them; ``spelled`` gives the name to use for each field in problems."""
+    unknown = set(columns) - FIELD_KINDS.keys()
+    if unknown:
+        raise ValueError(f"not canonical field names: {sorted(unknown)}")
+    return _parse_columns(columns, spelled, n, _Problems(), reference_date=reference_date, today=today)
+
+
+def _parse_columns(
+    columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems, *, reference_date: date,
+    today: date | None,
+) -> ParsedRecords:  # fmt: skip
     blank: list[object] = [None] * n
     limits = _date_limits(reference_date, today or date.today())
     number_columns = [
@@ -782,7 +802,7 @@ def parse_records(records: Sequence[object], *, reference_date: date, today: dat
     if schema.CHANNEL_COLUMN in columns:
         channels = _parse_channels(columns[schema.CHANNEL_COLUMN], spelled[schema.CHANNEL_COLUMN], problems)
 
-    numbers = np.array(number_columns, dtype=np.float64).T.copy() if n else np.zeros((0, len(NUMBER_FIELDS)))
+    numbers = _matrix(number_columns, n)
     _check_numbers(numbers, spelled, problems)
     ids = numbers[:, _ID_POSITION]
     id_label = spelled.get(schema.ID_COLUMN, field_name_for(schema.ID_COLUMN))
@@ -803,11 +823,22 @@ def parse_records(records: Sequence[object], *, reference_date: date, today: dat
         n=n,
         customer_ids=ids.astype(np.int64),
         numbers=numbers,
-        flags=np.array(flag_columns, dtype=np.float64).T.copy() if n else np.zeros((0, len(FLAG_FIELDS))),
-        days=np.array(date_columns, dtype=np.float64).T.copy() if n else np.zeros((0, len(DATE_FIELDS))),
+        flags=_matrix(flag_columns, n),
+        days=_matrix(date_columns, n),
         categories=categories,
         channels=channels,
     )
+
+
+def _matrix(columns: list[Any], n: int) -> np.ndarray:
+    """Per-field value lists (floats, ints, None) or arrays -> an (n, fields) float64 matrix, None -> NaN.
+    ``np.fromiter`` per column for batches: half the time of ``np.array`` on the list of lists."""
+    if n <= 64:  # a few customers: one call beats one per field
+        return np.array(columns, dtype=np.float64).T.copy() if n else np.zeros((0, len(columns)))
+    matrix = np.empty((n, len(columns)))
+    for position, values in enumerate(columns):
+        matrix[:, position] = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64, n)
+    return matrix
 
 
 def _check_numbers(numbers: np.ndarray, spelled: dict[str, str], problems: _Problems) -> None:
