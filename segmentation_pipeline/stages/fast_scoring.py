@@ -844,7 +844,7 @@ def _matrix(columns: list[Any], n: int) -> np.ndarray:
     for position, values in enumerate(columns):
         if isinstance(values, np.ndarray):
             matrix[:, position] = values
-        elif values.count(None) == n:  # a field no record gave
+        elif values[0] is None and values[-1] is None and values.count(None) == n:  # a field no record gave
             matrix[:, position] = np.nan
         else:
             matrix[:, position] = np.fromiter(values, np.float64, n)
