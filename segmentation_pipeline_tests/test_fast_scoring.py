@@ -331,3 +331,13 @@ def test_a_batch_of_dates_reads_as_each_date_alone() -> None:
     records[4]["DateofBirth"], records[9]["DateofBirth"] = "2027-01-01", "1890-01-01"
     assert [(row, message) for row, _, message in _problems(records)] == [(4, "date is in the future"),
                                                                         (9, "age over 120")]  # fmt: skip
+
+
+def test_numbers_beyond_float_are_refused_in_small_and_big_batches() -> None:
+    for size in (3, 200):  # per value below 65 records, one NumPy conversion above
+        records: list[dict[str, object]] = [{"CustomerID": i, "ExpVolume": 1_000 + i} for i in range(size)]
+        records[1]["ExpVolume"] = 10**400
+        assert [(row, field) for row, field, _ in _problems(records)] == [(1, "ExpVolume")]
+        records[1]["ExpVolume"] = 2_500  # the rest are read as the numbers they are
+        parsed = parse_records(records, reference_date=date(2026, 6, 30), today=date(2026, 6, 30))
+        assert parsed.numbers[:, EXP].tolist() == [1_000.0, 2_500.0, *(1_000.0 + i for i in range(2, size))]

@@ -411,19 +411,17 @@ def _ordinal_of(text: str) -> object:
     return _HARD
 
 
-def _parse_numbers(values: list[object], label: str, problems: _Problems) -> list[object]:
-    """-> floats / ints / None per record (NumPy turns the list into float64, None into NaN)."""
+def _parse_numbers(values: list[object], label: str, problems: _Problems) -> list[object] | np.ndarray:
+    """-> floats / ints / None per record (NumPy turns the list into float64, None into NaN); a big batch of
+    plain JSON numbers comes back already as a float64 array."""
     kinds = set(map(type, values))
-    if kinds <= _JSON_NUMBER_TYPES:
-        if int not in kinds:
-            return values  # JSON numbers and nulls: as a cell holding them reads (tested)
+    if kinds <= _JSON_NUMBER_TYPES:  # JSON numbers and nulls: as a cell holding them reads (tested)
         if len(values) <= 64:
-            if all(-_BIG < v < _BIG for v in values if type(v) is int):  # type: ignore[operator]
+            if int not in kinds or all(-_BIG < v < _BIG for v in values if type(v) is int):  # type: ignore[operator]
                 return values
         else:
             try:
-                np.array(values, dtype=np.float64)
-                return values
+                return np.fromiter(values, np.float64, len(values))  # type: ignore[arg-type]
             except OverflowError:  # an integer beyond float64: named below
                 pass
     out: list[object] = []
@@ -1031,7 +1029,7 @@ class FastScorer:
                     hot_lists.append([lookup[None]] * n)  # type: ignore[index]
                 else:
                     hot_lists.append(list(map(lookup.get, values, repeat(unknown, n))))  # type: ignore[arg-type]
-            hot = np.array(hot_lists, dtype=np.intp).ravel()  # category-major: (category j, record i)
+            hot = np.fromiter(chain.from_iterable(hot_lists), np.intp, n * len(hot_lists))  # category-major
             rows = np.tile(np.arange(n), len(hot_lists)) if n > 1 else np.zeros(len(hot_lists), dtype=np.intp)
             known = hot >= 0
             matrix[rows[known], hot[known]] = 1.0
