@@ -159,15 +159,15 @@ def create_app(
                             headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
         try:
             body = await _read_body(request, max_body_bytes)
-            if len(body) > 65_536:  # big bodies: decode and score off the event loop
+            if len(body) > 65_536:  # big bodies: decode, score and encode off the event loop
                 loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
-                status, payload = await run_in_threadpool(_score_body, body, loaded, max_batch)
-            else:
-                records, batch = _records_of(body, max_batch)
-                if batch:
-                    status, payload = _score_records(records, cache.current, batch=True)
-                else:  # one customer: scored together with the others that arrive at the same moment
-                    status, payload = await singles.score(records[0])
+                status, encoded = await run_in_threadpool(_score_body_encoded, body, loaded, max_batch)
+                return Response(encoded, status_code=status, media_type="application/json")
+            records, batch = _records_of(body, max_batch)
+            if batch:
+                status, payload = _score_records(records, cache.current, batch=True)
+            else:  # one customer: scored together with the others that arrive at the same moment
+                status, payload = await singles.score(records[0])
         except _BodyError as error:
             status, payload = error.status, {"detail": error.detail}
         return Response(_dumps(payload), status_code=status, media_type="application/json")
@@ -277,6 +277,12 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
     except _BodyError as error:
         return error.status, {"detail": error.detail}
     return _score_records(records, loaded, batch=batch)
+
+
+def _score_body_encoded(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, bytes]:
+    """``_score_body`` with the payload already JSON (and its objects freed in the calling thread)."""
+    status, payload = _score_body(body, loaded, max_batch)
+    return status, _dumps(payload)
 
 
 def _records_of(body: bytes, max_batch: int) -> tuple[list[object], bool]:
