@@ -101,8 +101,9 @@ class ModelCache:
         self._thread: threading.Thread | None = None
         self.last_check: float | None = None  # time.monotonic() of the last successful version check
         self.last_error: str | None = None
-        self._checked_signature: tuple[object, ...] | None = None  # the files as of the last complete check
-        self._last_query = -math.inf
+        self._last_query = time.monotonic()
+        # The files as of the last complete check: taken before loading, so a write meanwhile is seen next tick.
+        self._checked_signature: tuple[object, ...] | None = self._files_signature()
         self._current = compile_model(load_model(self.warehouse))  # raises LookupError when there is no model
         log.info("serving model %s", self._current.version)
 
