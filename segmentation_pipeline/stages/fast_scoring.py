@@ -587,27 +587,17 @@ def _iso_ordinals(values: list[object]) -> np.ndarray | None:
     return out
 
 
-def _parse_dates(
-    values: list[object], name: str, label: str, limits: _DateLimits, problems: _Problems
-) -> np.ndarray:
-    """-> whole days before the reference date per record (NaN when missing), checking cleaning's quarantine
-    rules. Plain ISO dates go through a memo of day ordinals and one vectorised subtraction."""
-    n = len(values)
+def _date_ordinals(values: list[object], label: str, problems: _Problems) -> tuple[list[object], list[int]]:
+    """Per value: its day ordinal, or None (missing, refused, or left to cleaning's parser); and the rows left
+    to cleaning's parser (other spellings, Excel serial numbers). Plain ISO dates go through a memo."""
     memo = _DATE_MEMO
-    ordinals: list[object]
-    texts_only = set(map(type, values)) <= _TEXT_TYPES
-    vectorised = _iso_ordinals(values) if texts_only and n > 16 else None
-    if vectorised is not None:  # a batch of plain ISO dates: parsed in C, no per-value Python
-        ordinals = []
-    elif texts_only:
+    n = len(values)
+    if set(map(type, values)) <= _TEXT_TYPES:
         ordinals = list(map(memo.get, values, repeat(_MISS, n)))
     else:
         ordinals = [_MISS if type(value) is str else value for value in values]
     hard: list[int] = []
-    days = np.full(n, np.nan)
-    if vectorised is not None:
-        pass
-    elif _MISS in ordinals or _HARD in ordinals or not set(map(type, ordinals)) <= _ORDINAL_TYPES:
+    if _MISS in ordinals or _HARD in ordinals or not set(map(type, ordinals)) <= _ORDINAL_TYPES:
         for row, value in enumerate(values):
             ordinal = ordinals[row]
             if ordinal is None or type(ordinal) is int and type(value) is str:
@@ -628,9 +618,26 @@ def _parse_dates(
                 hard.append(row)
             else:
                 ordinals[row] = ordinal
+    return ordinals, hard
+
+
+def _parse_dates(
+    values: list[object], name: str, label: str, limits: _DateLimits, problems: _Problems
+) -> np.ndarray:
+    """-> whole days before the reference date per record (NaN when missing), checking cleaning's quarantine
+    rules: the days and the checks are one vectorised subtraction and comparison for a batch."""
+    n = len(values)
+    known: np.ndarray | None = None
+    ordinals: list[object] = []
+    hard: list[int] = []
+    if n > 16 and set(map(type, values)) <= _TEXT_TYPES:
+        known = _iso_ordinals(values)  # a batch of plain ISO dates: read in NumPy, no per-value Python
+    if known is None:
+        ordinals, hard = _date_ordinals(values, label, problems)
+    days = np.full(n, np.nan)
     checked, born = name in ("date_of_birth", "customer_since"), name == "date_of_birth"
     reference, latest, oldest = limits.reference_ordinal, limits.latest_ordinal, limits.oldest_ordinal
-    if n <= 16:  # a few customers: plain Python beats a dozen NumPy calls
+    if known is None and n <= 16:  # a few customers: plain Python beats a dozen NumPy calls
         for row, ordinal in enumerate(ordinals):
             if ordinal is not None:
                 days[row] = reference - ordinal  # whole days: cleaning's (reference - date).dt.days
@@ -639,9 +646,7 @@ def _parse_dates(
                 elif born and ordinal < oldest:  # type: ignore[operator]
                     problems.add(row, label, "age over 120")
     else:
-        if vectorised is not None:
-            known = vectorised
-        else:
+        if known is None:
             known = np.array([np.nan if o is None else o for o in ordinals], dtype=np.float64)
         days[:] = reference - known
         if checked:
@@ -1121,8 +1126,9 @@ class FastScorer:
         per_customer = chosen.shape[1]
         columns = chosen.ravel()
         rows = np.repeat(np.arange(n), per_customer)
-        values = scored.indicators[rows, columns].astype(object)
-        values[np.isnan(scored.indicators[rows, columns])] = None  # NaN -> unknown
+        gathered = scored.indicators[rows, columns]
+        values = gathered.astype(object)
+        values[np.isnan(gathered)] = None  # NaN -> unknown
         terms = round_contributions(contributions[rows, columns])
         segment = self._typical_matrix[scored.cluster[rows], columns]
         flat = [
