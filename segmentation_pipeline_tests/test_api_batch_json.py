@@ -125,3 +125,24 @@ def test_not_json_is_left_to_the_general_path(trained: tuple) -> None:
     for body in (b"{not json", b'{"customers": [{"CustomerID": NaN}]}', b"\xff\xfe", b""):
         assert batch_columns(body, 10_000) is None
         assert _score_body(body, loaded, 10_000)[0] == 422
+
+
+def test_responses_have_exactly_the_documented_shape(trained: tuple) -> None:
+    from segmentation_pipeline.api.app import _score_body_encoded
+    from segmentation_pipeline.api.schemas import (
+        Reason,
+        ReasonOut,
+        ScoreBatchResponse,
+        ScoreBatchResponseOut,
+        ScoreResult,
+        ScoreResultOut,
+    )
+
+    for struct, model in ((ReasonOut, Reason), (ScoreResultOut, ScoreResult),
+                          (ScoreBatchResponseOut, ScoreBatchResponse)):  # fmt: skip
+        assert struct.__struct_fields__ == tuple(model.model_fields)  # same fields, same order
+    loaded, records = trained
+    status, encoded = _score_body_encoded(orjson.dumps({"customers": records[:200]}), loaded, 10_000)
+    assert status == 200
+    ScoreBatchResponse.model_validate_json(encoded)  # the documented schema accepts what is sent
+    assert json.loads(encoded)["results"][0]["reasons"][0].keys() == Reason.model_fields.keys()

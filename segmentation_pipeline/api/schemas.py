@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from segmentation_pipeline import schema
@@ -197,3 +198,33 @@ class FieldError(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list[FieldError]
+
+
+# --- what /v1/score sends ---------------------------------------------------------------------------------------
+# The same shapes as Reason / ScoreResult / ScoreBatchResponse above (those document the API; a test keeps the
+# fields equal), as msgspec structs: a 10,000-customer batch makes 40,000 of these, and structs are built ~5x
+# faster than dicts and are not tracked by the cyclic garbage collector.
+
+
+class ReasonOut(msgspec.Struct, gc=False):
+    indicator: str
+    value: float | None
+    segment_typical: float | None
+    population_typical: float | None
+    contribution: float
+
+
+class ScoreResultOut(msgspec.Struct, gc=False):
+    customer_id: int
+    cluster: int
+    risk_tier: str
+    distance_to_centroid: float
+    risk_score: float
+    model_version: str
+    reasons: list[ReasonOut]
+
+
+class ScoreBatchResponseOut(msgspec.Struct, gc=False):
+    model_version: str
+    count: int
+    results: list[ScoreResultOut]

@@ -48,6 +48,7 @@ __all__ = [
     "FastScorer",
     "FieldProblem",
     "ParsedRecords",
+    "ReasonTable",
     "RecordsInvalid",
     "ScoredBatch",
     "field_name_for",
@@ -1086,19 +1087,9 @@ class FastScorer:
     def reasons(self, scored: ScoredBatch, top: int = 3) -> list[list[dict[str, object]]]:
         """``RiskTierModel.reasons``: the same indicators in the same order (pandas' sort emulated exactly:
         the same quicksort on the same values, row by row), with the same values."""
-        contributions = scored.contributions
-        n, width = contributions.shape
-        if n == 0:
-            return []
-        if n == 1:  # one customer: the same sorts on the one row, without the batch bookkeeping
-            row = contributions[0]
-            tier = self._tier_rank[scored.risk_tier[0]]
-            if tier == 2:
-                order = row.argsort(kind="quicksort")
-            else:
-                key = row if tier == 0 else np.abs(row)
-                order = (width - 1 - key[::-1].argsort(kind="quicksort"))[::-1]
-            columns = order[:top]
+        if scored.contributions.shape[0] == 1:  # one customer: the same sorts on the one row, no batch bookkeeping
+            row = scored.contributions[0]
+            columns = self._reason_order(row[None, :], scored.risk_tier)[0, :top]
             segment, names, population = self._typical[int(scored.cluster[0])], self._indicator_names, self._population
             return [
                 [
@@ -1108,38 +1099,81 @@ class FastScorer:
                                               round_contributions(row[columns]).tolist(), strict=True)
                 ]
             ]  # fmt: skip
-        else:
-            tiers = np.array([self._tier_rank[t] for t in scored.risk_tier])
-            order = np.empty((n, width), dtype=np.intp)
-            reverse = np.arange(width)[::-1]
-            for rank, keys in ((0, contributions), (1, np.abs(contributions))):  # High, Medium: descending
-                rows = np.flatnonzero(tiers == rank)
-                if rows.size:
-                    # nargsort(ascending=False): sort the reversed row, map back, reverse the result.
-                    order[rows] = reverse[keys[rows][:, ::-1].argsort(axis=1, kind="quicksort")][:, ::-1]
-            rows = np.flatnonzero(tiers == 2)  # Low: ascending
-            if rows.size:
-                order[rows] = contributions[rows].argsort(axis=1, kind="quicksort")
-            chosen = order[:, :top]
-        # Every reason of the batch in one flat pass (customer-major), then cut into customers: the values are
-        # gathered and rounded as arrays, and each reason is one dict literal.
+        table = self.reason_table(scored, top)
+        flat = [
+            {"indicator": name, "value": value, "segment_typical": typical, "population_typical": population,
+             "contribution": term}
+            for name, value, typical, population, term in zip(
+                table.indicator, table.value, table.segment_typical, table.population_typical, table.contribution,
+                strict=True,
+            )
+        ]  # fmt: skip
+        return table.per_customer_lists(flat)
+
+    def reason_table(self, scored: ScoredBatch, top: int = 3) -> ReasonTable:
+        """The reasons of a batch as flat columns (what :meth:`reasons` returns, before it is made into dicts):
+        gathered and rounded as arrays, so a caller can build any representation in one pass."""
+        n = scored.contributions.shape[0]
+        chosen = self._reason_order(scored.contributions, scored.risk_tier)[:, :top]
         per_customer = chosen.shape[1]
         columns = chosen.ravel()
         rows = np.repeat(np.arange(n), per_customer)
         gathered = scored.indicators[rows, columns]
         values = gathered.astype(object)
         values[np.isnan(gathered)] = None  # NaN -> unknown
-        terms = round_contributions(contributions[rows, columns])
-        segment = self._typical_matrix[scored.cluster[rows], columns]
-        flat = [
-            {"indicator": name, "value": value, "segment_typical": typical, "population_typical": population,
-             "contribution": term}
-            for name, value, typical, population, term in zip(
-                self._names_array[columns].tolist(), values.tolist(), segment.tolist(),
-                self._population_array[columns].tolist(), terms.tolist(), strict=True,
-            )
-        ]  # fmt: skip
-        return [flat[start : start + per_customer] for start in range(0, len(flat), per_customer)]
+        return ReasonTable(
+            n=n,
+            per_customer=per_customer,
+            indicator=self._names_array[columns].tolist(),
+            value=values.tolist(),
+            segment_typical=self._typical_matrix[scored.cluster[rows], columns].tolist(),
+            population_typical=self._population_array[columns].tolist(),
+            contribution=round_contributions(scored.contributions[rows, columns]).tolist(),
+        )
+
+    def _reason_order(self, contributions: np.ndarray, risk_tiers: list[str]) -> np.ndarray:
+        """Per row, the indicator columns from the most to the least telling for the row's tier: High by
+        contribution descending, Low ascending, Medium by |contribution| descending (pandas' sort_values)."""
+        n, width = contributions.shape
+        if n == 1:  # one customer (the API's usual request): the same sorts without the batch bookkeeping
+            row, tier = contributions[0], self._tier_rank[risk_tiers[0]]
+            if tier == 2:
+                return row.argsort(kind="quicksort")[None, :]
+            key = row if tier == 0 else np.abs(row)
+            return (width - 1 - key[::-1].argsort(kind="quicksort"))[None, ::-1]
+        tiers = np.array([self._tier_rank[t] for t in risk_tiers])
+        order = np.empty((n, width), dtype=np.intp)
+        reverse = np.arange(width)[::-1]
+        for rank, keys in ((0, contributions), (1, np.abs(contributions))):  # High, Medium: descending
+            rows = np.flatnonzero(tiers == rank)
+            if rows.size:
+                # nargsort(ascending=False): sort the reversed row, map back, reverse the result.
+                order[rows] = reverse[keys[rows][:, ::-1].argsort(axis=1, kind="quicksort")][:, ::-1]
+        rows = np.flatnonzero(tiers == 2)  # Low: ascending
+        if rows.size:
+            order[rows] = contributions[rows].argsort(axis=1, kind="quicksort")
+        return order
+
+
+@dataclass(frozen=True)
+class ReasonTable:
+    """Reasons of ``n`` customers, flat and customer-major: entries ``[i * per_customer, (i + 1) * per_customer)``
+    are customer ``i``'s, most telling first."""
+
+    n: int
+    per_customer: int
+    indicator: list[str]
+    value: list[float | None]
+    segment_typical: list[float | None]
+    population_typical: list[float | None]
+    contribution: list[float]
+
+    def per_customer_lists(self, flat: list[Any]) -> list[list[Any]]:
+        """Cut one object per entry (``flat``, in this table's order) into one list per customer."""
+        size = self.per_customer
+        if size == 0:
+            return [[] for _ in range(self.n)]
+        return [flat[start : start + size] for start in range(0, len(flat), size)]
 
 
 _NUMBER_POSITION: Final = {name: i for i, name in enumerate(NUMBER_FIELDS)}
