@@ -366,6 +366,8 @@ def _all_remembered(values: list[object], memo: _Memo) -> list[object] | None:
     parsed = found.values()
     if _MISS in parsed or _HARD in parsed:
         return None
+    if all(text == result for text, result in found.items()):  # clean text (the usual case): read as given
+        return values
     return list(map(found.__getitem__, values))
 
 
@@ -631,6 +633,8 @@ def _parse_dates(
     known: np.ndarray | None = None
     ordinals: list[object] = []
     hard: list[int] = []
+    if n > 16 and values[0] is None and values[-1] is None and values.count(None) == n:
+        return np.full(n, np.nan)  # a field no record gave
     if n > 16 and set(map(type, values)) <= _TEXT_TYPES:
         known = _iso_ordinals(values)  # a batch of plain ISO dates: read in NumPy, no per-value Python
     if known is None:
