@@ -13,7 +13,7 @@ OpenAPI schema is fuzzed with schemathesis in the tests.
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from itertools import repeat
 from pathlib import Path
@@ -270,12 +270,8 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
     decoded = batch_columns(body, max_batch)  # the common big batch: straight into columns
     if decoded is not None:
         columns, spelled, n = decoded
-        try:
-            parsed = parse_columns(columns, spelled, n, reference_date=loaded.scorer.reference_date)
-        except RecordsInvalid as invalid:
-            return 422, {"detail": _problem_details(invalid, batch=True)}
-        results = _results(parsed, loaded)
-        return 200, ScoreBatchResponseOut(model_version=loaded.version, count=len(results), results=results)
+        reference_date = loaded.scorer.reference_date
+        return _answer(lambda: parse_columns(columns, spelled, n, reference_date=reference_date), loaded, batch=True)
     try:
         records, batch = _records_of(body, max_batch)
     except _BodyError as error:
@@ -315,8 +311,13 @@ def _records_of(body: bytes, max_batch: int) -> tuple[list[object], bool]:
 
 def _score_records(records: Sequence[object], loaded: LoadedModel, *, batch: bool) -> tuple[int, object]:
     """Validate and score the records of one request: (200, result or batch response) or (422, every problem)."""
+    reference_date = loaded.scorer.reference_date
+    return _answer(lambda: parse_records(records, reference_date=reference_date), loaded, batch=batch)
+
+
+def _answer(parse: Callable[[], ParsedRecords], loaded: LoadedModel, *, batch: bool) -> tuple[int, object]:
     try:
-        parsed = parse_records(records, reference_date=loaded.scorer.reference_date)
+        parsed = parse()
     except RecordsInvalid as invalid:
         return 422, {"detail": _problem_details(invalid, batch=batch)}
     results = _results(parsed, loaded)

@@ -946,14 +946,13 @@ class FastScorer:
         self._ind_means = np.array([tiers.means[n] for n in self._indicator_names])
         self._ind_stds = np.array([tiers.stds[n] for n in self._indicator_names])
         self._ind_weights = np.array([tiers.weights.get(n, 0.0) for n in self._indicator_names])
-        self._typical = [
-            [_or_none(tiers.typical.loc[c, n]) if c in tiers.typical.index else None for n in self._indicator_names]
+        # What reasons show, as object arrays (floats and None) to gather the reasons of a batch at once.
+        typical = [
+            [_or_none(tiers.typical.loc[c, n]) if c in tiers.typical.index else None for n in names]
             for c in range(len(self._centers))
         ]
-        self._population = [_or_none(tiers.population_typical.get(n)) for n in self._indicator_names]
-        # The same as object arrays (floats and None), for gathering the reasons of a batch at once.
-        self._typical_matrix = np.array(self._typical, dtype=object).reshape(len(self._centers), len(names))
-        self._population_array = np.array(self._population, dtype=object)
+        self._typical_matrix = np.array(typical, dtype=object).reshape(len(self._centers), len(names))
+        self._population_array = np.array([_or_none(tiers.population_typical.get(n)) for n in names], dtype=object)
         self._names_array = np.array(names, dtype=object)
 
     @staticmethod
@@ -1091,18 +1090,6 @@ class FastScorer:
     def reasons(self, scored: ScoredBatch, top: int = 3) -> list[list[dict[str, object]]]:
         """``RiskTierModel.reasons``: the same indicators in the same order (pandas' sort emulated exactly:
         the same quicksort on the same values, row by row), with the same values."""
-        if scored.contributions.shape[0] == 1:  # one customer: the same sorts on the one row, no batch bookkeeping
-            row = scored.contributions[0]
-            columns = self._reason_order(row[None, :], scored.risk_tier)[0, :top]
-            segment, names, population = self._typical[int(scored.cluster[0])], self._indicator_names, self._population
-            return [
-                [
-                    {"indicator": names[j], "value": None if value != value else value,  # NaN -> unknown
-                     "segment_typical": segment[j], "population_typical": population[j], "contribution": term}
-                    for j, value, term in zip(columns.tolist(), scored.indicators[0, columns].tolist(),
-                                              round_contributions(row[columns]).tolist(), strict=True)
-                ]
-            ]  # fmt: skip
         table = self.reason_table(scored, top)
         flat = [
             {"indicator": name, "value": value, "segment_typical": typical, "population_typical": population,
