@@ -8,7 +8,7 @@ import json
 import orjson
 import pytest
 
-from segmentation_pipeline.api.app import _records_of, _score_body, _score_records
+from segmentation_pipeline.api.app import _BodyError, _records_of, _score_body, _score_body_encoded, _score_records
 from segmentation_pipeline.api.batch_json import batch_columns
 from segmentation_pipeline.api.model_cache import LoadedModel, compile_model
 from segmentation_pipeline.warehouse import Warehouse
@@ -105,8 +105,6 @@ def test_any_other_body_takes_the_general_path(trained: tuple, body: object) -> 
 
 
 def _general_or_error(body: bytes, loaded: LoadedModel) -> tuple[int, object]:
-    from segmentation_pipeline.api.app import _BodyError
-
     try:
         return _general(body, loaded)
     except _BodyError as error:
@@ -128,7 +126,6 @@ def test_not_json_is_left_to_the_general_path(trained: tuple) -> None:
 
 
 def test_responses_have_exactly_the_documented_shape(trained: tuple) -> None:
-    from segmentation_pipeline.api.app import _score_body_encoded
     from segmentation_pipeline.api.schemas import (
         Reason,
         ReasonOut,
