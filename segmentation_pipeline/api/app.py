@@ -1,7 +1,7 @@
 """The real-time scoring API: push a customer, get its segment, tier and reasons.
 
-Routes are thin: ``/v1/score`` parses records with ``fast_scoring.parse_records`` (cleaning's rules) and scores
-them with the :class:`FastScorer` compiled from exactly the fitted model the pipeline stored; the read-only
+Routes are thin: ``/v1/score`` parses records with ``records.parse_records`` (the field parsers a file's cells go
+through) and scores them with the :class:`CompiledScorer` of exactly the fitted model the pipeline stored; the read-only
 routes show the served model, its segment profiles and the warehouse's published assignments.
 
 Order of checks on ``POST /v1/score``: API key (401) -> body size (413, before reading it) -> JSON (422) ->
@@ -47,7 +47,8 @@ from segmentation_pipeline.api.schemas import (
     SegmentsResponse,
 )
 from segmentation_pipeline.api.security import API_KEY_HEADER, ApiKeyVerifier
-from segmentation_pipeline.stages.fast_scoring import ParsedRecords, RecordsInvalid, parse_columns, parse_records
+from segmentation_pipeline.stages.customers import CustomerBatch
+from segmentation_pipeline.stages.records import RecordsInvalid, parse_columns, parse_records
 from segmentation_pipeline.warehouse.store import WarehouseBusy
 
 try:  # orjson: ~5x faster JSON decoding than the standard library (msgspec encodes the responses)
@@ -190,7 +191,7 @@ def create_app(
             "n_customers": model.n_customers,
             "reference_date": model.reference_date,
             "run_id": model.run_id,
-            "cluster_tiers": {str(c): t for c, t in model.tiers.cluster_tiers.items()},
+            "cluster_tiers": {str(c): t for c, t in enumerate(model.tiers.cluster_tiers)},
             "loaded_at": loaded.loaded_at,
         }
 
@@ -315,7 +316,7 @@ def _score_records(records: Sequence[object], loaded: LoadedModel, *, batch: boo
     return _answer(lambda: parse_records(records, reference_date=reference_date), loaded, batch=batch)
 
 
-def _answer(parse: Callable[[], ParsedRecords], loaded: LoadedModel, *, batch: bool) -> tuple[int, object]:
+def _answer(parse: Callable[[], CustomerBatch], loaded: LoadedModel, *, batch: bool) -> tuple[int, object]:
     try:
         parsed = parse()
     except RecordsInvalid as invalid:
@@ -346,7 +347,7 @@ def _score_singles(records: Sequence[object], loaded: LoadedModel) -> list[tuple
     return [_score_records(records, loaded, batch=False)]
 
 
-def _results(parsed: ParsedRecords, loaded: LoadedModel) -> list[ScoreResultOut]:
+def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]:
     scorer, version = loaded.scorer, loaded.version
     scored = scorer.score(parsed)
     table = scorer.reason_table(scored)
@@ -354,8 +355,9 @@ def _results(parsed: ParsedRecords, loaded: LoadedModel) -> list[ScoreResultOut]
                        table.contribution))  # fmt: skip
     ids = scored.customer_id.tolist()
     results = list(
-        map(ScoreResultOut, ids, scored.cluster.tolist(), scored.risk_tier, scored.distance_to_centroid.tolist(),
-            scored.risk_score.tolist(), repeat(version), table.per_customer_lists(reasons))  # fmt: skip
+        map(ScoreResultOut, ids, scored.cluster.tolist(), scored.risk_tier.tolist(),
+            scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), repeat(version),
+            table.per_customer_lists(reasons))  # fmt: skip
     )
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
         log.debug("scored %d customer(s) with %s: ids %s", len(results), version, ids[:20])

@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from segmentation_pipeline.stages.fast_scoring import FIELD_KINDS, field_name_for
+from segmentation_pipeline.stages.fields import FIELD_KINDS
+from segmentation_pipeline.stages.records import field_name_for
 
 _HEADERS = {name: field_name_for(name) for name in FIELD_KINDS}  # canonical -> workbook header
 # Struct attributes are f0, f1, ... (headers need not be identifiers); JSON names are the headers.

@@ -3,7 +3,8 @@
 The service must never hold the DuckDB file open (a pipeline run needs to write it) and never fail a request
 because a run is writing. So:
 
-- the model is unpickled once into memory and compiled into a :class:`FastScorer`;
+- the model is read once into memory (checked against this code's feature contract and its stored sample) and
+  compiled into a :class:`CompiledScorer`;
 - a watcher thread asks the warehouse every ``check_interval`` seconds which version is active: one short
   read-only connection and a one-row query (``model_versions`` where ``status = 'active'``; the newest
   ``kmeans_model`` row for warehouses that predate the registry). The question is skipped while the DuckDB
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import duckdb
 
-from segmentation_pipeline.stages.fast_scoring import FastScorer
-from segmentation_pipeline.stages.scoring import SegmentationModel
+from segmentation_pipeline.stages.compiled import CompiledScorer
+from segmentation_pipeline.stages.model import ModelContractError, SegmentationModel
+from segmentation_pipeline.stages.tiering import INDICATORS
 from segmentation_pipeline.warehouse.models import load_model, served_version
 from segmentation_pipeline.warehouse.store import Warehouse, WarehouseBusy
 
@@ -44,7 +46,7 @@ class LoadedModel:
     """One model version as served: the fitted model, its compiled scorer, and what the read-only routes show."""
 
     model: SegmentationModel
-    scorer: FastScorer
+    scorer: CompiledScorer
     loaded_at: datetime
     segments: list[dict[str, object]] = field(default_factory=list)
 
@@ -55,9 +57,9 @@ class LoadedModel:
 
 def compile_model(model: SegmentationModel) -> LoadedModel:
     """Everything a request needs, computed once per version."""
-    scorer = FastScorer(model)
+    scorer = model.scorer
     profiles = model.profiles()
-    population = model.tiers.population_typical
+    population = dict(zip(INDICATORS, model.tiers.population_typical.tolist(), strict=True))
     segments = []
     for row in profiles.to_dict("records"):
         segments.append(
@@ -159,6 +161,11 @@ class ModelCache:
             except _TRANSIENT as error:
                 self.last_error = f"loading {version} failed: {type(error).__name__}"
                 log.warning("could not load model %s yet (%s); still serving %s", version, error, self._current.version)
+                return False
+            except ModelContractError as error:  # fitted under other rules than this code's: never served
+                self.last_error = f"model {version} refused"
+                log.warning("%s; still serving %s", error, self._current.version)
+                self._checked_signature = signature
                 return False
             except Exception:  # a model this code cannot compile must not stop the service: keep the old one
                 self.last_error = f"loading {version} failed"

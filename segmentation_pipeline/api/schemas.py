@@ -1,6 +1,6 @@
 """Request and response models of the scoring API (what ``/docs`` shows).
 
-Requests are validated by ``stages/fast_scoring.parse_records`` (the cleaning rules of a file's cells, plus
+Requests are validated by ``stages/records.parse_records`` (the cleaning rules of a file's cells, plus
 aliases matched case-, space- and punctuation-insensitively), not by these models: pydantic aliases are exact
 strings, and "Is PEP", "is_pep" and "isPep" must all be accepted. :data:`CustomerRecord` documents the workbook's
 2023 field names and the JSON types each accepts; responses are produced with these models' shapes.
@@ -15,17 +15,8 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages.fast_scoring import (
-    CATEGORY,
-    CHANNELS,
-    DATE,
-    FIELD_KINDS,
-    FLAG,
-    MAX_AMOUNT,
-    MAX_ID,
-    MAX_TEXT_LENGTH,
-    field_name_for,
-)
+from segmentation_pipeline.stages.fields import FIELD_KINDS, MAX_AMOUNT, MAX_ID, MAX_TEXT_LENGTH, Kind
+from segmentation_pipeline.stages.records import field_name_for
 
 MAX_BATCH = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024  # ~1.5 KB per customer at the batch limit, with room to spare
@@ -65,22 +56,22 @@ def _field(canonical: str) -> tuple[Any, Any]:
     if canonical == schema.ID_COLUMN:
         whole = Annotated[int, Field(ge=-MAX_ID, le=MAX_ID)]
         return (whole | Text, Field(description=f"Customer number (required). {note}"))
-    if kind == FLAG:
+    if kind is Kind.FLAG:
         return (
             bool | Literal[0, 1] | Text | None,
             Field(None, description=f"Flag: true/false, 1/0, Y/N, Yes/No; missing = not flagged. {note}"),
         )
-    if kind == DATE:
+    if kind is Kind.DATE:
         return (
             date | Text | int | None,
             Field(None, description=f"Date: YYYY-MM-DD (also dd/mm/yyyy or an Excel serial number). {note}"),
         )
-    if kind == CHANNELS:
+    if kind is Kind.CHANNELS:
         return (
             Text | list[Text] | None,
             Field(None, description=f'Channels: a list or a comma-separated text ("ATM, MobileApp"). {note}'),
         )
-    if kind == CATEGORY:
+    if kind is Kind.CATEGORY:
         return (Text | None, Field(None, description=f"Text; unknown values are handled, not errors. {note}"))
     if canonical in schema.NON_NEGATIVE_COLUMNS:
         amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT)]

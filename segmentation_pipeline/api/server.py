@@ -30,6 +30,7 @@ def serve(
     import uvicorn
 
     from segmentation_pipeline.api.app import create_app
+    from segmentation_pipeline.stages.model import ModelContractError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keys = load_api_keys()
@@ -44,7 +45,7 @@ def serve(
         raise ServeError(f"no warehouse at {warehouse_path}: run the pipeline first (segmentation run)")
     try:
         app = create_app(warehouse_path, None if insecure_no_auth else keys, check_interval=check_interval)
-    except LookupError as error:
+    except (LookupError, ModelContractError) as error:  # nothing this code can serve: one line, exit 1
         raise ServeError(str(error)) from None
     # Everything loaded so far (libraries, the model) lives as long as the process: move it out of the cyclic
     # GC's reach, and collect less often. A 10,000-customer batch allocates ~100k short-lived containers and

@@ -6,7 +6,6 @@ The checks on ``cleaned_customers`` are blocking: when one fails, clustering doe
 
 import dagster as dg
 
-from segmentation_pipeline.orchestration.assets import cleaned_customers, kmeans_model
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.schema import NON_NEGATIVE_COLUMNS
 
@@ -16,7 +15,7 @@ REQUIRED_ANY_OF = ("exp_volume", "actual_volume")
 MAX_AGE_YEARS = 120
 
 
-@dg.asset_check(asset=cleaned_customers, blocking=True, description="Every customer id appears exactly once.")
+@dg.asset_check(asset="cleaned_customers", blocking=True, description="Every customer id appears exactly once.")
 def unique_customer_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     row = warehouse.store().query(
         "SELECT count(*) AS n, count(DISTINCT customer_id) AS distinct_ids, count(customer_id) AS non_null "
@@ -30,7 +29,7 @@ def unique_customer_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=cleaned_customers, blocking=True, description="The columns clustering needs are present.")
+@dg.asset_check(asset="cleaned_customers", blocking=True, description="The columns clustering needs are present.")
 def required_columns_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     columns = set(warehouse.store().query("SELECT * FROM cleaned_customers LIMIT 0").columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -40,7 +39,7 @@ def required_columns_present(warehouse: WarehouseResource) -> dg.AssetCheckResul
 
 
 @dg.asset_check(
-    asset=cleaned_customers,
+    asset="cleaned_customers",
     blocking=True,
     description=f"Volumes and counts are non-negative; ages lie between 0 and {MAX_AGE_YEARS}.",
 )
@@ -60,7 +59,7 @@ def values_in_range(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not bad, metadata={"violations": bad, "columns_checked": sorted(violations)})
 
 
-@dg.asset_check(asset=kmeans_model, description="Warns when the newest model's silhouette is below the floor.")
+@dg.asset_check(asset="kmeans_model", description="Warns when the newest model's silhouette is below the floor.")
 def silhouette_above_floor(warehouse: WarehouseResource, segmentation: SegmentationSettings) -> dg.AssetCheckResult:
     floor = segmentation.settings().silhouette_floor
     row = warehouse.store().query(

@@ -3,7 +3,7 @@ importing ``definitions``)."""
 
 import dagster as dg
 
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS, customer_features
+from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 
 segmentation_job = dg.define_asset_job(
     "segmentation_job",
@@ -13,9 +13,9 @@ segmentation_job = dg.define_asset_job(
 
 reclustering_job = dg.define_asset_job(
     "reclustering_job",
-    selection=dg.AssetSelection.assets(customer_features).downstream(),
+    selection=dg.AssetSelection.assets("kmeans_model").downstream(),
     description=(
-        "Re-cluster the latest accepted data (cleaned_customers already in the warehouse): customer_features "
-        "through segment_report, with stable cluster ids, registry, migrations and drift."
+        "Re-cluster the latest accepted data (cleaned_customers already in the warehouse): kmeans_model through "
+        "segment_report, with stable cluster ids, registry, migrations and drift."
     ),
 )

@@ -133,7 +133,7 @@ def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportD
         stored = warehouse.query("SELECT * FROM kmeans_k_search WHERE model_version = ? ORDER BY k", [model.version])
         if len(stored):
             k_search = stored
-    centres = np.asarray(model.kmeans.cluster_centers_)
+    centres = np.asarray(model.centers)
     centroids = pd.DataFrame({"cluster": np.arange(len(centres)), "pc1": centres[:, 0],
                               "pc2": centres[:, 1] if centres.shape[1] > 1 else 0.0})  # fmt: skip
     data = ReportData(

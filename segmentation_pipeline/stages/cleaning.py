@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -18,20 +17,11 @@ import numpy as np
 import pandas as pd
 
 from segmentation_pipeline import schema
+from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages.fields import Kind
 from segmentation_pipeline.stages.ingestion import IngestionError
 
-# Text a bank writes for "no value".
-_NULL_TOKENS = frozenset({"", "-", "--", "n/a", "na", "nan", "null", "none", "nil", "#n/a", "?"})
-_TRUE_TOKENS = frozenset({"1", "1.0", "y", "yes", "true", "t"})
-_FALSE_TOKENS = frozenset({"0", "0.0", "n", "no", "false", "f"})
 _DUPLICATE_SUFFIX = re.compile(r"__\d+$")
-_EXCEL_EPOCH = pd.Timestamp("1899-12-30")  # Excel's day 0 (it counts 1900 as a leap year)
-_DAYS_PER_YEAR = 365.25
-_UNPARSEABLE = -1.2345e300  # sentinel for "present but not a number", never a real value in an export
-_UNPARSEABLE_DATE = object()
-# Dates outside these bounds are treated as unreadable (they also fall outside pandas' nanosecond range).
-_FIRST_DATE, _LAST_DATE = pd.Timestamp("1800-01-01"), pd.Timestamp("2199-12-31")
-_LAST_SERIAL = 109_574  # Excel serial of 2199-12-31
 
 
 @dataclass
@@ -56,111 +46,6 @@ class CleaningResult:
     customers: pd.DataFrame
     report: CleaningReport
     quarantined: pd.DataFrame  # customer_id, source_row, column, value, reason
-
-
-# --- value parsers ---------------------------------------------------------------------------------------------
-
-
-def _on_distinct(values: pd.Series, parse: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """Apply a vectorised parser to the distinct values only, then spread the result back.
-
-    Exports repeat values heavily (a few occupations, provinces, flags over a million rows), so parsing the
-    distinct values is many times faster than parsing every cell, and never slower by more than a hash pass."""
-    codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-    parsed = parse(pd.Series(uniques, dtype=object))
-    result = parsed.take(np.where(codes < 0, 0, codes)) if len(parsed) else pd.Series([None] * len(values))
-    result = result.reset_index(drop=True)
-    result.index = values.index
-    missing = codes < 0
-    if missing.any():
-        result = result.mask(pd.Series(missing, index=values.index))
-    return result
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Stripped text, with every 'no value' token as NA."""
-    text = values.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(_NULL_TOKENS))
-
-
-def parse_numbers(values: pd.Series) -> tuple[pd.Series, int]:
-    """Numbers as banks export them ("1,000", " 2500 ", "N/A") -> float. Returns the values and how many
-    non-empty cells could not be read as a number (they become NaN)."""
-
-    def _parse(distinct: pd.Series) -> pd.Series:
-        text = _as_text(distinct)
-        numbers = pd.to_numeric(text.str.replace(r"[,\s]", "", regex=True), errors="coerce").astype("float64")
-        return numbers.mask(text.notna() & numbers.isna(), _UNPARSEABLE)
-
-    numbers = _on_distinct(values, _parse).astype("float64")
-    unparseable = numbers == _UNPARSEABLE
-    return numbers.mask(unparseable), int(unparseable.sum())
-
-
-def parse_flags(values: pd.Series) -> tuple[pd.Series, int]:
-    """Flags written 1/0, Y/N, Yes/No, TRUE/FALSE -> 1.0 / 0.0 / NaN."""
-
-    def _parse(distinct: pd.Series) -> pd.Series:
-        text = _as_text(distinct).str.lower()
-        flags = pd.Series(np.nan, index=distinct.index, dtype="float64")
-        flags[text.isin(_TRUE_TOKENS).fillna(False).astype(bool)] = 1.0
-        flags[text.isin(_FALSE_TOKENS).fillna(False).astype(bool)] = 0.0
-        return flags.mask(text.notna() & flags.isna(), _UNPARSEABLE)
-
-    flags = _on_distinct(values, _parse).astype("float64")
-    unparseable = flags == _UNPARSEABLE
-    return flags.mask(unparseable), int(unparseable.sum())
-
-
-def parse_dates(values: pd.Series) -> tuple[pd.Series, int]:
-    """Dates as ISO text, Excel serial numbers or day-first text (dd/mm/yyyy) -> datetime64 (NaT if empty)."""
-    parsed = _on_distinct(values, _parse_distinct_dates)
-    unparseable = parsed.map(lambda v: v is _UNPARSEABLE_DATE) if len(parsed) else parsed.astype(bool)
-    dates = pd.to_datetime(parsed.mask(unparseable), errors="coerce").astype("datetime64[ns]")
-    return dates, int(unparseable.sum())
-
-
-def _parse_distinct_dates(values: pd.Series) -> pd.Series:
-    text = _as_text(values)
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
-    rest = text.notna() & parsed.isna()
-    if rest.any():
-        serial = pd.to_numeric(text[rest], errors="coerce")
-        plausible = serial.between(1, _LAST_SERIAL)
-        if plausible.any():
-            days = pd.to_timedelta(serial[plausible].round(), unit="D")
-            parsed.loc[days.index] = _EXCEL_EPOCH + days
-        rest = text.notna() & parsed.isna()
-    if rest.any():
-        parsed.loc[rest] = pd.to_datetime(text[rest], dayfirst=True, format="mixed", errors="coerce")
-    # Placeholders such as 0001-01-01 or 9999-12-31 are not dates a customer record can hold: unparseable.
-    parsed = parsed.astype("datetime64[us]")
-    parsed = parsed.where(parsed.between(_FIRST_DATE, _LAST_DATE))
-    parsed = parsed.astype("datetime64[ns]").astype(object)
-    return parsed.mask(text.notna().to_numpy() & pd.isna(parsed).to_numpy(), _UNPARSEABLE_DATE)
-
-
-def parse_categories(values: pd.Series) -> pd.Series:
-    """Category text with surrounding and repeated inner spaces folded ("First  Pension Account" is the same
-    product as "First Pension Account")."""
-
-    def _parse(distinct: pd.Series) -> pd.Series:
-        text = _as_text(distinct)
-        return text.str.replace(r"\s+", " ", regex=True).astype(object).where(text.notna(), None)
-
-    return _on_distinct(values, _parse).astype(object).where(lambda v: v.notna(), None)
-
-
-def split_channels(values: pd.Series) -> pd.Series:
-    """A cell of channels ("ATM, MobileApp") -> a sorted tuple of channel names; blank -> empty tuple."""
-
-    def _split(cell: object) -> tuple[str, ...]:
-        if cell is None or cell is pd.NA:
-            return ()
-        return tuple(sorted({part.strip() for part in str(cell).split(",") if part.strip()}))
-
-    split = _on_distinct(values, lambda distinct: _as_text(distinct).astype(object).map(_split))
-    return split.map(lambda cell: cell if isinstance(cell, tuple) else ())
 
 
 # --- cleaning --------------------------------------------------------------------------------------------------
@@ -194,37 +79,44 @@ def canonicalise_columns(raw: pd.DataFrame, report: CleaningReport) -> pd.DataFr
     return pd.DataFrame(by_name, index=raw.index)
 
 
-def _parse_columns(frame: pd.DataFrame, report: CleaningReport) -> pd.DataFrame:
-    parsed: dict[str, pd.Series] = {}
+def _parse_columns(
+    frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Every column through its kind's parser (``stages/fields.py``), over its distinct values. Returns the typed
+    frame (dates as datetime64) and the dates as day numbers (what the quarantine rules and ages use)."""
+    parsed: dict[str, object] = {}
+    dates: dict[str, np.ndarray] = {}
     for name in frame.columns:
-        column = frame[name]
-        unparseable = 0
-        if name in schema.DATE_COLUMNS:
-            parsed[name], unparseable = parse_dates(column)
-        elif name in schema.FLAG_COLUMNS:
-            parsed[name], unparseable = parse_flags(column)
-        elif name in schema.NON_NEGATIVE_COLUMNS or name in schema.BOOKKEEPING_COLUMNS or name == schema.ID_COLUMN:
-            parsed[name], unparseable = parse_numbers(column)
-        elif name == schema.CHANNEL_COLUMN:
-            parsed[name] = column
+        kind = fields.kind_of(name)
+        column = fields.parse_column(kind, frame[name].to_numpy(dtype=object))
+        if kind is Kind.ID:
+            _check_customer_ids(column, frame[name], source_rows, file)
+            parsed[name] = column.values.astype("int64")
+            continue
+        if len(column.bad):
+            report.unparseable_values[name] = len(column.bad)
+        if kind is Kind.DATE:
+            dates[name] = column.values
+            parsed[name] = fields.ordinals_to_datetime64(column.values)
         else:
-            parsed[name] = parse_categories(column)
-        if unparseable and name != schema.ID_COLUMN:
-            report.unparseable_values[name] = unparseable
-    return pd.DataFrame(parsed, index=frame.index)
+            parsed[name] = column.values
+    return pd.DataFrame(parsed, index=frame.index), dates
 
 
-def _check_customer_ids(frame: pd.DataFrame, raw_ids: pd.Series, source_rows: np.ndarray, file: str) -> None:
-    ids = frame[schema.ID_COLUMN]
-    bad = ids.isna() | (ids != ids.round())
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        value = raw_ids.iloc[position]
-        blank = value is None or str(value).strip() == ""
-        what = "customer id is blank" if blank else f"customer id {value!r} is not a number"
-        raise IngestionError(
-            f"{what} ({int(bad.sum())} rows in all)", file=file, column="customer_id", row=int(source_rows[position])
-        )
+def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str) -> None:
+    """Every row needs a readable customer id: the first row without one refuses the file."""
+    missing = np.isnan(column.values)
+    if not missing.any():
+        return
+    position = int(np.flatnonzero(missing)[0])
+    value = raw_ids.iloc[position]
+    reason = next((bad.reason for row, bad in zip(column.bad_rows, column.bad, strict=True) if row == position), None)
+    what = "customer id is blank" if reason is None else reason
+    if reason is not None and reason.startswith("not a number"):
+        what = f"customer id {fields.shown(value)} is not a number"
+    raise IngestionError(
+        f"{what} ({int(missing.sum())} rows in all)", file=file, column="customer_id", row=int(source_rows[position])
+    )
 
 
 def _merge_channel_rows(
@@ -233,7 +125,6 @@ def _merge_channel_rows(
     """One row per customer: rows that differ only in their channel become one row with the set of channels.
     Rows of one customer id that differ in anything else are a broken export: refused, naming the ids."""
     has_channels = schema.CHANNEL_COLUMN in frame.columns
-    channels = split_channels(frame[schema.CHANNEL_COLUMN]) if has_channels else pd.Series([()] * len(frame))
     others = frame.drop(columns=[schema.CHANNEL_COLUMN]) if has_channels else frame
     distinct = others.drop_duplicates()
     conflicting = distinct[schema.ID_COLUMN][distinct[schema.ID_COLUMN].duplicated(keep=False)].unique()
@@ -253,7 +144,7 @@ def _merge_channel_rows(
     if has_channels:
         # Union of each customer's channels: a plain dict pass is O(rows) and beats a groupby over ~n groups.
         channel_sets: dict[int, set[str]] = {}
-        for customer_id, cell in zip(frame[schema.ID_COLUMN].to_numpy(), channels.to_numpy(), strict=True):
+        for customer_id, cell in zip(frame[schema.ID_COLUMN].to_numpy(), frame[schema.CHANNEL_COLUMN], strict=True):
             if cell:
                 channel_sets.setdefault(int(customer_id), set()).update(cell)
         merged[schema.CHANNEL_COLUMN] = [
@@ -263,34 +154,27 @@ def _merge_channel_rows(
 
 
 def _quarantine(
-    frame: pd.DataFrame, source_rows: pd.Series, reference: pd.Timestamp, report: CleaningReport
+    frame: pd.DataFrame, source_rows: pd.Series, reference: date, report: CleaningReport
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Impossible values (negative volumes or counts, birth or relationship dates in the future, ages over 120)
-    are not guessed at: the customer's row is set aside with the reason, and the run says how many."""
-    problems: list[pd.DataFrame] = []
-
-    def flag(mask: pd.Series, column: str, reason: str) -> None:
-        if mask.any():
-            problems.append(
-                pd.DataFrame(
-                    {
-                        "customer_id": frame.loc[mask, schema.ID_COLUMN].astype("int64"),
-                        "source_row": source_rows[mask].astype("int64"),
-                        "column": column,
-                        "value": frame.loc[mask, column].astype(str),
-                        "reason": reason,
-                    }
-                )
-            )
-
-    for column in schema.NON_NEGATIVE_COLUMNS:
-        if column in frame.columns:
-            flag(frame[column] < 0, column, f"negative {column}")
-    for column in ("date_of_birth", "customer_since"):
-        if column in frame.columns:
-            flag(frame[column] > reference, column, f"{column} in the future")
-    if "date_of_birth" in frame.columns:
-        flag(frame["date_of_birth"] < reference - pd.DateOffset(years=120), "date_of_birth", "age over 120")
+    """Impossible values (``fields.impossible_values``: negative or absurd volumes and counts, birth or
+    relationship dates in the future, ages over 120) are not guessed at: the customer's row is set aside with the
+    reason, and the run says how many."""
+    numbers = {name: frame[name].to_numpy(dtype=np.float64) for name in schema.NON_NEGATIVE_COLUMNS if name in frame}
+    dates = {
+        name: fields.datetime64_to_ordinals(frame[name].to_numpy()) for name in fields.YEARS_OF_DATE if name in frame
+    }
+    problems = [
+        pd.DataFrame(
+            {
+                "customer_id": frame[schema.ID_COLUMN].to_numpy(dtype="int64")[found.rows],
+                "source_row": source_rows.to_numpy(dtype="int64")[found.rows],
+                "column": found.column,
+                "value": _shown_values(frame[found.column].iloc[found.rows]),
+                "reason": found.reason,
+            }
+        )
+        for found in fields.impossible_values(numbers, dates, reference=reference)
+    ]
     if not problems:
         empty = pd.DataFrame(columns=["customer_id", "source_row", "column", "value", "reason"])
         return frame, empty
@@ -300,6 +184,19 @@ def _quarantine(
     for reason, n in Counter(quarantined.drop_duplicates("customer_id")["reason"]).items():
         report.count_rows(f"quarantined: {reason}", n)
     return frame[keep], quarantined
+
+
+def _shown_values(values: pd.Series) -> list[str]:
+    """Values as an analyst reads them: dates as dates, numbers without a trailing .0."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return [str(v.date()) for v in values]
+    return [_plain(v) for v in values]
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 def _drop_uninformative_columns(frame: pd.DataFrame, report: CleaningReport) -> pd.DataFrame:
@@ -319,7 +216,7 @@ def _drop_uninformative_columns(frame: pd.DataFrame, report: CleaningReport) -> 
         if column.isna().all():
             report.dropped_columns[name] = "all values empty"
         elif column.nunique(dropna=False) == 1:
-            report.dropped_columns[name] = f"constant value {column.iloc[0]!r}"
+            report.dropped_columns[name] = f"constant value {_plain(column.iloc[0])}"
         else:
             keep.append(name)
     return frame[keep]
@@ -348,22 +245,19 @@ def clean_customers(
     if schema.ID_COLUMN not in canonical.columns:
         looked_for = ", ".join(schema.COLUMN_ALIASES[schema.ID_COLUMN][:3])
         raise IngestionError(f"no customer id column (looked for {looked_for}, ...)", file=source_file)
-    typed = _parse_columns(canonical, report)
-    _check_customer_ids(typed, canonical[schema.ID_COLUMN], rows.to_numpy(), source_file)
-    typed[schema.ID_COLUMN] = typed[schema.ID_COLUMN].astype("int64")
+    typed, _ = _parse_columns(canonical, report, rows.to_numpy(), source_file)
 
     duplicated = typed.duplicated()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
     typed, rows = typed[~duplicated], rows[~duplicated]
 
     customers, rows = _merge_channel_rows(typed, rows, report, source_file)
-    reference = pd.Timestamp(reference_date)
-    customers, quarantined = _quarantine(customers, rows, reference, report)
+    customers, quarantined = _quarantine(customers, rows, reference_date, report)
 
-    if "date_of_birth" in customers.columns:
-        customers["age"] = (reference - customers["date_of_birth"]).dt.days / _DAYS_PER_YEAR
-    if "customer_since" in customers.columns:
-        customers["tenure_years"] = (reference - customers["customer_since"]).dt.days / _DAYS_PER_YEAR
+    for column, years in fields.YEARS_OF_DATE.items():
+        if column in customers.columns:
+            days = fields.datetime64_to_ordinals(customers[column].to_numpy())
+            customers[years] = fields.years_before(reference_date, days)
     if drop_uninformative:
         customers = _drop_uninformative_columns(customers, report)
     report.rows_kept = len(customers)

@@ -213,6 +213,32 @@ class PatternKNNImputer(TransformerMixin, BaseEstimator):
             self._get_tree(key, observed)
         return len(self._tree_cache)
 
+    # ------------------------------------------------------------------ storage without pickle
+
+    def fitted_arrays(self) -> dict[str, np.ndarray]:
+        """Everything ``fit`` learned, as plain arrays (with :meth:`get_params`, enough to rebuild the imputer)."""
+        check_is_fitted(self, "donors_")
+        return {
+            "donors": self.donors_,
+            "column_means": self.column_means_,
+            "fit_patterns": self.fit_patterns_,
+            "fit_pattern_counts": self.fit_pattern_counts_,
+        }
+
+    @classmethod
+    def from_fitted_arrays(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> PatternKNNImputer:
+        """The imputer :meth:`fitted_arrays` describes (no refit; the tree cache starts empty)."""
+        imputer = cls(**params)
+        imputer.donors_ = np.ascontiguousarray(arrays["donors"], dtype=np.float64)
+        imputer.column_means_ = np.asarray(arrays["column_means"], dtype=np.float64)
+        imputer.fit_patterns_ = np.asarray(arrays["fit_patterns"], dtype=bool)
+        imputer.fit_pattern_counts_ = np.asarray(arrays["fit_pattern_counts"], dtype=np.intp)
+        imputer.n_features_in_ = int(imputer.column_means_.shape[0])
+        n_donors = imputer.donors_.shape[0]
+        imputer._donor_mean = imputer.donors_.mean(axis=0) if n_donors else imputer.column_means_.copy()
+        imputer._init_cache()
+        return imputer
+
     def clear_cache(self) -> None:
         """Drop all cached KD-trees (they are rebuilt on demand)."""
         self._init_cache()

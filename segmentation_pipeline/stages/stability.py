@@ -25,8 +25,6 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages.clustering import ClusteringResult, reorder_clusters
-from segmentation_pipeline.stages.tiering import RiskTierModel, fit_risk_tiers
 
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
@@ -107,45 +105,34 @@ def relabel(labels: np.ndarray, order: Sequence[int]) -> np.ndarray:
 
 @dataclass
 class Continuity:
-    """A clustering renumbered to the previous model's ids, its refitted tiers, and the old and new labels of the
-    customers both models assigned (what ARI is computed on)."""
+    """How a fresh clustering's ids continue the previous assignments: ``order`` (new id i = fresh cluster
+    ``order[i]``, what ``reorder_clusters`` takes), and the old and new (renumbered) labels of the customers both
+    assignments share (what ARI is computed on)."""
 
-    clustering: ClusteringResult
-    tiers: RiskTierModel
     order: list[int]
     previous_labels: np.ndarray
     new_labels: np.ndarray
     previous_model_version: str | None = None
 
 
-def keep_cluster_ids(
-    clustering: ClusteringResult,
-    tiers: RiskTierModel,
-    customers: pd.DataFrame,
-    previous: pd.DataFrame | None,
-    risk_weights: Mapping[str, float],
+def match_previous(
+    customer_ids: np.ndarray, labels: np.ndarray, k: int, previous: pd.DataFrame | None
 ) -> Continuity:
-    """Renumber a fresh clustering (clusters ordered by risk score, as ``cluster_and_tier`` returns it) so that
-    its ids continue the previous assignments' (customer_id, cluster, model_version), then refit the tiers on
-    the renumbered labels. Without previous assignments (first model) or shared customers, the risk order stays.
-    """
+    """Renumber a fresh clustering (``labels`` of ``customer_ids``, numbered by risk score) so that its ids
+    continue the previous assignments' (customer_id, cluster, model_version). Without previous assignments
+    (first model) or shared customers, the risk order stays."""
     empty = np.empty(0, dtype="int64")
     if previous is None or previous.empty:
-        return Continuity(clustering, tiers, list(range(clustering.k)), empty, empty)
-    ids = customers[schema.ID_COLUMN].to_numpy(dtype="int64")
+        return Continuity(list(range(k)), empty, empty)
+    ids = np.asarray(customer_ids, dtype="int64")
     old = previous.drop_duplicates("customer_id").set_index("customer_id")["cluster"]
     shared = pd.Index(ids).isin(old.index)
     previous_labels = old.reindex(ids[shared]).to_numpy(dtype="int64")
     versions = previous["model_version"].dropna().astype(str) if "model_version" in previous else pd.Series([])
     previous_version = str(versions.mode().iloc[0]) if len(versions) else None
-    order = match_clusters(previous_labels, clustering.labels[shared], clustering.k)
-    model = reorder_clusters(clustering.model, order)
-    renumbered = ClusteringResult(
-        model=model, k=clustering.k, labels=model.labels_.copy(), metrics=clustering.metrics,
-        k_search=clustering.k_search,
-    )  # fmt: skip
-    refitted = fit_risk_tiers(customers, renumbered.labels, dict(risk_weights))
-    return Continuity(renumbered, refitted, order, previous_labels, renumbered.labels[shared], previous_version)
+    fresh = np.asarray(labels)[shared]
+    order = match_clusters(previous_labels, fresh, k)
+    return Continuity(order, previous_labels, relabel(fresh, order), previous_version)
 
 
 # --- agreement and drift ----------------------------------------------------------------------------------------

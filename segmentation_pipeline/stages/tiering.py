@@ -7,54 +7,63 @@ AML indicators (weights in ``config.DEFAULT_RISK_WEIGHTS``, configurable):
 
 where z_i is the indicator standardised over the whole population (money and counts on a log scale first), so a
 money column in millions cannot swamp a 0/1 flag. Clusters are ranked by score; the top third of clusters is
-High, the bottom third Low, the rest Medium (k = 3 gives one of each; k = 2 gives High and Low).
+High, the bottom third Low, the rest Medium (k = 3 gives one of each; k = 2 gives High and Low). A customer's own
+score is the same sum over its own z values.
+
+Reasons: a customer's indicators ordered from the most to the least telling for its tier (High: largest
+contribution first; Low: most negative first; Medium: largest absolute contribution first), ties kept in
+``INDICATORS`` order. :func:`reason_order` is the one definition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages.features import derive_behaviour
+from segmentation_pipeline.stages.customers import CustomerBatch
 
 TIERS: tuple[str, ...] = ("High", "Medium", "Low")
+TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS)}
 INDICATORS: tuple[str, ...] = (
     "is_pep", "high_income_hw", "exp_volume", "actual_volume", "actual_to_expected", "cash_share",
     "non_face_to_face_usage", "online_ft_usage", "num_alerts", "ctr_match", "previously_reported",
 )  # fmt: skip
 _LOG_SCALE = frozenset((*schema.MONEY_COLUMNS, *schema.COUNT_COLUMNS))
-_FLAG_DEFAULT_ZERO = frozenset(schema.FLAG_COLUMNS)
+_FLAGS = frozenset(schema.FLAG_COLUMNS)
+REASONS_PER_CUSTOMER = 3
 
 
-def risk_indicators(customers: pd.DataFrame) -> pd.DataFrame:
-    """The indicators in their natural units (PKR, counts, 0/1, ratio), NaN where unknown."""
-    data = derive_behaviour(customers)
-    out = {}
-    for name in INDICATORS:
-        if name in data.columns:
-            values = pd.to_numeric(data[name], errors="coerce").astype("float64")
-        else:
-            values = pd.Series(np.nan, index=data.index)
-        if name in _FLAG_DEFAULT_ZERO:
-            values = values.fillna(0.0)  # a missing flag means "not flagged", as in the features
+def indicator_matrix(batch: CustomerBatch, derived: dict[str, np.ndarray]) -> np.ndarray:
+    """The indicators in their natural units (PKR, counts, 0/1, "x times expected", share), NaN where unknown;
+    columns in ``INDICATORS`` order. A missing flag means "not flagged", as in the features."""
+    out = np.empty((batch.n, len(INDICATORS)))
+    for position, name in enumerate(INDICATORS):
         if name == "actual_to_expected":
-            values = np.expm1(values) + 1.0  # back from log ratio to "x times expected", readable for analysts
-        out[name] = values
-    return pd.DataFrame(out, index=customers.index)
+            out[:, position] = np.exp(derived[name])  # back from log ratio to "x times expected"
+        elif name in derived:
+            out[:, position] = derived[name]
+        elif name in _FLAGS:
+            flags = batch.number(name)
+            out[:, position] = flags
+            out[np.isnan(flags), position] = 0.0
+        else:
+            out[:, position] = batch.number(name)
+    return out
 
 
-def _scaled(indicators: pd.DataFrame) -> pd.DataFrame:
+_LOG1P_POSITIONS = [i for i, name in enumerate(INDICATORS) if name in _LOG_SCALE]
+_RATIO_POSITION = INDICATORS.index("actual_to_expected")
+
+
+def scaled(indicators: np.ndarray) -> np.ndarray:
     """The scale z-scores are taken on: log1p for money and counts, log for the ratio, as-is otherwise."""
-    scaled = indicators.copy()
-    for name in scaled.columns:
-        if name in _LOG_SCALE:
-            scaled[name] = np.log1p(scaled[name].clip(lower=0))
-        elif name == "actual_to_expected":
-            scaled[name] = np.log(scaled[name].clip(lower=1e-9))
-    return scaled
+    out = indicators.copy()
+    out[:, _LOG1P_POSITIONS] = np.log1p(np.maximum(indicators[:, _LOG1P_POSITIONS], 0.0))
+    out[:, _RATIO_POSITION] = np.log(np.maximum(indicators[:, _RATIO_POSITION], 1e-9))
+    return out
 
 
 def tier_names_by_rank(k: int) -> list[str]:
@@ -65,102 +74,95 @@ def tier_names_by_rank(k: int) -> list[str]:
     return ["High"] * n_high + ["Medium"] * (k - n_high - n_low) + ["Low"] * n_low
 
 
+def reason_order(contributions: np.ndarray, tier_ranks: np.ndarray) -> np.ndarray:
+    """Per row, the indicator positions from the most to the least telling for the row's tier (0 High: by
+    contribution, largest first; 2 Low: smallest first; 1 Medium: by absolute value, largest first). Ties keep
+    ``INDICATORS`` order (a stable sort on the negated key)."""
+    keys = np.where(tier_ranks[:, None] == 0, -contributions,
+                    np.where(tier_ranks[:, None] == 2, contributions, -np.abs(contributions)))  # fmt: skip
+    return np.argsort(keys, axis=1, kind="stable")
+
+
 @dataclass
 class RiskTierModel:
-    """The fitted tiering: population scale of each indicator, cluster scores and tiers, typical values."""
+    """The fitted tiering as arrays over ``INDICATORS``: population scale of each indicator, cluster scores and
+    tiers, the score's terms per cluster and the typical (median) values reasons compare against."""
 
-    weights: dict[str, float]
-    means: dict[str, float]
-    stds: dict[str, float]
-    cluster_scores: dict[int, float]
-    cluster_tiers: dict[int, str]
-    contributions: pd.DataFrame  # cluster x indicator: weight * mean z (the score's terms)
-    typical: pd.DataFrame  # cluster x indicator: median in natural units
-    population_typical: dict[str, float]
+    weights: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+    cluster_scores: np.ndarray  # (k,)
+    cluster_tiers: list[str]  # (k,)
+    contributions: np.ndarray  # (k, indicators): weight * mean z
+    typical: np.ndarray  # (k, indicators): median in natural units (NaN: none known)
+    population_typical: np.ndarray  # (indicators,)
 
-    def z_scores(self, indicators: pd.DataFrame) -> pd.DataFrame:
-        scaled = _scaled(indicators[list(self.means)])
-        z = (scaled - pd.Series(self.means)) / pd.Series(self.stds)
-        return z.fillna(0.0)  # unknown -> population average: adds nothing either way
+    @property
+    def k(self) -> int:
+        return len(self.cluster_tiers)
 
-    def customer_scores(self, indicators: pd.DataFrame) -> np.ndarray:
-        z = self.z_scores(indicators)
-        return (z * pd.Series(self.weights).reindex(z.columns).fillna(0.0)).sum(axis=1).to_numpy()
+    def terms(self, indicators: np.ndarray) -> np.ndarray:
+        """Each customer's score terms: weight * z (unknown -> population average: adds nothing)."""
+        z = (scaled(indicators) - self.means) / self.stds
+        z[np.isnan(z)] = 0.0
+        return z * self.weights
 
-    def tier_of(self, clusters: np.ndarray) -> np.ndarray:
-        return np.array([self.cluster_tiers[int(c)] for c in clusters], dtype=object)
+    def tier_ranks(self, clusters: np.ndarray) -> np.ndarray:
+        ranks = np.array([TIER_RANK[t] for t in self.cluster_tiers], dtype=np.intp)
+        return ranks[clusters]
 
-    def reasons(self, indicators: pd.DataFrame, clusters: np.ndarray, top: int = 3) -> list[list[dict[str, object]]]:
-        """Per customer, the indicators that most put it in its tier: for High the largest positive
-        contributions, for Low the largest negative ones, for Medium the largest either way; each with the
-        customer's value against its segment's and the population's typical (median) value."""
-        weights = pd.Series(self.weights).reindex(list(self.means)).fillna(0.0)
-        contributions = self.z_scores(indicators) * weights
-        result = []
-        for position, cluster in enumerate(clusters):
-            row = contributions.iloc[position]
-            tier = self.cluster_tiers[int(cluster)]
-            if tier == "High":
-                ranked = row.sort_values(ascending=False)
-            elif tier == "Low":
-                ranked = row.sort_values(ascending=True)
-            else:
-                ranked = row.reindex(row.abs().sort_values(ascending=False).index)
-            reasons = []
-            chosen = ranked.head(top)
-            for name, contribution in zip(chosen.index, round_contributions(chosen.to_numpy()).tolist(), strict=True):
-                value = indicators.iloc[position][name]
-                reasons.append(
-                    {
-                        "indicator": name,
-                        "value": None if pd.isna(value) else float(value),
-                        "segment_typical": _or_none(self.typical.loc[int(cluster), name]),
-                        "population_typical": _or_none(self.population_typical.get(name)),
-                        "contribution": contribution,
-                    }
-                )
-            result.append(reasons)
-        return result
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {name: getattr(self, name) for name in
+                  ("weights", "means", "stds", "cluster_scores", "contributions", "typical", "population_typical")}
+        return {"cluster_tiers": self.cluster_tiers, "indicators": list(INDICATORS)}, arrays  # fmt: skip
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> RiskTierModel:
+        return cls(cluster_tiers=list(meta["cluster_tiers"]), **arrays)
 
 
-def round_contributions(contributions: np.ndarray) -> np.ndarray:
-    """Contributions as reasons show them: 4 decimals (NumPy's rounding, so a batch is rounded in one call and
-    the API's fast scorer and this model give the very same numbers)."""
-    return np.round(np.asarray(contributions, dtype=np.float64), 4)
+def _nan_median(values: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN; NaN for a column with no value (without numpy's warning)."""
+    out = np.full(values.shape[1], np.nan)
+    for column in range(values.shape[1]):
+        present = values[:, column][~np.isnan(values[:, column])]
+        if present.size:
+            out[column] = np.median(present)
+    return out
 
 
-def _or_none(value: object) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def fit_risk_tiers(customers: pd.DataFrame, clusters: np.ndarray, weights: dict[str, float]) -> RiskTierModel:
-    """Score every cluster from the indicators of its customers and rank the clusters into tiers."""
+def fit_risk_tiers(
+    indicators: np.ndarray, clusters: np.ndarray, k: int, weights: dict[str, float]
+) -> RiskTierModel:
+    """Score every cluster from the indicators (``indicator_matrix``) of its customers; rank clusters into tiers."""
     unknown = set(weights) - set(INDICATORS)
     if unknown:
         raise ValueError(f"unknown risk indicators in weights: {sorted(unknown)}; known: {list(INDICATORS)}")
-    indicators = risk_indicators(customers)
-    scaled = _scaled(indicators)
-    means = {name: float(scaled[name].mean()) if scaled[name].notna().any() else 0.0 for name in INDICATORS}
-    stds = {}
-    for name in INDICATORS:
-        std = float(scaled[name].std(ddof=0)) if scaled[name].notna().sum() > 1 else 0.0
-        stds[name] = std if std > 0 else 1.0  # a constant indicator has z = 0 everywhere
-    full_weights = {name: float(weights.get(name, 0.0)) for name in INDICATORS}
-    z = ((scaled - pd.Series(means)) / pd.Series(stds)).fillna(0.0)
-    labels = pd.Series(np.asarray(clusters), index=customers.index, name="cluster")
-    contributions = z.groupby(labels).mean() * pd.Series(full_weights)
+    values = scaled(indicators)
+    present = ~np.isnan(values)
+    counts = present.sum(axis=0)
+    means = np.divide(np.nansum(values, axis=0), counts, out=np.zeros(len(INDICATORS)), where=counts > 0)
+    spread = np.sqrt(np.divide(np.nansum((values - means) ** 2, axis=0), counts,
+                               out=np.zeros(len(INDICATORS)), where=counts > 1))  # fmt: skip
+    stds = np.where(spread > 0, spread, 1.0)  # a constant indicator has z = 0 everywhere
+    full_weights = np.array([float(weights.get(name, 0.0)) for name in INDICATORS])
+    z = (values - means) / stds
+    z[np.isnan(z)] = 0.0
+    clusters = np.asarray(clusters, dtype=np.intp)
+    sizes = np.bincount(clusters, minlength=k).astype(np.float64)
+    sums = np.zeros((k, len(INDICATORS)))
+    np.add.at(sums, clusters, z)
+    contributions = np.divide(sums, sizes[:, None], out=np.zeros_like(sums), where=sizes[:, None] > 0) * full_weights
     scores = contributions.sum(axis=1)
-    ranked = scores.sort_values(ascending=False).index.tolist()
-    tier_names = tier_names_by_rank(len(ranked))
-    cluster_tiers = {int(cluster): tier_names[rank] for rank, cluster in enumerate(ranked)}
-    typical = indicators.groupby(labels).median()
+    ranked = np.argsort(-scores, kind="stable")
+    names = tier_names_by_rank(k)
+    tiers = [""] * k
+    for rank, cluster in enumerate(ranked):
+        tiers[int(cluster)] = names[rank]
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.cumsum(np.bincount(clusters, minlength=k))[:-1]
+    typical = np.vstack([_nan_median(indicators[rows]) for rows in np.split(order, bounds)])
     return RiskTierModel(
-        weights=full_weights,
-        means=means,
-        stds=stds,
-        cluster_scores={int(c): float(s) for c, s in scores.items()},
-        cluster_tiers=cluster_tiers,
-        contributions=contributions,
-        typical=typical,
-        population_typical={name: _or_none(indicators[name].median()) for name in INDICATORS},
-    )
+        weights=full_weights, means=means, stds=stds, cluster_scores=scores, cluster_tiers=tiers,
+        contributions=contributions, typical=typical, population_typical=_nan_median(indicators),
+    )  # fmt: skip

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import duckdb
 import pandas as pd
 
-from segmentation_pipeline.stages.scoring import SegmentationModel
+from segmentation_pipeline.stages.model import SegmentationModel
 from segmentation_pipeline.warehouse.registry import REGISTRY_TABLE, active_in
 from segmentation_pipeline.warehouse.store import Warehouse
 
@@ -29,7 +28,8 @@ def served_version(connection: duckdb.DuckDBPyConnection) -> str | None:
 
 def load_model(warehouse: Warehouse, version: str | None = None) -> SegmentationModel:
     """The model of that version, or (version None) the served one (see :func:`served_version`).
-    Raises LookupError when there is none."""
+    Raises LookupError when there is none, ``ModelContractError`` when this code cannot score it as it was fitted
+    (another feature contract, or its stored sample scores differently)."""
     tables = warehouse.table_names()
     if MODEL_TABLE not in tables:
         raise LookupError(f"no model in {warehouse.path}: run the pipeline first (segmentation run)")
@@ -46,12 +46,11 @@ def load_model(warehouse: Warehouse, version: str | None = None) -> Segmentation
         ).fetchone()
     if row is None:
         raise LookupError(f"no model version {version!r} in {warehouse.path}")
-    # The warehouse is the pipeline's own trusted store; nothing else writes model_blob.
-    return pickle.loads(row[0])
+    return SegmentationModel.from_bytes(row[0])  # plain arrays and JSON: reading it runs no code
 
 
 def model_table_row(model: SegmentationModel) -> pd.DataFrame:
-    """The ``kmeans_model`` row of a fitted model: its queryable facts plus the pickled bundle itself."""
+    """The ``kmeans_model`` row of a fitted model: its queryable facts plus the stored model itself."""
     metrics = model.metrics
     return pd.DataFrame(
         [
@@ -68,8 +67,10 @@ def model_table_row(model: SegmentationModel) -> pd.DataFrame:
                 "n_customers": model.n_customers,
                 "input_file_sha256": model.input_sha256,
                 "config": json.dumps(model.settings, default=str),
-                "cluster_tiers": json.dumps({str(c): t for c, t in model.tiers.cluster_tiers.items()}),
-                "model_blob": pickle.dumps(model, protocol=5),
+                "cluster_tiers": json.dumps({str(c): t for c, t in enumerate(model.tiers.cluster_tiers)}),
+                "feature_contract": json.dumps(model.contract),
+                "code_version": model.code_version,
+                "model_blob": model.to_bytes(),
             }
         ]
     )

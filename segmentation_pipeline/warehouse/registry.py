@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from segmentation_pipeline.stages.scoring import SegmentationModel
+from segmentation_pipeline.stages.model import SegmentationModel
 from segmentation_pipeline.warehouse.store import Warehouse
 
 REGISTRY_TABLE = "model_versions"

@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: one file, tables named after the assets, a lineage log and the fitted objects.
+"""The DuckDB warehouse: one file, tables named after the assets and a lineage log.
 
 Design rules:
 - connections are short-lived and retried: DuckDB lets one process write a file, and an analyst's query or the
@@ -10,7 +10,6 @@ Design rules:
 
 from __future__ import annotations
 
-import pickle
 import random
 import re
 import time
@@ -35,14 +34,6 @@ CREATE TABLE IF NOT EXISTS lineage (
     code_version VARCHAR,
     started_at TIMESTAMPTZ,
     ended_at TIMESTAMPTZ
-)
-"""
-FITTED_OBJECTS_DDL = """
-CREATE TABLE IF NOT EXISTS fitted_objects (
-    name VARCHAR,
-    run_id VARCHAR,
-    created_at TIMESTAMPTZ,
-    payload BLOB
 )
 """
 
@@ -103,7 +94,6 @@ class Warehouse:
     def _ensure_tables(self, connection: duckdb.DuckDBPyConnection) -> None:
         if not self._tables_ready:
             connection.execute(LINEAGE_DDL)
-            connection.execute(FITTED_OBJECTS_DDL)
             self._tables_ready = True
 
     # -- writing --
@@ -111,13 +101,12 @@ class Warehouse:
         self,
         tables: dict[str, pd.DataFrame],
         *,
-        lineage: LineageRecord | None = None,
+        lineage: LineageRecord | Sequence[LineageRecord] | None = None,
         append: Sequence[str] = (),
-        objects: dict[str, object] | None = None,
         also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
-        """Replace (or, for names in ``append``, append to) several tables, store fitted objects and record
-        lineage, all in ONE transaction: readers see all of it or none of it. ``also`` runs further statements
+        """Replace (or, for names in ``append``, append to) several tables and record lineage (one record per asset
+        written), all in ONE transaction: readers see all of it or none of it. ``also`` runs further statements
         inside that transaction (e.g. the model registry's status update)."""
         for name in tables:
             _check_identifier(name)
@@ -137,26 +126,22 @@ class Warehouse:
                     else:
                         connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
                     connection.unregister("_incoming")
-                for name, obj in (objects or {}).items():
-                    connection.execute(
-                        "INSERT INTO fitted_objects VALUES (?, ?, now(), ?)",
-                        [name, lineage.run_id if lineage else None, pickle.dumps(obj, protocol=5)],
-                    )
                 if also is not None:
                     also(connection)
-                if lineage is not None:
-                    lineage.ended_at = datetime.now().astimezone()
+                records = [lineage] if isinstance(lineage, LineageRecord) else list(lineage or [])
+                for record in records:
+                    record.ended_at = datetime.now().astimezone()
                     connection.execute(
                         "INSERT INTO lineage VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            lineage.run_id,
-                            lineage.asset_key,
-                            lineage.upstream_assets,
-                            lineage.row_count,
-                            lineage.input_file_sha256,
-                            lineage.code_version,
-                            lineage.started_at,
-                            lineage.ended_at,
+                            record.run_id,
+                            record.asset_key,
+                            record.upstream_assets,
+                            record.row_count,
+                            record.input_file_sha256,
+                            record.code_version,
+                            record.started_at,
+                            record.ended_at,
                         ],
                     )
                 connection.execute("COMMIT")
@@ -180,19 +165,6 @@ class Warehouse:
     def query(self, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
         with self.connect(read_only=True) as connection:
             return connection.execute(sql, list(params)).df()
-
-    def load_object(self, name: str) -> object:
-        """The most recently stored fitted object of that name (e.g. the feature transformer)."""
-        if not self.exists():
-            raise LookupError(f"no warehouse at {self.path}: run the pipeline first")
-        with self.connect(read_only=True) as connection:
-            row = connection.execute(
-                "SELECT payload FROM fitted_objects WHERE name = ? ORDER BY created_at DESC LIMIT 1", [name]
-            ).fetchone()
-        if row is None:
-            raise LookupError(f"no fitted object {name!r} in {self.path}: materialise its asset first")
-        # The warehouse is the pipeline's own trusted store; nothing else writes fitted_objects.
-        return pickle.loads(row[0])
 
 
 def _check_identifier(name: str) -> None:

@@ -1,0 +1,142 @@
+"""The compiled scorer: a fitted model as plain arrays and one vectorised ``score``.
+
+``cluster_assignments`` (the batch run), ``segmentation`` CLI summaries, the report and the scoring API all score
+customers with :meth:`CompiledScorer.score`; nothing else turns a customer into a cluster, a tier, a score or
+reasons. A batch is scored in chunks (``chunk_size`` customers at a time), so memory stays bounded whatever the
+number of customers.
+
+Per chunk: features (the fitted transformer's ``transform``) -> PCA (``(x - mean) @ components.T``) -> nearest
+centroid (K-means' own criterion, ``||c||^2 - 2 x.c``) -> tier of the cluster; the customer's risk score and the
+reasons from the tier model's terms (``tiering.reason_order`` decides the order, ties included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segmentation_pipeline.stages.customers import CustomerBatch
+from segmentation_pipeline.stages.tiering import INDICATORS, REASONS_PER_CUSTOMER, indicator_matrix, reason_order
+
+if TYPE_CHECKING:
+    from segmentation_pipeline.stages.model import SegmentationModel
+
+DEFAULT_CHUNK = 100_000
+
+
+@dataclass
+class ScoredBatch:
+    """Per customer: cluster, tier, risk score, distance to the centroid, the embedding, and what reasons need."""
+
+    customer_id: np.ndarray
+    cluster: np.ndarray
+    risk_tier: np.ndarray  # object array of tier names
+    risk_score: np.ndarray
+    distance_to_centroid: np.ndarray
+    embedding: np.ndarray  # (n, components)
+    indicators: np.ndarray  # (n, len(INDICATORS)) natural units, NaN where unknown
+    contributions: np.ndarray  # (n, len(INDICATORS)) weight * z
+    features: np.ndarray | None = None  # (n, features) when asked for
+
+
+@dataclass(frozen=True)
+class ReasonTable:
+    """Reasons of ``n`` customers, flat and customer-major: entries ``[i * per_customer, (i + 1) * per_customer)``
+    are customer ``i``'s, most telling first."""
+
+    n: int
+    per_customer: int
+    indicator: list[str]
+    value: list[float | None]
+    segment_typical: list[float | None]
+    population_typical: list[float | None]
+    contribution: list[float]
+
+    def per_customer_lists(self, flat: list[Any]) -> list[list[Any]]:
+        """Cut one object per entry (``flat``, in this table's order) into one list per customer."""
+        size = self.per_customer
+        if size == 0:
+            return [[] for _ in range(self.n)]
+        return [flat[start : start + size] for start in range(0, len(flat), size)]
+
+    def dicts(self) -> list[list[dict[str, object]]]:
+        flat = [
+            {"indicator": i, "value": v, "segment_typical": s, "population_typical": p, "contribution": c}
+            for i, v, s, p, c in zip(self.indicator, self.value, self.segment_typical, self.population_typical,
+                                     self.contribution, strict=True)
+        ]  # fmt: skip
+        return self.per_customer_lists(flat)
+
+
+def _with_none(values: np.ndarray) -> np.ndarray:
+    """Floats as an object array with None for NaN (what reasons show for 'unknown')."""
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return out
+
+
+class CompiledScorer:
+    """A :class:`SegmentationModel` compiled to arrays (built once per model: ``model.scorer``)."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        self.version = model.version
+        self.reference_date = model.reference_date
+        self.features = model.features
+        self.features.imputer_.warm_cache()  # the KD-trees of the common gap patterns now, not on first requests
+        components = np.asarray(model.pca_components, dtype=np.float64)
+        self._components_t = np.ascontiguousarray(components.T)
+        self._pca_offset = np.asarray(model.pca_mean, dtype=np.float64) @ components.T
+        self._centers = np.asarray(model.centers, dtype=np.float64)
+        self._centers_t = np.ascontiguousarray(self._centers.T)
+        self._centers_sq = (self._centers**2).sum(axis=1)
+        self.tiers = model.tiers
+        self._tier_names = np.array(model.tiers.cluster_tiers, dtype=object)
+        self._tier_ranks = np.array([{"High": 0, "Medium": 1, "Low": 2}[t] for t in model.tiers.cluster_tiers])
+        self._typical = _with_none(model.tiers.typical)
+        self._population = _with_none(model.tiers.population_typical)
+        self._names = np.array(INDICATORS, dtype=object)
+
+    def score(self, batch: CustomerBatch, *, chunk_size: int = DEFAULT_CHUNK, keep_features: bool = False
+              ) -> ScoredBatch:  # fmt: skip
+        """Cluster, tier, risk score, distance and reason terms of every customer of ``batch``."""
+        parts = [self._score_chunk(chunk, keep_features) for chunk in batch.chunks(chunk_size)]
+        if len(parts) == 1:
+            return parts[0]
+        return ScoredBatch(**{
+            name: np.concatenate([getattr(p, name) for p in parts]) if getattr(parts[0], name) is not None else None
+            for name in ScoredBatch.__dataclass_fields__
+        })  # fmt: skip
+
+    def _score_chunk(self, batch: CustomerBatch, keep_features: bool) -> ScoredBatch:
+        derived = self.features.derived(batch)
+        features = self.features.transform(batch, derived)
+        embedding = features @ self._components_t
+        embedding -= self._pca_offset
+        clusters = np.argmin(self._centers_sq - 2.0 * (embedding @ self._centers_t), axis=1)
+        distances = np.linalg.norm(embedding - self._centers[clusters], axis=1)
+        indicators = indicator_matrix(batch, derived)
+        contributions = self.tiers.terms(indicators)
+        return ScoredBatch(
+            customer_id=batch.customer_ids, cluster=clusters.astype(np.int32), risk_tier=self._tier_names[clusters],
+            risk_score=contributions.sum(axis=1), distance_to_centroid=distances, embedding=embedding,
+            indicators=indicators, contributions=contributions, features=features if keep_features else None,
+        )  # fmt: skip
+
+    def reason_table(self, scored: ScoredBatch, top: int = REASONS_PER_CUSTOMER) -> ReasonTable:
+        """The top reasons of every scored customer, gathered and rounded (4 decimals) as arrays."""
+        n = len(scored.cluster)
+        chosen = reason_order(scored.contributions, self._tier_ranks[scored.cluster])[:, :top]
+        per_customer = chosen.shape[1]
+        columns = chosen.ravel()
+        rows = np.repeat(np.arange(n), per_customer)
+        return ReasonTable(
+            n=n,
+            per_customer=per_customer,
+            indicator=self._names[columns].tolist(),
+            value=_with_none(scored.indicators[rows, columns]).tolist(),
+            segment_typical=self._typical[scored.cluster[rows], columns].tolist(),
+            population_typical=self._population[columns].tolist(),
+            contribution=np.round(scored.contributions[rows, columns], 4).tolist(),
+        )

@@ -1,0 +1,128 @@
+"""Typed customers as the model sees them: the one shape between parsing and scoring.
+
+A cleaned file (``cleaned_customers``) and a request's records (``stages/records.py``) both become a
+:class:`CustomerBatch`; fitting, the compiled scorer and the reasons only ever read this shape. A row of a file and
+a record of a request holding the same values are the same customer by the time they get here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline import schema
+from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages.fields import Kind
+
+
+@dataclass
+class CustomerBatch:
+    """``n`` customers, column by column (canonical names).
+
+    - ``numbers``: float64 arrays (NaN = unknown) of every numeric column: money, counts, flags (0/1) and the
+      years derived from dates (``age``, ``tenure_years``); a column absent from the dict is unknown for all;
+    - ``categories``: object arrays of text or None;
+    - ``channels``: one sorted tuple of channel names per customer, or None when the field was not given.
+    """
+
+    customer_ids: np.ndarray
+    numbers: dict[str, np.ndarray] = field(default_factory=dict)
+    categories: dict[str, np.ndarray] = field(default_factory=dict)
+    channels: list[tuple[str, ...]] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.customer_ids)
+
+    def number(self, name: str) -> np.ndarray:
+        """A numeric column (all NaN when the batch does not have it)."""
+        values = self.numbers.get(name)
+        return np.full(self.n, np.nan) if values is None else values
+
+    def category(self, name: str) -> np.ndarray | None:
+        return self.categories.get(name)
+
+    def take(self, rows: np.ndarray | slice) -> CustomerBatch:
+        """The customers at ``rows`` (a slice or positions)."""
+        channels = None
+        if self.channels is not None:
+            channels = self.channels[rows] if isinstance(rows, slice) else [self.channels[i] for i in rows]
+        return CustomerBatch(
+            customer_ids=self.customer_ids[rows],
+            numbers={name: values[rows] for name, values in self.numbers.items()},
+            categories={name: values[rows] for name, values in self.categories.items()},
+            channels=channels,
+        )
+
+    def chunks(self, size: int) -> Iterator[CustomerBatch]:
+        """Consecutive slices of at most ``size`` customers (the whole batch when it is small)."""
+        if self.n <= size:
+            yield self
+            return
+        for start in range(0, self.n, size):
+            yield self.take(slice(start, start + size))
+
+    @classmethod
+    def from_frame(cls, customers: pd.DataFrame) -> CustomerBatch:
+        """Cleaned customers (``clean_customers`` output or the ``cleaned_customers`` table) as a batch: columns
+        are taken as they are, nothing is parsed again. Lineage columns (``_...``) and unknown ones are ignored."""
+        numbers: dict[str, np.ndarray] = {}
+        categories: dict[str, np.ndarray] = {}
+        channels = None
+        for name in customers.columns:
+            if name == schema.ID_COLUMN or str(name).startswith("_"):
+                continue
+            kind = fields.kind_of(str(name))
+            column = customers[name]
+            if kind in (Kind.NUMBER, Kind.FLAG) or name in fields.YEARS_OF_DATE.values():
+                numbers[str(name)] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            elif kind is Kind.CATEGORY and name in schema.CATEGORICAL_COLUMNS:
+                values = column.astype(object).to_numpy()
+                categories[str(name)] = np.where(pd.isna(values), None, values)
+            elif kind is Kind.CHANNELS:
+                channels = [_channel_tuple(cell) for cell in column]
+        ids = customers[schema.ID_COLUMN].to_numpy(dtype=np.int64)
+        return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
+
+    def to_columns(self) -> dict[str, list[object]]:
+        """Plain JSON-able columns (NaN -> None): how a model stores its verification sample."""
+        out: dict[str, list[object]] = {schema.ID_COLUMN: self.customer_ids.tolist()}
+        for name, values in self.numbers.items():
+            out[name] = [None if np.isnan(v) else v for v in values.tolist()]
+        for name, values in self.categories.items():
+            out[name] = list(values)
+        if self.channels is not None:
+            out[schema.CHANNEL_COLUMN] = [list(c) for c in self.channels]
+        return out
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, list[object]]) -> CustomerBatch:
+        """Inverse of :meth:`to_columns`."""
+        numbers, categories, channels = {}, {}, None
+        for name, values in columns.items():
+            if name == schema.ID_COLUMN:
+                continue
+            if name == schema.CHANNEL_COLUMN:
+                channels = [tuple(v) for v in values]
+            elif name in schema.CATEGORICAL_COLUMNS:
+                categories[name] = np.array(values, dtype=object)
+            else:
+                numbers[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        ids = np.asarray(columns[schema.ID_COLUMN], dtype=np.int64)
+        return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
+
+
+def as_batch(customers: CustomerBatch | pd.DataFrame) -> CustomerBatch:
+    return customers if isinstance(customers, CustomerBatch) else CustomerBatch.from_frame(customers)
+
+
+def _channel_tuple(cell: object) -> tuple[str, ...]:
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        return ()
+    if isinstance(cell, str):
+        parsed = fields.channels(cell)
+        return parsed if isinstance(parsed, tuple) else ()
+    return tuple(str(c) for c in cell)
