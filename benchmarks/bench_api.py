@@ -259,8 +259,9 @@ def naive_timings(warehouse: Path, complete: list[dict], gappy: list[dict], batc
 
 def fast_in_process(warehouse: Path, complete: list[dict], gappy: list[dict]) -> dict[str, float]:
     """parse_records + FastScorer per call, in-process: what is left of a request without HTTP."""
-    from segmentation_pipeline.api.model_cache import compile_model
     from segmentation_pipeline.stages.fast_scoring import parse_records
+
+    from segmentation_pipeline.api.model_cache import compile_model
     from segmentation_pipeline.warehouse import Warehouse
     from segmentation_pipeline.warehouse.models import load_model
 

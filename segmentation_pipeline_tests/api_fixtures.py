@@ -19,11 +19,14 @@ from segmentation_pipeline.synthetic import generate_export, write_export
 
 API_KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "second-key-abcdefghijklmnop"
-TRAIN_CUSTOMERS = 1_500
+TRAIN_CUSTOMERS = 5_000
+TRAIN_SEED = 7
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_warehouse(directory: Path, *, customers: int = TRAIN_CUSTOMERS, seed: int = 7, random_state: int = 0) -> Path:
+def train_warehouse(
+    directory: Path, *, customers: int = TRAIN_CUSTOMERS, seed: int = TRAIN_SEED, random_state: int = 0
+) -> Path:
     """Run the whole pipeline on a synthetic export; returns the warehouse file. Also leaves ``train.csv``."""
     source = write_export(generate_export(customers, seed=seed), directory / f"train_{seed}.csv")
     warehouse = directory / "warehouse.duckdb"

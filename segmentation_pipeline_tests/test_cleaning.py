@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation_pipeline.stages.cleaning import (
-    clean_customers,
-    parse_categories,
-    parse_dates,
-    parse_flags,
-    parse_numbers,
-    split_channels,
-)
+from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages.cleaning import clean_customers
+from segmentation_pipeline.stages.fields import Kind
 from segmentation_pipeline.stages.ingestion import IngestionError
 
 REFERENCE = date(2026, 6, 30)
@@ -41,33 +36,65 @@ def _customer(customer_id: int, **overrides: object) -> dict[str, object]:
     return row
 
 
-def test_parse_numbers_reads_bank_formats_and_counts_garbage() -> None:
-    values, unparseable = parse_numbers(pd.Series(["1,000", " 2500 ", "N/A", "-", "", None, "12.5", "abc"]))
-    assert values.tolist()[:2] == [1000.0, 2500.0]
-    assert np.isnan(values.iloc[2]) and np.isnan(values.iloc[3]) and np.isnan(values.iloc[4])
-    assert values.iloc[6] == 12.5
+def _column(kind: Kind, values: list[object], *, many: bool) -> tuple[list[object], int]:
+    """One column through its kind's parser, either as a few values (one by one, as a request's) or repeated
+    past the size where distinct values are parsed once (as a file's column): both must read the same."""
+    repeat = 40 if many else 1
+    parsed = fields.parse_column(kind, values * repeat)
+    return list(parsed.values[: len(values)]), len(parsed.bad) // repeat
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_numbers_read_bank_formats_and_count_garbage(many: bool) -> None:
+    values, unparseable = _column(Kind.NUMBER, ["1,000", " 2500 ", "N/A", "-", "", None, "12.5", "abc"], many=many)
+    assert values[:2] == [1000.0, 2500.0]
+    assert np.isnan(values[2]) and np.isnan(values[3]) and np.isnan(values[4]) and np.isnan(values[5])
+    assert values[6] == 12.5
     assert unparseable == 1  # only "abc": blanks and N/A are missing values, not errors
 
 
-def test_parse_flags_accepts_every_spelling() -> None:
-    flags, unparseable = parse_flags(pd.Series(["Y", "n", "Yes", "NO", "TRUE", "false", "1", "0", "1.0", "", "maybe"]))
-    assert flags.tolist()[:9] == [1, 0, 1, 0, 1, 0, 1, 0, 1]
-    assert np.isnan(flags.iloc[9]) and np.isnan(flags.iloc[10])
+@pytest.mark.parametrize("many", [False, True])
+def test_flags_accept_every_spelling(many: bool) -> None:
+    flags, unparseable = _column(Kind.FLAG, ["Y", "n", "Yes", "NO", "TRUE", "false", "1", "0", "1.0", "", "maybe"],
+                                 many=many)  # fmt: skip
+    assert flags[:9] == [1, 0, 1, 0, 1, 0, 1, 0, 1]
+    assert np.isnan(flags[9]) and np.isnan(flags[10])
     assert unparseable == 1
 
 
-def test_parse_dates_iso_serial_and_day_first() -> None:
-    dates, unparseable = parse_dates(pd.Series(["1990-05-17", "32874", "17/05/1990", "", "not a date"]))
-    assert dates.iloc[0] == pd.Timestamp("1990-05-17")
-    assert dates.iloc[1] == pd.Timestamp("1990-01-01")  # Excel serial 32874
-    assert dates.iloc[2] == pd.Timestamp("1990-05-17")
-    assert pd.isna(dates.iloc[3]) and pd.isna(dates.iloc[4])
+@pytest.mark.parametrize("many", [False, True])
+def test_dates_iso_serial_and_day_first(many: bool) -> None:
+    days, unparseable = _column(Kind.DATE, ["1990-05-17", "32874", "17/05/1990", "", "not a date",
+                                            "1990-05-17T13:45:00", 32874, "30-Jun-1975"], many=many)  # fmt: skip
+    assert days[0] == date(1990, 5, 17).toordinal() == days[2] == days[5]  # time of day ignored
+    assert days[1] == date(1990, 1, 1).toordinal() == days[6]  # Excel serial 32874, as text or number
+    assert days[7] == date(1975, 6, 30).toordinal()
+    assert np.isnan(days[3]) and np.isnan(days[4])
     assert unparseable == 1
 
 
-def test_categories_fold_spaces_and_channels_split() -> None:
-    assert parse_categories(pd.Series(["First  Pension Account ", None])).tolist() == ["First Pension Account", None]
-    assert split_channels(pd.Series(["MobileApp, ATM", "", None])).tolist() == [("ATM", "MobileApp"), (), ()]
+@pytest.mark.parametrize("many", [False, True])
+def test_categories_fold_spaces_and_channels_split(many: bool) -> None:
+    categories, _ = _column(Kind.CATEGORY, ["First  Pension Account ", None, "n/a"], many=many)
+    assert categories == ["First Pension Account", None, None]
+    channels, _ = _column(Kind.CHANNELS, ["MobileApp, ATM", "", None, ["ATM", "MobileApp"]], many=many)
+    assert channels == [("ATM", "MobileApp"), (), (), ("ATM", "MobileApp")]
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_ids_are_whole_numbers(many: bool) -> None:
+    ids, unparseable = _column(Kind.ID, ["1504161", 1504161.0, "1,504,161", "15.5", "x", None], many=many)
+    assert ids[:3] == [1504161.0] * 3
+    assert np.isnan(ids[3]) and np.isnan(ids[4]) and np.isnan(ids[5])
+    assert unparseable == 2
+
+
+def test_native_numbers_take_the_same_rules_as_text() -> None:
+    """A big column of JSON numbers is converted in one call; infinities are refused as text 'inf' would be."""
+    parsed = fields.parse_column(Kind.NUMBER, [1.5, None, 3, float("inf")] * 30)
+    assert parsed.values[:3].tolist()[0] == 1.5 and np.isnan(parsed.values[1]) and parsed.values[2] == 3.0
+    assert len(parsed.bad) == 30 and parsed.bad[0].reason == "must be a finite number"
+    assert [type(fields.number(v)).__name__ for v in ("inf", float("inf"), True)] == ["Bad", "Bad", "Bad"]
 
 
 def test_channel_rows_merge_into_one_customer_with_channel_set() -> None:
@@ -170,6 +197,6 @@ def test_scoring_mode_keeps_constant_columns() -> None:
 
 
 def test_placeholder_dates_are_unreadable_not_a_crash() -> None:
-    dates, unparseable = parse_dates(pd.Series(["0001-01-01", "9999-12-31", "2958465", "1990-01-01"]))
-    assert dates.isna().tolist() == [True, True, True, False]
+    days, unparseable = _column(Kind.DATE, ["0001-01-01", "9999-12-31", "2958465", "1990-01-01"], many=True)
+    assert [bool(np.isnan(d)) for d in days] == [True, True, True, False]
     assert unparseable == 3

@@ -1,6 +1,5 @@
 """Features, PCA, K-means and tiering as plain functions on synthetic customers."""
 
-import pickle
 from datetime import date
 
 import numpy as np
@@ -11,10 +10,17 @@ from sklearn.metrics import adjusted_rand_score
 from segmentation_pipeline.config import DEFAULT_RISK_WEIGHTS, PipelineSettings
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.clustering import fit_kmeans, reorder_clusters
+from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.embedding import fit_pca
-from segmentation_pipeline.stages.features import CustomerFeatureTransformer, derive_behaviour
-from segmentation_pipeline.stages.scoring import train_segmentation_model
-from segmentation_pipeline.stages.tiering import fit_risk_tiers, risk_indicators, tier_names_by_rank
+from segmentation_pipeline.stages.features import DERIVED_FEATURES, MISSING_LEVEL, CustomerFeatureTransformer
+from segmentation_pipeline.stages.model import fit_model
+from segmentation_pipeline.stages.tiering import (
+    INDICATORS,
+    fit_risk_tiers,
+    indicator_matrix,
+    reason_order,
+    tier_names_by_rank,
+)
 from segmentation_pipeline.synthetic import REFERENCE_DATE, generate_export
 
 SETTINGS = PipelineSettings(n_init=4)
@@ -33,18 +39,18 @@ def customers_and_labels() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_derived_behaviour_columns() -> None:
     frame = pd.DataFrame({"actual_volume": [99.0, 0.0, np.nan], "exp_volume": [9.0, 0.0, 5.0],
                           "cash_usage": [50.0, 10.0, 1.0]})  # fmt: skip
-    derived = derive_behaviour(frame)
-    assert derived["actual_to_expected"].iloc[0] == pytest.approx(np.log(100) - np.log(10))
-    assert derived["cash_share"].iloc[0] == pytest.approx(0.5)
-    assert derived["cash_share"].iloc[1] == 1.0  # cash without recorded volume is capped, not infinite
-    assert np.isnan(derived["actual_to_expected"].iloc[2])
+    batch = CustomerBatch.from_frame(frame.assign(customer_id=[1, 2, 3]))
+    derived = {name: compute(batch) for name, compute in DERIVED_FEATURES.items()}
+    assert derived["actual_to_expected"][0] == pytest.approx(np.log(100) - np.log(10))
+    assert derived["cash_share"][0] == pytest.approx(0.5)
+    assert derived["cash_share"][1] == 1.0  # cash without recorded volume is capped, not infinite
+    assert np.isnan(derived["actual_to_expected"][2])
 
 
 def test_feature_transformer_shapes_no_gaps_and_standardised(customers_and_labels) -> None:
     customers, _ = customers_and_labels
     transformer = CustomerFeatureTransformer().fit(customers)
-    features = transformer.transform(customers)
-    assert list(features.columns) == transformer.feature_names_
+    features = pd.DataFrame(transformer.transform(customers), columns=transformer.feature_names_)
     assert not features.isna().any().any()
     numeric = features[[c for c in features.columns if c.startswith("num__")]]
     # Standardised before imputation: observed values have mean 0 / std 1; imputed values keep it close.
@@ -60,7 +66,7 @@ def test_feature_transformer_handles_unknown_categories_and_missing_columns(cust
     transformer = CustomerFeatureTransformer().fit(customers)
     newcomer = pd.DataFrame([{"customer_id": 1, "occupation": "Astronaut", "province": "Mars", "exp_volume": 50000.0,
                               "subscribed_channels": ["Carrier Pigeon"]}])  # fmt: skip
-    features = transformer.transform(newcomer)
+    features = pd.DataFrame(transformer.transform(newcomer), columns=transformer.feature_names_)
     assert features.shape == (1, len(transformer.feature_names_))
     assert not features.isna().any().any()
     # An unknown level lights no known level: it joins the infrequent group where training had one, else none.
@@ -71,11 +77,31 @@ def test_feature_transformer_handles_unknown_categories_and_missing_columns(cust
     assert features[[c for c in features.columns if c.startswith("channel__")]].iloc[0].sum() == 0.0
 
 
-def test_transformer_pickles_identically(customers_and_labels) -> None:
+def test_transformer_round_trips_through_plain_arrays(customers_and_labels) -> None:
     customers, _ = customers_and_labels
     transformer = CustomerFeatureTransformer().fit(customers)
-    restored = pickle.loads(pickle.dumps(transformer))
-    pd.testing.assert_frame_equal(transformer.transform(customers), restored.transform(customers))
+    meta, arrays = transformer.to_state()
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays.values())
+    restored = CustomerFeatureTransformer.from_state(meta, arrays)
+    np.testing.assert_array_equal(transformer.transform(customers), restored.transform(customers))
+
+
+def test_one_hot_lookups_equal_the_fitted_encoder(customers_and_labels) -> None:
+    """The one-hot block is compiled from scikit-learn's fitted OneHotEncoder: same columns for known, rare,
+    missing and unknown levels."""
+    from sklearn.preprocessing import OneHotEncoder
+
+    customers, _ = customers_and_labels
+    transformer = CustomerFeatureTransformer(rare_level_share=0.05).fit(customers)
+    names = transformer.categorical_columns_
+    levels = customers[names].astype(object).where(customers[names].notna(), MISSING_LEVEL).astype(str)
+    encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=0.05, sparse_output=False)
+    expected_fit = encoder.fit_transform(levels)
+    probe = pd.concat([customers.head(300), customers.head(3).assign(occupation="Astronaut", city=None)])
+    probe_levels = probe[names].astype(object).where(probe[names].notna(), MISSING_LEVEL).astype(str)
+    start = len(transformer.numeric_columns_) + len(transformer.flag_columns_)
+    block = slice(start, start + expected_fit.shape[1])
+    np.testing.assert_array_equal(transformer.transform(probe)[:, block], encoder.transform(probe_levels))
 
 
 def test_pca_keeps_requested_variance_and_at_least_two_components() -> None:
@@ -142,9 +168,9 @@ def test_risk_score_uses_standardised_values_not_raw_money() -> None:
             "previously_reported": np.r_[np.zeros(n), np.ones(n)],
         }
     )
-    tiers = fit_risk_tiers(customers, np.r_[np.zeros(n), np.ones(n)].astype(int), DEFAULT_RISK_WEIGHTS)
-    assert tiers.cluster_tiers == {1: "High", 0: "Low"}
-    contributions = tiers.contributions.loc[1]
+    tiers = fit_risk_tiers(_indicators(customers), np.r_[np.zeros(n), np.ones(n)].astype(int), 2, DEFAULT_RISK_WEIGHTS)
+    assert tiers.cluster_tiers == ["Low", "High"]
+    contributions = dict(zip(INDICATORS, tiers.contributions[1], strict=True))
     assert contributions["previously_reported"] > 0 and contributions["num_alerts"] > 0
 
 
@@ -152,20 +178,33 @@ def test_risk_weights_are_configurable_and_validated() -> None:
     customers = pd.DataFrame({"customer_id": [1, 2, 3, 4], "is_pep": [1.0, 1.0, 0.0, 0.0],
                               "num_alerts": [0.0, 0.0, 5.0, 5.0]})  # fmt: skip
     clusters = np.array([0, 0, 1, 1])
-    pep_heavy = fit_risk_tiers(customers, clusters, {"is_pep": 5.0, "num_alerts": 1.0})
-    alert_heavy = fit_risk_tiers(customers, clusters, {"is_pep": 1.0, "num_alerts": 5.0})
+    pep_heavy = fit_risk_tiers(_indicators(customers), clusters, 2, {"is_pep": 5.0, "num_alerts": 1.0})
+    alert_heavy = fit_risk_tiers(_indicators(customers), clusters, 2, {"is_pep": 1.0, "num_alerts": 5.0})
     assert pep_heavy.cluster_tiers[0] == "High" and alert_heavy.cluster_tiers[1] == "High"
     with pytest.raises(ValueError, match="unknown risk indicators"):
-        fit_risk_tiers(customers, clusters, {"shoe_size": 1.0})
+        fit_risk_tiers(_indicators(customers), clusters, 2, {"shoe_size": 1.0})
+
+
+def _indicators(customers: pd.DataFrame) -> np.ndarray:
+    batch = CustomerBatch.from_frame(customers)
+    return indicator_matrix(batch, CustomerFeatureTransformer().derived(batch))
+
+
+def test_reason_order_is_explicit_ties_included() -> None:
+    contributions = np.array([[0.5, -2.0, 0.5, 1.0], [0.5, -2.0, 0.5, 1.0], [0.5, -2.0, -0.5, 1.0]])
+    order = reason_order(contributions, np.array([0, 2, 1]))
+    assert order[0].tolist() == [3, 0, 2, 1]  # High: largest first; the tie 0.5/0.5 keeps indicator order
+    assert order[1].tolist() == [1, 0, 2, 3]  # Low: most negative first; tie in indicator order
+    assert order[2].tolist() == [1, 3, 0, 2]  # Medium: by absolute value; |0.5| == |-0.5| in indicator order
 
 
 def test_reasons_explain_a_high_risk_customer(customers_and_labels) -> None:
     customers, labels = customers_and_labels
-    model = train_segmentation_model(customers, SETTINGS, reference_date=date(2026, 6, 30), version="t")
-    assignments = model.assign(customers)
-    high = assignments[assignments["risk_tier"] == "High"].head(5)
-    rows = customers.set_index("customer_id").loc[high["customer_id"]].reset_index()
-    reasons = model.tiers.reasons(risk_indicators(rows), high["cluster"].to_numpy())
+    model = fit_model(customers, SETTINGS, reference_date=date(2026, 6, 30), version="t").model
+    scored = model.scorer.score(CustomerBatch.from_frame(customers))
+    high = np.flatnonzero(scored.risk_tier == "High")[:5]
+    rows = CustomerBatch.from_frame(customers.iloc[high])
+    reasons = model.scorer.reason_table(model.scorer.score(rows)).dicts()
     assert len(reasons) == 5
     for reason_list in reasons:
         assert len(reason_list) == 3
@@ -176,11 +215,15 @@ def test_reasons_explain_a_high_risk_customer(customers_and_labels) -> None:
 
 def test_training_recovers_planted_groups_and_tiers_high_group_high(customers_and_labels) -> None:
     customers, labels = customers_and_labels
-    model = train_segmentation_model(customers, SETTINGS, reference_date=date(2026, 6, 30), version="t")
-    assignments = model.assign(customers).merge(labels, on="customer_id")
+    fitted = fit_model(customers, SETTINGS, reference_date=date(2026, 6, 30), version="t")
+    model = fitted.model
+    scored = model.scorer.score(CustomerBatch.from_frame(customers))
+    np.testing.assert_array_equal(scored.cluster, fitted.labels)  # the compiled scorer gives the fit's clusters
+    assignments = pd.DataFrame({"customer_id": customers["customer_id"], "cluster": scored.cluster,
+                                "risk_tier": scored.risk_tier}).merge(labels, on="customer_id")  # fmt: skip
     assert adjusted_rand_score(assignments["planted_group"], assignments["cluster"]) >= 0.9
     tier_of_group = assignments.groupby("planted_group")["risk_tier"].agg(lambda s: s.mode().iloc[0])
     assert tier_of_group.to_dict() == {"high": "High", "medium": "Medium", "low": "Low"}
     # Cluster 0 is the riskiest by construction.
     assert model.tiers.cluster_tiers[0] == "High"
-    assert model.tiers.cluster_scores[0] == max(model.tiers.cluster_scores.values())
+    assert model.tiers.cluster_scores[0] == max(model.tiers.cluster_scores)

@@ -1,0 +1,39 @@
+"""Fixtures shared by the whole suite: ONE trained warehouse per test session.
+
+Training a warehouse (the whole asset graph on a synthetic export) is the suite's most expensive step; every module
+that only reads a trained warehouse uses :func:`trained_warehouse`. A module that changes the warehouse (promotes a
+version, runs again) takes :func:`warehouse_copy`, a private copy of the same file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from segmentation_pipeline_tests.api_fixtures import TRAIN_SEED, train_warehouse
+
+
+@dataclass(frozen=True)
+class TrainedWarehouse:
+    directory: Path
+    path: Path  # the DuckDB file
+    source: Path  # the export it was trained on (CSV, TRAIN_CUSTOMERS customers)
+
+
+@pytest.fixture(scope="session")
+def trained_warehouse(tmp_path_factory: pytest.TempPathFactory) -> TrainedWarehouse:
+    """A warehouse trained by a real run of the asset graph; read-only for the tests that share it."""
+    directory = tmp_path_factory.mktemp("trained")
+    path = train_warehouse(directory)
+    return TrainedWarehouse(directory=directory, path=path, source=directory / f"train_{TRAIN_SEED}.csv")
+
+
+@pytest.fixture
+def warehouse_copy(trained_warehouse: TrainedWarehouse, tmp_path: Path) -> Path:
+    """A private copy of the shared trained warehouse, for a test that writes to it."""
+    target = tmp_path / "warehouse.duckdb"
+    shutil.copy(trained_warehouse.path, target)
+    return target
