@@ -117,8 +117,11 @@ def test_a_changed_rule_is_caught_by_the_stored_sample(trained_warehouse: Traine
     with duckdb.connect(str(trained_warehouse.path), read_only=True) as connection:
         (blob,) = connection.execute("SELECT model_blob FROM kmeans_model").fetchone()
     SegmentationModel.from_bytes(blob)  # as stored: accepted
-    changed = {**features_module.DERIVED_FEATURES, "cash_share": lambda b: np.minimum(b.number("cash_usage") /
-                                                                                        (b.number("exp_volume") + 1.0), 1.0)}  # fmt: skip
+
+    def cash_over_expected(batch: CustomerBatch) -> np.ndarray:
+        return np.minimum(batch.number("cash_usage") / (batch.number("exp_volume") + 1.0), 1.0)
+
+    changed = {**features_module.DERIVED_FEATURES, "cash_share": cash_over_expected}
     monkeypatch.setattr(CustomerFeatureTransformer, "derived_features", changed)
     with pytest.raises(ModelContractError, match="stored sample"):
         SegmentationModel.from_bytes(blob)
