@@ -13,14 +13,13 @@ from segmentation_pipeline.api.batch_json import batch_columns
 from segmentation_pipeline.api.model_cache import LoadedModel, compile_model
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import load_model
-from segmentation_pipeline_tests.api_fixtures import file_records, train_warehouse
+from segmentation_pipeline_tests.api_fixtures import file_records
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, list[dict[str, object]]]:
-    directory = tmp_path_factory.mktemp("api_batch_json")
-    warehouse = train_warehouse(directory)
-    return compile_model(load_model(Warehouse(warehouse))), file_records(directory / "train_7.csv")
+def trained(trained_warehouse) -> tuple[LoadedModel, list[dict[str, object]]]:  # noqa: ANN001 - conftest fixture
+    loaded = compile_model(load_model(Warehouse(trained_warehouse.path)))
+    return loaded, file_records(trained_warehouse.source)
 
 
 def _general(body: bytes, loaded: LoadedModel) -> tuple[int, object]:

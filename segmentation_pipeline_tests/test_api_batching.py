@@ -13,7 +13,7 @@ import pytest
 from segmentation_pipeline.api import app as api_app
 from segmentation_pipeline.api import create_app
 from segmentation_pipeline.api.batching import Outcome, SingleRecordBatcher
-from segmentation_pipeline_tests.api_fixtures import API_KEY, file_records, train_warehouse
+from segmentation_pipeline_tests.api_fixtures import API_KEY, TRAIN_SEED, file_records
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -82,8 +82,8 @@ def test_a_cancelled_request_does_not_disturb_the_others() -> None:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_warehouse(tmp_path_factory.mktemp("api_batching"))
+def warehouse(trained_warehouse) -> Path:  # noqa: ANN001 - the conftest fixture
+    return trained_warehouse.path
 
 
 def test_concurrent_customers_get_the_answers_they_get_alone(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,7 +98,7 @@ def test_concurrent_customers_get_the_answers_they_get_alone(warehouse: Path, mo
 
     monkeypatch.setattr(api_app, "_score_singles", recording)
     app = create_app(warehouse, [API_KEY])
-    records: list[dict[str, object]] = file_records(warehouse.parent / "train_7.csv")[:40]
+    records: list[dict[str, object]] = file_records(warehouse.parent / f"train_{TRAIN_SEED}.csv")[:40]
     records[7] = {**records[7], "ExpVolume": -1}
     records[23] = {**records[23], "Favourite Colour": "red"}
 

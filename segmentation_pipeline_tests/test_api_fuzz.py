@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from segmentation_pipeline.api import create_app
-from segmentation_pipeline_tests.api_fixtures import API_KEY, train_warehouse
+from segmentation_pipeline_tests.api_fixtures import API_KEY
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 INPUTS = {"/v1/score", "/v1/customers/{customer_id}"}  # the routes that take client input
@@ -31,8 +31,8 @@ EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 60}
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSchema:
-    warehouse: Path = train_warehouse(tmp_path_factory.mktemp("fuzz"), customers=600)
+def api_schema(trained_warehouse) -> schemathesis.BaseSchema:  # noqa: ANN001 - the conftest fixture
+    warehouse: Path = trained_warehouse.path
     app = create_app(warehouse, [API_KEY], max_body_bytes=1_000_000)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

@@ -6,6 +6,7 @@ promoted model while a pipeline run writes the warehouse, without failing a sing
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -23,11 +24,11 @@ from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse, registry
 from segmentation_pipeline_tests.api_fixtures import (
     API_KEY,
+    TRAIN_SEED,
     file_records,
     server_log,
     start_server,
     stop_server,
-    train_warehouse,
 )
 
 KEY = {"X-API-Key": API_KEY}
@@ -36,9 +37,11 @@ SECRET_CITY = "SERVERLOGCANARY"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    directory = tmp_path_factory.mktemp("api_server")
-    warehouse = train_warehouse(directory)
+def served(tmp_path_factory: pytest.TempPathFactory, trained_warehouse) -> Iterator[Served]:  # noqa: ANN001
+    directory = tmp_path_factory.mktemp("api_server")  # a copy: this module publishes a second model into it
+    warehouse = directory / "warehouse.duckdb"
+    shutil.copy(trained_warehouse.path, warehouse)
+    shutil.copy(trained_warehouse.source, directory / trained_warehouse.source.name)
     process, base = start_server(warehouse, extra_args=("--check-interval", "0.5"))
     try:
         yield base, warehouse, process
@@ -67,7 +70,7 @@ def test_scoring_every_training_customer_reproduces_cluster_assignments(
 ) -> None:
     _, warehouse, _ = served
     published = Warehouse(warehouse).read_table("cluster_assignments").set_index("customer_id")
-    records = file_records(warehouse.parent / "train_7.csv")
+    records = file_records(warehouse.parent / f"train_{TRAIN_SEED}.csv")
     records = [r for r in records if int(str(r["CustomerID"])) in published.index]  # quarantined ones are not
     assert len(records) == len(published) >= 1_400
     results = []
@@ -113,7 +116,7 @@ def test_new_model_is_served_without_restart_or_failed_requests(
     base, warehouse, _ = served
     store = Warehouse(warehouse)
     first = http.get("/v1/model").json()["model_version"]
-    probe = file_records(warehouse.parent / "train_7.csv")[:50]
+    probe = file_records(warehouse.parent / f"train_{TRAIN_SEED}.csv")[:50]
     statuses: Counter[int] = Counter()
     versions: list[str] = []
     stop = threading.Event()
