@@ -71,7 +71,7 @@ def _good_record(i: int) -> dict[str, Cell]:
         "CustomerSince": dt.date(2005, 3, 1) + dt.timedelta(days=400 * i),
         "Industry": None,
         "IncorporatedSince": None,
-        "ActualVolume": [2500.5, 0.1, 1e-05, 123456.78, 0.0, 99.99, 7.5, 1e20][i % 8],
+        "ActualVolume": [2500.5, 0.1, 1e-05, 123456.78, 0.0, 99.99, 7.5, 1e14][i % 8],
         "AvgBalance": None,
         "NumAlerts": i % 3,
         "NonFacetoFaceUsage": 7 * i,

@@ -181,5 +181,6 @@ def test_impossible_values_quarantined_and_counted(writer, customer_id: int, rea
     assert customer_id in quarantined["customer_id"].tolist() and reason in quarantined["reason"].tolist()
     assert customer_id not in kept and len(kept) == bad_files.GOOD_ROW_COUNT - 1
     assert f"quarantined: {reason}" in report["rows_dropped"].iloc[0]
-    materialisation = result.asset_materializations_for_node("cleaned_customers")[0]
+    (materialisation,) = [event.materialization for event in result.get_asset_materialization_events()
+                          if event.asset_key == dg.AssetKey("cleaned_customers")]  # fmt: skip
     assert materialisation.metadata["quarantined_customers"].value == 1

@@ -30,14 +30,13 @@ def test_failed_write_leaves_previous_tables_intact(tmp_path: Path) -> None:
     store = Warehouse(tmp_path / "w.duckdb")
     store.write_tables({"first": pd.DataFrame({"a": [1]}), "second": pd.DataFrame({"b": [1]})})
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("boom")
+    def fail(connection: object) -> None:  # a statement after both tables were replaced fails
+        raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         store.write_tables(
             {"first": pd.DataFrame({"a": [9, 9]}), "second": pd.DataFrame({"b": [9]})},
-            objects={"bad": Unpicklable()},
+            also=fail,
             lineage=_lineage("first"),
         )
     # All-or-nothing: neither table changed and no lineage row was recorded.
@@ -53,15 +52,6 @@ def test_append_adds_new_columns(tmp_path: Path) -> None:
     rows = store.query("SELECT a, b FROM log ORDER BY a")
     assert rows["a"].tolist() == [1, 2]
     assert pd.isna(rows["b"].iloc[0]) and rows["b"].iloc[1] == "new"
-
-
-def test_fitted_objects_latest_wins(tmp_path: Path) -> None:
-    store = Warehouse(tmp_path / "w.duckdb")
-    with pytest.raises(LookupError):
-        store.load_object("model")
-    store.write_tables({}, objects={"model": {"v": 1}}, lineage=_lineage("m"))
-    store.write_tables({}, objects={"model": {"v": 2}}, lineage=_lineage("m"))
-    assert store.load_object("model") == {"v": 2}
 
 
 def test_list_columns_round_trip(tmp_path: Path) -> None:
