@@ -1,51 +1,112 @@
-"""Time every asset of the graph and the whole run, with peak memory, against a naive baseline in the same run.
+"""Time every step of the graph and the whole run, with peak memory, next to the previous commit in the same run.
 
-    python benchmarks/bench_pipeline.py --rows 100000
+    python benchmarks/bench_pipeline.py --rows 100000 [--against HEAD~1] [--repeat 2]
 
-Ours: the real Dagster graph (calamine reader, PatternKNNImputer, sampled silhouette) on an N-customer workbook.
-Baseline: the textbook approach (openpyxl reader, scikit-learn KNNImputer, exact silhouette) on a subset small
-enough to finish, next to ours on the same subset, so the two columns compare like with like.
+The graph: the real Dagster job (``run_pipeline``) on an N-customer workbook, in a child process per run so that
+peak memory is the run's own; this checkout and ``--against`` (a git revision checked out beside it) alternate,
+``--repeat`` times each, and the medians are printed side by side.
+Then the textbook approach (openpyxl reader, scikit-learn KNNImputer, exact silhouette) on a subset small enough
+to finish, next to ours on the same subset, so those two columns compare like with like.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.impute import KNNImputer
 from sklearn.metrics import silhouette_score
 
-from segmentation_pipeline.orchestration.resources import SegmentationSettings
-from segmentation_pipeline.runner import run_pipeline
 from segmentation_pipeline.stages.cleaning import clean_customers
+from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
+from segmentation_pipeline.stages.imputation import PatternKNNImputer
 from segmentation_pipeline.stages.ingestion import read_customer_file
 from segmentation_pipeline.synthetic import generate_export, write_export
-from segmentation_pipeline.warehouse import Warehouse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import REPO, describe, previous_tree, python_env  # noqa: E402  (the benchmarks' own helper)
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def time_graph(workbook: Path, database: Path) -> tuple[float, pd.DataFrame]:
-    started = time.perf_counter()
-    summary = run_pipeline(workbook, database, settings=SegmentationSettings(reference_date="2026-06-30"))
-    total = time.perf_counter() - started
-    if not summary.success:
-        sys.exit(f"run failed: {summary.error}")
-    steps = Warehouse(database).query(
-        "SELECT asset_key, row_count, epoch(ended_at) - epoch(started_at) AS seconds FROM lineage ORDER BY started_at"
-    )
-    return total, steps
+GRAPH_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from segmentation_pipeline.orchestration.resources import SegmentationSettings
+from segmentation_pipeline.runner import run_pipeline
+from segmentation_pipeline.warehouse import Warehouse
+workbook, database = Path(sys.argv[1]), Path(sys.argv[2])
+started = time.perf_counter()
+summary = run_pipeline(workbook, database, settings=SegmentationSettings(reference_date="2026-06-30"))
+total = time.perf_counter() - started
+if not summary.success:
+    sys.exit(f"run failed: {summary.error}")
+steps = Warehouse(database).query(  # assets written by one step (one transaction) share a start time
+    "SELECT string_agg(asset_key, ' + ' ORDER BY asset_key) AS step, max(row_count) AS row_count, "
+    "max(epoch(ended_at) - epoch(started_at)) AS seconds FROM lineage GROUP BY started_at ORDER BY started_at")
+print(json.dumps({"total": total, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "steps": steps.to_dict("records")}))
+"""
+
+
+def time_graph(workbook: Path, work: Path, tree: Path | None) -> dict:
+    """One whole run of the graph in a child process importing the package from ``tree`` (None: this checkout).
+    Steps that write several assets in one transaction (one lineage start time) are listed together."""
+    database = work / f"graph_{time.monotonic_ns()}.duckdb"
+    completed = subprocess.run([sys.executable, "-c", GRAPH_CHILD, str(workbook), str(database)],
+                               env=python_env(tree), cwd=tree or REPO, capture_output=True, text=True)  # fmt: skip
+    if completed.returncode:
+        sys.exit(f"graph run failed ({tree or 'this checkout'}): {completed.stderr.strip().splitlines()[-1:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def graph_side_by_side(workbook: Path, work: Path, against: str, repeat: int, rows: int) -> None:
+    runs: dict[str, list[dict]] = {"this": [], "previous": []}
+    with previous_tree(against) if against != "none" else _no_tree() as tree:
+        for _ in range(repeat):  # in turn: a slow spell of the machine hits both columns
+            runs["this"].append(time_graph(workbook, work, None))
+            if tree is not None:
+                runs["previous"].append(time_graph(workbook, work, tree))
+    print(f"\nwhole graph on {rows:,} customers, median of {repeat} run(s) each (child process per run)")
+    header = f"{'':<34}{'this checkout':>16}"
+    if runs["previous"]:
+        header += f"{'previous':>14}   previous = {describe(against)}"
+    print(header)
+    for label, key, fmt in (("wall seconds", "total", "{:.1f}"), ("peak RSS, MB", "peak_mb", "{:,.0f}")):
+        line = f"{label:<34}{fmt.format(statistics.median(r[key] for r in runs['this'])):>16}"
+        if runs["previous"]:
+            line += f"{fmt.format(statistics.median(r[key] for r in runs['previous'])):>14}"
+        print(line)
+    for column, results in runs.items():
+        if not results:
+            continue
+        print(f"\nsteps, {'this checkout' if column == 'this' else describe(against)}: rows, median seconds")
+        for position, step in enumerate(results[0]["steps"]):
+            seconds = statistics.median(r["steps"][position]["seconds"] for r in results)
+            print(f"  {step['step']:<62}{step['row_count']:>12,}{seconds:>10.2f}")
+
+
+class _no_tree:  # noqa: N801 - a context manager standing in for previous_tree
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def ours_on_subset(workbook: Path) -> dict[str, float]:
@@ -55,11 +116,19 @@ def ours_on_subset(workbook: Path) -> dict[str, float]:
     raw = read_customer_file(workbook)
     timings["read"] = time.perf_counter() - t
     customers = clean_customers(raw.frame, reference_date=date(2026, 6, 30), source_rows=raw.source_rows).customers
-    transformer = CustomerFeatureTransformer().fit(customers)
+    numeric = _scaled_numeric(customers)
     t = time.perf_counter()
-    transformer.imputer_.transform(transformer.scaler_.transform(transformer._numeric_matrix(customers)))
+    PatternKNNImputer().fit_transform(numeric)
     timings["impute"] = time.perf_counter() - t
     return timings
+
+
+def _scaled_numeric(customers: pd.DataFrame) -> np.ndarray:
+    """The standardised numeric block with its gaps: what the feature transformer hands its imputer."""
+    batch = CustomerBatch.from_frame(customers)
+    transformer = CustomerFeatureTransformer().fit(batch)
+    numeric = transformer._numeric_matrix(batch, transformer.derived(batch))
+    return (numeric - transformer.scale_mean_) / transformer.scale_
 
 
 def baseline_on_subset(workbook: Path) -> dict[str, float]:
@@ -71,8 +140,7 @@ def baseline_on_subset(workbook: Path) -> dict[str, float]:
         frame.astype(object).where(frame.notna(), None).map(lambda v: None if v is None else str(v)),
         reference_date=date(2026, 6, 30),
     ).customers
-    transformer = CustomerFeatureTransformer().fit(customers)
-    numeric = transformer.scaler_.transform(transformer._numeric_matrix(customers))
+    numeric = _scaled_numeric(customers)
     t = time.perf_counter()
     KNNImputer(n_neighbors=5).fit_transform(numeric)
     timings["impute"] = time.perf_counter() - t
@@ -85,7 +153,7 @@ def silhouette_timings(rows: int) -> dict[str, float]:
         read_customer_file(write_export(generate_export(rows, seed=3), Path(tempfile.mkdtemp()) / "s.parquet")).frame,
         reference_date=date(2026, 6, 30),
     ).customers
-    embedding = PCA(n_components=0.9).fit_transform(CustomerFeatureTransformer().fit_transform(customers).to_numpy())
+    embedding = PCA(n_components=0.9).fit_transform(CustomerFeatureTransformer().fit_transform(customers))
     labels = KMeans(3, n_init=3, random_state=0).fit_predict(embedding)
     t = time.perf_counter()
     exact = silhouette_score(embedding, labels)
@@ -100,6 +168,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="customers in the timed workbook")
     parser.add_argument("--baseline-rows", type=int, default=5_000, help="customers in the like-for-like subset")
     parser.add_argument("--silhouette-rows", type=int, default=30_000, help="customers for exact vs sampled")
+    parser.add_argument("--against", default="HEAD~1", help="git revision measured beside this checkout ('none')")
+    parser.add_argument("--repeat", type=int, default=1, help="graph runs of each checkout (median printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -108,12 +178,7 @@ def main() -> None:
         print(f"generated {args.rows:,} customers as xlsx in {time.perf_counter() - t:.1f} s "
               f"({workbook.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
 
-        total, steps = time_graph(workbook, work / "warehouse.duckdb")
-        print(f"\nwhole graph on {args.rows:,} customers: {total:.1f} s, peak RSS {peak_rss_mb():,.0f} MB")
-        print(f"{'asset':<22}{'rows':>12}{'seconds':>10}")
-        for row in steps.itertuples():
-            print(f"{row.asset_key:<22}{row.row_count:>12,}{row.seconds:>10.2f}")
-        print(f"{'(Dagster overhead and checks)':<34}{total - steps['seconds'].sum():>10.2f}")
+        graph_side_by_side(workbook, work, args.against, args.repeat, args.rows)
 
         subset = write_export(generate_export(args.baseline_rows, seed=2), work / "subset.xlsx")
         ours = ours_on_subset(subset)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from segmentation_pipeline import schema
+from segmentation_pipeline.stages.fields import DAYS_PER_YEAR
 
 REFERENCE_DATE: Final = dt.date(2026, 6, 30)
 """The "today" of every synthetic export (ages, relationship lengths); fixed so output is deterministic."""
@@ -239,11 +240,11 @@ def _customers(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarr
     age_years[pension] = rng.uniform(58, 85, pension.sum())
     students = occupation == "Student"
     age_years[students] = rng.uniform(18, 26, students.sum())
-    dob = ref - np.round(age_years * 365.25).astype("timedelta64[D]")
+    dob = ref - np.round(age_years * DAYS_PER_YEAR).astype("timedelta64[D]")
     # Relationship started 0-25 years ago, but not before the customer turned 18.
     years_adult = age_years - 18
     since_years = rng.uniform(0, 1, n) * np.minimum(25, years_adult)
-    since = ref - np.round(since_years * 365.25).astype("timedelta64[D]")
+    since = ref - np.round(since_years * DAYS_PER_YEAR).astype("timedelta64[D]")
 
     account = rng.choice(np.asarray(ACCOUNT_TYPES, dtype=object), size=n, p=_ACCOUNT_P)
     account[pension & (rng.random(n) < 0.6)] = "First  Pension Account"

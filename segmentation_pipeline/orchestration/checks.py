@@ -8,11 +8,11 @@ import dagster as dg
 
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.schema import NON_NEGATIVE_COLUMNS
+from segmentation_pipeline.stages.fields import MAX_AGE_YEARS
 
 REQUIRED_COLUMNS = ("customer_id",)
 # Columns whose absence makes the tiers meaningless: at least one volume must be present.
 REQUIRED_ANY_OF = ("exp_volume", "actual_volume")
-MAX_AGE_YEARS = 120
 
 
 @dg.asset_check(asset="cleaned_customers", blocking=True, description="Every customer id appears exactly once.")
