@@ -5,10 +5,11 @@ Measures, on 127.0.0.1:
 - latency percentiles with ONE client (sequential requests);
 - batch throughput (customers/s) with 10,000-customer requests;
 - a trivial route (/healthz) as the framework's ceiling on this machine;
-and prints them next to the naive path: ``SegmentationModel.clean_records`` + ``assign`` + ``tiers.reasons``
-(pandas/scikit-learn transforms per call), measured in-process, i.e. without any HTTP cost (generous to it).
+and prints them next to the same measurements of the previous commit (``--against REV``, default ``HEAD~1``: a
+git worktree of it beside this checkout, its own server trained on the same data), taken in turn in every round.
 
     .venv/bin/python benchmarks/bench_api.py [--train-rows 5000] [--duration 5] [--connections 16] [--repeat 3]
+        [--against HEAD~1]
 
 Targets (issue #5): >= 2,000 req/s complete, >= 300 req/s with gaps, p99 <= 5 ms one client, batch >= 50,000/s.
 With 16 connections, one-customer requests that reach the server together are scored as one batch (see
@@ -41,6 +42,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import describe, previous_tree, python_env  # noqa: E402  (the benchmarks' own helper)
 
 API_KEY = "bench-key-0123456789abcdef"
 NUMERIC_FIELDS = ("ExpVolume", "ActualVolume", "CashUsage", "NumAlerts", "NonFacetoFaceUsage", "onlineFTusage")
@@ -214,64 +217,22 @@ print(json.dumps({{"requests": len(done), "seconds": max(done) - start, "statuse
     }
 
 
-# --- naive path ---------------------------------------------------------------------------------------------------
-
-
-def naive_timings(warehouse: Path, complete: list[dict], gappy: list[dict], batch: list[dict]) -> dict[str, float]:
-    """clean_records + assign + reasons per call (pandas/scikit-learn), in this process: no HTTP at all."""
-    from segmentation_pipeline.stages.tiering import risk_indicators
-    from segmentation_pipeline.warehouse import Warehouse
-    from segmentation_pipeline.warehouse.models import load_model
-
-    model = load_model(Warehouse(warehouse))
-
-    def one(record: dict) -> None:
-        record = {k: ", ".join(v) if isinstance(v, list) else v for k, v in record.items()}
-        cleaned = model.clean_records([record])
-        assigned = model.assign(cleaned)
-        model.tiers.reasons(risk_indicators(cleaned), assigned["cluster"].to_numpy())
-
-    def per_second(records: list[dict], n: int) -> float:
-        start = time.perf_counter()
-        for record in records[:n]:
-            one(record)
-        return n / (time.perf_counter() - start)
-
-    one(complete[0])  # warm the imputer's trees
-    latencies = []
-    for record in complete[:200]:
-        start = time.perf_counter()
-        one(record)
-        latencies.append((time.perf_counter() - start) * 1000)
-    rows = [{k: ", ".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in batch]
-    start = time.perf_counter()
-    cleaned = model.clean_records(rows)
-    assigned = model.assign(cleaned)
-    model.tiers.reasons(risk_indicators(cleaned), assigned["cluster"].to_numpy())
-    batch_seconds = time.perf_counter() - start
-    return {
-        "complete_rps": per_second(complete, 300),
-        "gappy_rps": per_second(gappy, 300),
-        "p99": float(np.percentile(latencies, 99)),
-        "batch_customers_per_s": len(batch) / batch_seconds,
-    }
+# --- in-process -------------------------------------------------------------------------------------------------
 
 
 def fast_in_process(warehouse: Path, complete: list[dict], gappy: list[dict]) -> dict[str, float]:
-    """parse_records + FastScorer per call, in-process: what is left of a request without HTTP."""
-    from segmentation_pipeline.stages.fast_scoring import parse_records
-
-    from segmentation_pipeline.api.model_cache import compile_model
+    """parse_records + the compiled scorer per call, in-process: what is left of a request without HTTP."""
+    from segmentation_pipeline.stages.records import parse_records
     from segmentation_pipeline.warehouse import Warehouse
     from segmentation_pipeline.warehouse.models import load_model
 
-    scorer = compile_model(load_model(Warehouse(warehouse))).scorer
+    scorer = load_model(Warehouse(warehouse)).scorer
     out = {}
     for label, records in (("complete_us", complete), ("gappy_us", gappy)):
         start = time.perf_counter()
         for record in records[:2000]:
             scored = scorer.score(parse_records([record], reference_date=scorer.reference_date))
-            scorer.reasons(scored)
+            scorer.reason_table(scored)
         out[label] = (time.perf_counter() - start) / min(2000, len(records)) * 1e6
     return out
 
@@ -285,11 +246,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(warehouse: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "SEGMENTATION_API_KEYS": API_KEY}
+TRAIN_CHILD = """
+import sys
+from pathlib import Path
+from segmentation_pipeline.orchestration.resources import SegmentationSettings
+from segmentation_pipeline.runner import run_pipeline
+summary = run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), settings=SegmentationSettings(n_init=3))
+sys.exit(0 if summary.success else f"training failed: {summary.error}")
+"""
+
+
+def train(source: Path, warehouse: Path, tree: Path | None) -> None:
+    """A warehouse trained by ``tree``'s own pipeline (None: this checkout): each serves its own model format."""
+    subprocess.run([sys.executable, "-c", TRAIN_CHILD, str(source), str(warehouse)], env=python_env(tree),
+                   cwd=tree or REPO, check=True)  # fmt: skip
+
+
+def start_server(warehouse: Path, port: int, tree: Path | None = None) -> subprocess.Popen:
+    env = python_env(tree, SEGMENTATION_API_KEYS=API_KEY)
     command = [sys.executable, "-m", "segmentation_pipeline.cli", "serve", "--port", str(port),
                "--warehouse", str(warehouse)]  # fmt: skip
-    server = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, env=env, cwd=tree or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -308,87 +285,99 @@ def start_server(warehouse: Path, port: int) -> subprocess.Popen:
     return server
 
 
+def measure_round(port: int, loads: dict[str, list[bytes]], args: argparse.Namespace) -> dict[str, dict]:
+    return {
+        "trivial": run_load(port, loads["health"], connections=args.connections, duration=args.duration),
+        "complete": run_load(port, loads["single"], connections=args.connections, duration=args.duration),
+        "gappy": run_load(port, loads["gaps"], connections=args.connections, duration=args.duration),
+        "one_client": run_load(port, loads["single"], connections=1, duration=args.duration),
+        "batch": run_batches(port, loads["bodies"], connections=2, batch=args.batch, duration=max(args.duration, 8)),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warehouse", help="existing warehouse to serve (default: train one on synthetic data)")
     parser.add_argument("--train-rows", type=int, default=5_000)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (median reported)")
+    parser.add_argument("--against", default="HEAD~1", help="git revision measured beside this checkout ('none')")
     args = parser.parse_args()
+    from segmentation_pipeline.synthetic import generate_export, write_export
 
-    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp:
-        warehouse = Path(args.warehouse) if args.warehouse else Path(tmp) / "warehouse.duckdb"
-        if not args.warehouse:
-            from segmentation_pipeline.orchestration.resources import SegmentationSettings
-            from segmentation_pipeline.runner import run_pipeline
-            from segmentation_pipeline.synthetic import generate_export, write_export
-
-            print(f"training on {args.train_rows:,} synthetic customers ...", file=sys.stderr, flush=True)
-            source = write_export(generate_export(args.train_rows, seed=11), Path(tmp) / "train.csv")
-            summary = run_pipeline(source, warehouse, settings=SegmentationSettings(n_init=3))
-            if not summary.success:
-                raise SystemExit(f"training failed: {summary.error}")
-
+    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp, (
+        previous_tree(args.against) if args.against != "none" else contextlib.nullcontext()
+    ) as tree:
+        source = write_export(generate_export(args.train_rows, seed=11), Path(tmp) / "train.csv")
+        checkouts = {"this": None} if tree is None else {"this": None, "previous": tree}
+        warehouses = {}
+        for name, checkout in checkouts.items():
+            print(f"training {name} on {args.train_rows:,} synthetic customers ...", file=sys.stderr, flush=True)
+            warehouses[name] = Path(tmp) / f"{name}.duckdb"
+            train(source, warehouses[name], checkout)
         records = customer_records(max(args.batch, 4_000), seed=12345)
         batches = [records[: args.batch]] + [customer_records(args.batch, seed=seed) for seed in (2, 3, 4)]
         complete, gappy = complete_and_gappy(records)
         print(f"{len(complete):,} complete / {len(gappy):,} gappy request bodies", file=sys.stderr)
-        port = free_port()
-        server = start_server(warehouse, port)
-        try:
-            single = [http_request(port, "/v1/score", r) for r in complete]
-            gaps = [http_request(port, "/v1/score", r) for r in gappy]
-            health = [http_request(port, "/healthz")]
-            # Several distinct batches in rotation: per-text memos must not flatter the figure.
-            bodies = [json.dumps({"customers": batch}).encode() for batch in batches]
-            rounds = []
-            for round_number in range(args.repeat):  # rounds, not back-to-back repeats: a slow spell hits all
-                print(f"round {round_number + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
-                rounds.append({
-                    "trivial": run_load(port, health, connections=args.connections, duration=args.duration),
-                    "complete": run_load(port, single, connections=args.connections, duration=args.duration),
-                    "gappy": run_load(port, gaps, connections=args.connections, duration=args.duration),
-                    "one_client": run_load(port, single, connections=1, duration=args.duration),
-                    "batch": run_batches(port, bodies, connections=2, batch=args.batch,
-                                         duration=max(args.duration, 8)),
-                })  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        print("measuring the naive path (in-process) ...", file=sys.stderr, flush=True)
-        naive = naive_timings(warehouse, complete, gappy, records[: args.batch])
-        fast = fast_in_process(warehouse, complete, gappy)
+        rounds: dict[str, list[dict]] = {name: [] for name in checkouts}
+        for round_number in range(args.repeat):  # rounds, in turn: a slow spell of the machine hits both
+            for name, checkout in checkouts.items():
+                print(f"round {round_number + 1}/{args.repeat}: {name} ...", file=sys.stderr, flush=True)
+                port = free_port()
+                server = start_server(warehouses[name], port, checkout)
+                try:
+                    loads = {
+                        "single": [http_request(port, "/v1/score", r) for r in complete],
+                        "gaps": [http_request(port, "/v1/score", r) for r in gappy],
+                        "health": [http_request(port, "/healthz")],
+                        # Several distinct batches in rotation: per-text memos must not flatter the figure.
+                        "bodies": [json.dumps({"customers": batch}).encode() for batch in batches],
+                    }
+                    rounds[name].append(measure_round(port, loads, args))
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+        fast = fast_in_process(warehouses["this"], complete, gappy)
 
-    bad = {f"{k} (round {i + 1})": v["statuses"] for i, results in enumerate(rounds) for k, v in results.items()
-           if set(v["statuses"]) - {200}}  # fmt: skip
+    bad = {
+        f"{name} {k} (round {i + 1})": v["statuses"]
+        for name, results in rounds.items() for i, measured in enumerate(results) for k, v in measured.items()
+        if set(v["statuses"]) - {200}
+    }  # fmt: skip
 
-    def figures(measure: str, key: str) -> list[float]:
-        return [results[measure][key] for results in rounds]
+    def figures(name: str, measure: str, key: str) -> list[float]:
+        return [results[measure][key] for results in rounds[name]]
 
     cpus = os.cpu_count()
     print(f"\nscoring API, one uvicorn worker, load from a second process, 127.0.0.1, {cpus} CPUs, "
           f"median of {args.repeat} rounds (range over the rounds)")  # fmt: skip
-    print(f"{'measure':<38}{'API (HTTP)':>12}{'range':>20}{'naive path':>12}{'target':>11}")
+    if "previous" in rounds:
+        print(f"previous = {describe(args.against)}")
+    print(f"{'measure':<38}{'this':>10}{'range':>20}{'previous':>10}{'range':>20}{'target':>11}")
     rows = [
-        ("complete customers, req/s", figures("complete", "rps"), naive["complete_rps"], ">= 2,000"),
-        ("customers with missing values, req/s", figures("gappy", "rps"), naive["gappy_rps"], ">= 300"),
-        ("p99 latency, one client, ms", figures("one_client", "p99"), naive["p99"], "<= 5"),
-        ("batch, customers/s", figures("batch", "customers_per_s"), naive["batch_customers_per_s"], ">= 50,000"),
-        ("p50 latency, one client, ms", figures("one_client", "p50"), None, ""),
-        (f"p99 latency, {args.connections} connections, ms", figures("complete", "p99"), None, ""),
-        ("trivial route /healthz, req/s", figures("trivial", "rps"), None, ""),
-        (f"batch request of {args.batch:,}, s", figures("batch", "seconds_per_request"), None, ""),
+        ("complete customers, req/s", "complete", "rps", ">= 2,000"),
+        ("customers with missing values, req/s", "gappy", "rps", ">= 300"),
+        ("p99 latency, one client, ms", "one_client", "p99", "<= 5"),
+        ("batch, customers/s", "batch", "customers_per_s", ">= 50,000"),
+        ("p50 latency, one client, ms", "one_client", "p50", ""),
+        (f"p99 latency, {args.connections} connections, ms", "complete", "p99", ""),
+        ("trivial route /healthz, req/s", "trivial", "rps", ""),
+        (f"batch request of {args.batch:,}, s", "batch", "seconds_per_request", ""),
     ]
-    for label, measured, slow, target in rows:
+    for label, measure, key, target in rows:
         fmt = "{:,.3f}" if label.endswith(", s") else "{:,.2f}" if label.endswith("ms") else "{:,.0f}"
-        spread = f"{fmt.format(min(measured))}-{fmt.format(max(measured))}"
-        naive_text = "" if slow is None else fmt.format(slow)
-        print(f"{label:<38}{fmt.format(float(np.median(measured))):>12}{spread:>20}{naive_text:>12}{target:>11}")
-    print(f"{'in-process fast path, complete, us':<38}{fast['complete_us']:>12.1f}")
-    print(f"{'in-process fast path, with gaps, us':<38}{fast['gappy_us']:>12.1f}")
-    print("naive path = SegmentationModel.clean_records + assign + tiers.reasons per call, in-process (no HTTP).")
+        line = f"{label:<38}"
+        for name in ("this", "previous"):
+            if name not in rounds:
+                line += f"{'':>30}"
+                continue
+            measured = figures(name, measure, key)
+            spread = f"{fmt.format(min(measured))}-{fmt.format(max(measured))}"
+            line += f"{fmt.format(float(np.median(measured))):>10}{spread:>20}"
+        print(line + f"{target:>11}")
+    print(f"{'in-process, complete, us (this)':<38}{fast['complete_us']:>10.1f}")
+    print(f"{'in-process, with gaps, us (this)':<38}{fast['gappy_us']:>10.1f}")
     if bad:
         print(f"NON-200 RESPONSES: {bad}")
         return 1
