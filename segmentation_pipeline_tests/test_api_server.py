@@ -31,6 +31,8 @@ from segmentation_pipeline_tests.api_fixtures import (
     stop_server,
 )
 
+pytestmark = pytest.mark.slow  # real servers on 127.0.0.1; `make test` runs them all the same
+
 KEY = {"X-API-Key": API_KEY}
 Served = tuple[str, Path, subprocess.Popen]  # base URL, warehouse, server process
 SECRET_CITY = "SERVERLOGCANARY"

@@ -16,6 +16,8 @@ import pytest
 
 from segmentation_pipeline.synthetic import generate_export, write_export
 
+pytestmark = pytest.mark.slow  # real servers on 127.0.0.1; `make test` runs them all the same
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = {"raw_workbook", "cleaned_customers", "customer_features", "pca_embedding", "kmeans_model",
           "cluster_assignments", "segment_report"}  # fmt: skip
