@@ -1,0 +1,24 @@
+"""The house style every report figure shares: white, system font, left-aligned title, compact margins."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+FONT = '-apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
+GRID = "#e6e9ef"
+
+
+def house_style(figure: go.Figure, title: str, height: int, **layout: object) -> go.Figure:
+    """The house style: white, system font, left-aligned title, compact margins."""
+    settings: dict[str, object] = {
+        "template": "plotly_white",
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 16}},
+        "font": {"family": FONT, "size": 12, "color": "#1f2937"},
+        "height": height,
+        "margin": {"l": 60, "r": 30, "t": 70, "b": 50},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+        "hoverlabel": {"font": {"family": FONT}},
+    }
+    settings.update(layout)  # a figure's own margin/legend replaces the house default
+    figure.update_layout(**settings)
+    return figure

@@ -1,0 +1,225 @@
+"""What every reader of the ingestion stage returns or raises, and how a table is built from rows of text.
+
+:class:`RawTable` is a customer table as read from a file; :class:`IngestionError` is the one-line refusal of a file.
+Header detection (the first :data:`HEADER_SCAN_ROWS` rows are searched for the customer id header) and table
+assembly (:func:`assemble_table`) are shared by the xlsx, xls and CSV readers; the Parquet reader, whose header is
+its schema, shares the column labelling (:func:`unique_labels`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline.schema import COLUMN_ALIASES, ID_COLUMN, canonical_name
+
+# How many rows from the top of a sheet may hold title lines before the header.
+HEADER_SCAN_ROWS = 30
+# A header row is accepted outright when it has the customer id and at least this many known headers.
+MIN_KNOWN_HEADERS = 3
+
+NOT_A_TABLE = "not a workbook, CSV or Parquet file"
+_ID_ALIASES = ", ".join(COLUMN_ALIASES[ID_COLUMN])
+NO_ID_COLUMN = f"no customer id column (looked for {_ID_ALIASES})"
+
+
+class IngestionError(Exception):
+    """A file the pipeline refuses. ``str(err)`` is ONE line naming file, sheet, column and row where they apply.
+
+    >>> str(IngestionError("customer id is blank", file="c.xlsx", sheet="Customers", column="CustomerID", row=17))
+    "c.xlsx, sheet 'Customers', column 'CustomerID', row 17: customer id is blank"
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        sheet: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.message = " ".join(str(message).split())  # one line, whatever the caller passed
+        self.file = file
+        self.sheet = sheet
+        self.column = column
+        self.row = row
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.sheet is not None:
+            where.append(f"sheet {self.sheet!r}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        return " ".join(f"{', '.join(where)}: {self.message}".split())
+
+    def __reduce__(self):  # keep keyword-only attributes through pickling (multiprocessing, Dagster)
+        return (_rebuild_error, (self.message, self.file, self.sheet, self.column, self.row))
+
+
+def _rebuild_error(message: str, file: str, sheet: str | None, column: str | None, row: int | None) -> IngestionError:
+    return IngestionError(message, file=file, sheet=sheet, column=column, row=row)
+
+
+@dataclass(frozen=True, eq=False)
+class RawTable:
+    """One customer table as read from a file: text cells plus where each row came from.
+
+    ``frame``: data rows only; every column dtype object holding ``str`` or ``None``. Column labels are unique:
+    the header text, a repeated header suffixed ``__2``, ``__3``; a column with data under an empty header cell is
+    labelled ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same columns in
+    order, duplicates kept, an empty header cell as ``""``.
+    """
+
+    frame: pd.DataFrame
+    headers: list[str]
+    source_file: str
+    sheet: str | None
+    header_row: int
+    source_rows: np.ndarray
+    sha256: str
+    file_format: str  # "xlsx" | "xls" | "csv" | "parquet"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Header detection and table assembly (shared by xlsx, xls and csv)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def score_header(cells: list[str | None]) -> tuple[bool, int]:
+    """(has a customer id header, number of distinct known headers) for one candidate header row."""
+    known = {canonical_name(c) for c in cells if c is not None and c.strip()}
+    known.discard(None)
+    return ID_COLUMN in known, len(known)
+
+
+def find_header(rows: list[list[str | None]]) -> int | None:
+    """Index in ``rows`` of the header: the first row with a customer id and >= 3 known headers, else the row
+    with a customer id and the most known headers (earliest wins), else None."""
+    best: tuple[int, int] | None = None  # (known, -index)
+    for i, cells in enumerate(rows):
+        has_id, known = score_header(cells)
+        if not has_id:
+            continue
+        if known >= MIN_KNOWN_HEADERS:
+            return i
+        if best is None or known > best[0]:
+            best = (known, i)
+    return None if best is None else best[1]
+
+
+def excel_column_letter(index: int) -> str:
+    """0-based column index -> Excel letters (0 -> "A", 33 -> "AH")."""
+    letters = ""
+    n = index + 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def unique_labels(headers: list[str], column_indices: list[int]) -> list[str]:
+    """Column labels: header text, "column_<letter>" for an empty header, repeats suffixed "__2", "__3"."""
+    labels: list[str] = []
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    for header, idx in zip(headers, column_indices, strict=True):
+        base = header if header.strip() else f"column_{excel_column_letter(idx)}"
+        label = base
+        if label in seen:
+            k = counts.get(base, 1)
+            while label in seen:
+                k += 1
+                label = f"{base}__{k}"
+            counts[base] = k
+        seen.add(label)
+        labels.append(label)
+    return labels
+
+
+def assemble_table(
+    rows: Iterator[tuple[int, list[str | None]]],
+    *,
+    file: str,
+    sheet: str | None,
+    file_format: str,
+    sha256: str,
+    col_offset: int = 0,
+) -> RawTable:
+    """Find the header in the first rows, collect the non-blank data rows and build the RawTable.
+
+    ``rows`` yields (1-based physical row number, converted cells). ``col_offset`` is the 0-based sheet column
+    of each row's first cell (for "column_<letter>" labels).
+    """
+    head: list[tuple[int, list[str | None]]] = []
+    for item in rows:
+        head.append(item)
+        if len(head) >= HEADER_SCAN_ROWS:
+            break
+
+    h = find_header([cells for _, cells in head])
+    if h is None:
+        if not any(any(c is not None for c in cells) for _, cells in head):
+            raise IngestionError("sheet is empty" if sheet is not None else "file has no rows", file=file, sheet=sheet)
+        raise IngestionError(f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=file, sheet=sheet)
+    header_row, header_cells = head[h]
+
+    data: list[list[str | None]] = []
+    source: list[int] = []
+    width = len(header_cells)
+    ragged = False
+    for number, cells in itertools.chain(head[h + 1 :], rows):
+        for c in cells:
+            if c is not None:
+                break
+        else:
+            continue  # fully blank row: dropped
+        data.append(cells)
+        source.append(number)
+        if len(cells) != width:
+            ragged = True
+            width = max(width, len(cells))
+    del head
+
+    where = f"sheet {sheet!r}" if sheet is not None else "file"
+    if not data:
+        raise IngestionError(f"{where} has a header but no data rows", file=file, sheet=sheet, row=header_row)
+
+    if ragged:  # CSV lines of differing length: pad with None
+        arr = np.full((len(data), width), None, dtype=object)
+        for i, cells in enumerate(data):
+            arr[i, : len(cells)] = cells
+    else:
+        arr = np.empty((len(data), width), dtype=object)
+        arr[:] = data
+    del data
+    header_cells = list(header_cells) + [None] * (width - len(header_cells))
+
+    # Keep a column when it has a header, or when a header-less column holds data (labelled "column_<letter>").
+    keep = [
+        j
+        for j in range(width)
+        if (header_cells[j] is not None and header_cells[j].strip()) or any(v is not None for v in arr[:, j])
+    ]
+    headers = [header_cells[j] or "" for j in keep]
+    labels = unique_labels(headers, [j + col_offset for j in keep])
+    if len(keep) != width:
+        arr = arr[:, keep]
+    frame = pd.DataFrame(arr, columns=pd.Index(labels, dtype=object), dtype=object, copy=False)
+    return RawTable(
+        frame=frame,
+        headers=headers,
+        source_file=file,
+        sheet=sheet,
+        header_row=header_row,
+        source_rows=np.asarray(source, dtype=np.int64),
+        sha256=sha256,
+        file_format=file_format,
+    )

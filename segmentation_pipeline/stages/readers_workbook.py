@@ -1,0 +1,183 @@
+"""Workbook readers: xlsx / xlsm (a zip) and legacy .xls (an OLE2 compound file), both read with python-calamine.
+
+A zip is checked for zip bombs from its central directory alone, before any byte is decompressed (:func:`check_zip`).
+An OLE2 file is a password-protected OOXML workbook (refused) or a legacy ``.xls`` (:func:`classify_ole`). Without a
+sheet name, the customer sheet is the worksheet with a customer id header and the most known headers. Row numbers are
+1-based physical rows of the sheet, i.e. what Excel shows in its row margin.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from segmentation_pipeline.stages.cell_text import convert_rows
+from segmentation_pipeline.stages.raw_table import (
+    HEADER_SCAN_ROWS,
+    NO_ID_COLUMN,
+    NOT_A_TABLE,
+    IngestionError,
+    RawTable,
+    assemble_table,
+    find_header,
+    score_header,
+)
+
+# Zip-bomb guard. Real xlsx parts are XML that deflates 8-30x (a 100k-row, 33-column export measures ~8.4x;
+# sheets of repeated empty styled cells reach ~60-100x). DEFLATE's own ceiling is ~1032x, which is what a bomb
+# built from repeated bytes approaches. 200x leaves a wide margin above any spreadsheet seen while still refusing
+# every deflate bomb, and it is checked from the zip's central directory alone, before any byte is inflated.
+DEFAULT_MAX_COMPRESSION_RATIO = 200.0
+DEFAULT_MAX_UNCOMPRESSED_BYTES = 2_000_000_000
+# Small parts ([Content_Types].xml, styles) can have odd ratios; per-entry ratio is only judged above this size.
+_PER_ENTRY_RATIO_MIN_BYTES = 1_000_000
+
+PASSWORD_PROTECTED = "workbook is password-protected; remove the password and export again"
+CORRUPT_XLSX = "not a valid xlsx workbook (corrupt zip)"
+
+
+def check_zip(path: Path, name: str, max_uncompressed_bytes: int, max_compression_ratio: float) -> None:
+    """Refuse corrupt zips, zips that are not workbooks and zip bombs, from the central directory alone."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise IngestionError(CORRUPT_XLSX, file=name) from None
+    names = {i.filename for i in infos}
+    if not names & {"xl/workbook.xml", "xl/workbook.bin"}:
+        raise IngestionError(f"{NOT_A_TABLE} (a zip archive without xl/workbook.xml)", file=name)
+    total = sum(i.file_size for i in infos)
+    compressed = max(sum(i.compress_size for i in infos), 1)
+    if total > max_uncompressed_bytes:
+        raise IngestionError(
+            f"workbook would expand to {total / 1e6:,.0f} MB, over the {max_uncompressed_bytes / 1e6:,.0f} MB limit "
+            "(possible zip bomb); refused without decompressing",
+            file=name,
+        )
+    worst = total / compressed
+    worst_part = None
+    for i in infos:
+        if i.file_size >= _PER_ENTRY_RATIO_MIN_BYTES:
+            ratio = i.file_size / max(i.compress_size, 1)
+            if ratio > worst:
+                worst, worst_part = ratio, i.filename
+    if worst > max_compression_ratio:
+        part = f" in {worst_part}" if worst_part else ""
+        raise IngestionError(
+            f"workbook compression ratio {worst:,.0f}:1{part} exceeds {max_compression_ratio:,.0f}:1 "
+            "(possible zip bomb); refused without decompressing",
+            file=name,
+        )
+
+
+def classify_ole(path: Path, name: str) -> str:
+    """Return "xls" for a legacy workbook; raise for an encrypted workbook or another OLE2 document."""
+    try:
+        import msoffcrypto  # optional: a test dependency; the byte scan below is the fallback
+    except ImportError:  # pragma: no cover - msoffcrypto-tool is installed in dev/test
+        msoffcrypto = None
+    if msoffcrypto is not None:
+        try:
+            with open(path, "rb") as fh:
+                office = msoffcrypto.OfficeFile(fh)
+                encrypted = office.is_encrypted()
+                kind = getattr(office, "format", None)
+        except Exception:  # unknown OLE2 document (msoffcrypto raises FileFormatError) or a broken one
+            encrypted, kind = None, None
+        if encrypted:
+            raise IngestionError(PASSWORD_PROTECTED, file=name)
+        if kind == "xls97":
+            return "xls"
+        if kind == "ooxml":  # an OLE2 OOXML container is always the encrypted form
+            raise IngestionError(PASSWORD_PROTECTED, file=name)
+        if kind is not None:
+            raise IngestionError(f"{NOT_A_TABLE} (an Office {kind} document)", file=name)
+    raw = path.read_bytes()
+    if "EncryptedPackage".encode("utf-16-le") in raw or "EncryptionInfo".encode("utf-16-le") in raw:
+        raise IngestionError(PASSWORD_PROTECTED, file=name)
+    if "Workbook".encode("utf-16-le") in raw or "Book".encode("utf-16-le") in raw:
+        return "xls"
+    raise IngestionError(f"{NOT_A_TABLE} (an OLE2 document without a workbook stream)", file=name)
+
+
+def _open_workbook(path: Path, name: str, file_format: str):
+    import python_calamine as pc
+
+    try:
+        suffix_ok = path.suffix.lower() in ({".xls"} if file_format == "xls" else {".xlsx", ".xlsm", ".xltx", ".xltm"})
+        if suffix_ok:
+            return pc.CalamineWorkbook.from_path(str(path))
+        with open(path, "rb") as fh:  # misnamed file: let calamine sniff the content instead of the suffix
+            return pc.CalamineWorkbook.from_filelike(fh)
+    except pc.PasswordError:
+        raise IngestionError(PASSWORD_PROTECTED, file=name) from None
+    except Exception as exc:
+        what = CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
+        raise IngestionError(f"{what}: {type(exc).__name__}: {exc}", file=name) from None
+
+
+def _load_sheet(wb, sheet: str, name: str, file_format: str):
+    try:
+        return wb.get_sheet_by_name(sheet)
+    except Exception as exc:
+        what = CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
+        raise IngestionError(f"{what}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
+
+
+def _sheet_head(sh) -> list[list[str | None]]:
+    """The first HEADER_SCAN_ROWS physical rows of a loaded sheet, converted to text."""
+    if sh.start is None:
+        return []
+    return list(convert_rows(sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)))
+
+
+def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
+    """The customer sheet of an xlsx/xls workbook (``sheet`` by name, else the best-scoring worksheet)."""
+    import python_calamine as pc
+
+    wb = _open_workbook(path, name, file_format)
+    try:
+        worksheets = [
+            m.name for m in wb.sheets_metadata if m.typ in (pc.SheetTypeEnum.WorkSheet, pc.SheetTypeEnum.MacroSheet)
+        ] or list(wb.sheet_names)
+        if sheet is not None:
+            if sheet not in wb.sheet_names:
+                available = ", ".join(repr(s) for s in wb.sheet_names)
+                raise IngestionError(f"sheet {sheet!r} not found; available sheets: {available}", file=name)
+            chosen = sheet
+            sh = cand_sh = _load_sheet(wb, chosen, name, file_format)
+        else:
+            # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
+            # known headers (ties: visible before hidden, then more rows, then workbook order).
+            visible = {m.name: m.visible == pc.SheetVisibleEnum.Visible for m in wb.sheets_metadata}
+            best_key: tuple | None = None
+            chosen, sh, cand_sh = None, None, None
+            for pos, candidate in enumerate(worksheets):
+                cand_sh = _load_sheet(wb, candidate, name, file_format)
+                head = _sheet_head(cand_sh)
+                h = find_header(head)
+                if h is None:
+                    continue
+                _, known = score_header(head[h])
+                key = (known, visible.get(candidate, True), cand_sh.height, -pos)
+                if best_key is None or key > best_key:
+                    best_key, chosen, sh = key, candidate, cand_sh
+            if sh is None:
+                checked = ", ".join(repr(s) for s in worksheets)
+                if len(worksheets) == 1:
+                    raise IngestionError(
+                        f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=name, sheet=worksheets[0]
+                    )
+                raise IngestionError(f"{NO_ID_COLUMN} in any sheet (checked {checked})", file=name)
+        if sh.start is None:
+            raise IngestionError("sheet is empty", file=name, sheet=chosen)
+        col_offset = sh.start[1]
+        # iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns
+        # start at the used range's first column (col_offset).
+        rows = enumerate(convert_rows(sh.iter_rows()), start=1)
+        # Only the iterator keeps calamine's in-memory sheet alive now, so it is freed as soon as the last row is
+        # converted, before the DataFrame is built: peak memory is one copy of the cells, not two.
+        sh = cand_sh = None  # noqa: F841
+        return assemble_table(rows, file=name, sheet=chosen, file_format=file_format, sha256=sha, col_offset=col_offset)
+    finally:
+        wb.close()
