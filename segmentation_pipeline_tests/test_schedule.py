@@ -43,9 +43,11 @@ def test_schedule_definition_in_the_code_location(monkeypatch: pytest.MonkeyPatc
 def test_cron_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RECLUSTER_CRON_ENV, "30 2 * * *")
     assert build_reclustering_schedule().cron_schedule == "30 2 * * *"
-    monkeypatch.setenv(RECLUSTER_CRON_ENV, "every monday")
-    with pytest.raises(ValueError, match="not a valid cron string"):
-        build_reclustering_schedule()
+    # Dagster's rule: five fields, and no date that never comes (the 30th of February).
+    for invalid in ("every monday", "0 6 * * 1 2026", "0 6 30 2 *"):
+        monkeypatch.setenv(RECLUSTER_CRON_ENV, invalid)
+        with pytest.raises(ValueError, match=f"{RECLUSTER_CRON_ENV}=.* is not a valid cron string"):
+            build_reclustering_schedule()
 
 
 def test_schedule_skips_without_data_and_reclusters_the_latest_accepted_data(tmp_path: Path) -> None:
