@@ -1,4 +1,5 @@
-"""The Dagster code location: what `dagster dev` (via workspace.yaml) loads."""
+"""The code location: the one Definitions object that `dagster dev` (via workspace.yaml), the `segmentation run`
+CLI (runner.py) and the tests all run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from segmentation_pipeline.config import default_warehouse_path
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
 from segmentation_pipeline.orchestration.jobs import reclustering_job, segmentation_job
+from segmentation_pipeline.orchestration.progress import terminal_logger
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.orchestration.schedules import weekly_reclustering_schedule
 from segmentation_pipeline.orchestration.sensors import SEGMENTATION_SENSORS
@@ -29,4 +31,7 @@ defs = dg.Definitions(
     sensors=SEGMENTATION_SENSORS,
     schedules=[weekly_reclustering_schedule],
     resources=build_resources(),
+    # A run uses the loggers its run config names (none: Dagster's default console logger). `segmentation run`
+    # names "terminal".
+    loggers={"console": dg.colored_console_logger, "terminal": terminal_logger},
 )

@@ -1,23 +1,18 @@
-"""Run the whole asset graph in-process (what `segmentation run` and the tests call) and summarise it."""
+"""Run the code location's segmentation_job in-process (what `segmentation run` and the tests call) and summarise it."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from segmentation_pipeline.definitions import build_resources
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
-from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.definitions import build_resources, defs
 from segmentation_pipeline.orchestration.failures import step_failure_reason
+from segmentation_pipeline.orchestration.progress import PROGRESS_HOOKS
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import served_version
-
-_PROGRESS_EVENTS = {"STEP_START": "started", "STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED"}
 
 
 @dataclass
@@ -34,34 +29,42 @@ class RunSummary:
     model_version: str | None = None
 
 
-@dg.logger(description="One short line per step, for a person watching a terminal.")
-def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    class _Progress(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            meta = record.__dict__.get("dagster_meta") or {}
-            event = meta.get("dagster_event")
-            step = meta.get("step_key") or ""
-            if event is not None and event.event_type_value in _PROGRESS_EVENTS:
-                print(f"  {step:<22} {_PROGRESS_EVENTS[event.event_type_value]}", file=sys.stderr, flush=True)
-            elif event is None and record.levelno >= logging.WARNING and "Not executing" not in record.getMessage():
-                print(f"  {step:<22} {meta.get('orig_message', record.getMessage())}", file=sys.stderr, flush=True)
-
-    log = logging.getLogger("segmentation.progress")
-    log.setLevel(logging.DEBUG)  # step events arrive at DEBUG; the handler picks what to show
-    log.handlers = [_Progress()]
-    log.propagate = False
-    return log
-
-
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
     """The first failed step's reason, else the failed blocking check: the one line an analyst should read."""
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
-            evaluation = event.event_specific_data
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
             asset = evaluation.asset_key.to_user_string()
             check_failure = f"data quality check {evaluation.check_name} on {asset} failed"
             return step_failure_reason(result.all_events, check_failure)
     return step_failure_reason(result.all_events)
+
+
+def execute_segmentation_job(
+    input_path: Path,
+    warehouse_path: Path,
+    *,
+    sheet: str | None = None,
+    settings: SegmentationSettings | None = None,
+    instance: dg.DagsterInstance | None = None,
+    show_progress: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """segmentation_job of the code location (``defs``, as `dagster dev` runs it) on ``input_path``, writing
+    ``warehouse_path`` with ``settings``. Never raises on a failed run (check ``.success``)."""
+    job = defs.resolve_job_def("segmentation_job")
+    if show_progress:
+        job = job.with_hooks(PROGRESS_HOOKS)
+    resources = build_resources(str(warehouse_path))
+    if settings is not None:
+        resources["segmentation"] = settings
+    run_config: dict[str, object] = {
+        "ops": {"raw_workbook": {"config": {"path": str(input_path), "sheet": sheet}}},
+        # Either one short line per step and warning, or Dagster's console logger limited to warnings: its DEBUG
+        # stream is for the UI's event log, not for a terminal or a test log.
+        "loggers": {"terminal": {}} if show_progress else {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    return job.execute_in_process(
+        run_config=run_config, resources=resources, instance=instance, raise_on_error=False
+    )
 
 
 def run_pipeline(
@@ -74,23 +77,8 @@ def run_pipeline(
     show_progress: bool = False,
 ) -> RunSummary:
     """Materialise every asset (and its checks) on ``input_path`` into ``warehouse_path``."""
-    resources = build_resources(str(warehouse_path))
-    if settings is not None:
-        resources["segmentation"] = settings
-    run_config: dict[str, object] = {
-        "ops": {"raw_workbook": {"config": {"path": str(input_path), "sheet": sheet}}},
-    }
-    # Either our one-line-per-step progress, or Dagster's console logger limited to warnings: its DEBUG stream is
-    # for the UI's event log, not for a terminal or a test log.
-    run_config["loggers"] = {"progress": {}} if show_progress else {"console": {"config": {"log_level": "WARNING"}}}
-    definitions = dg.Definitions(
-        assets=SEGMENTATION_ASSETS,
-        asset_checks=SEGMENTATION_CHECKS,
-        resources=resources,
-        loggers={"progress": progress_logger, "console": dg.colored_console_logger},
-    )
-    result = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False
+    result = execute_segmentation_job(
+        input_path, warehouse_path, sheet=sheet, settings=settings, instance=instance, show_progress=show_progress
     )
     if not result.success:
         return RunSummary(success=False, run_id=result.run_id, error=failure_reason(result))

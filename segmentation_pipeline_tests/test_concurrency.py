@@ -10,19 +10,23 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
+from dagster_graphql import DagsterGraphQLClient
 
-from segmentation_pipeline.config import REPO_ROOT
+from segmentation_pipeline.config import REPO_ROOT, WAREHOUSE_ENV
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS, WAREHOUSE_POOL
+from segmentation_pipeline.orchestration.sensors import INCOMING_ENV
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
-from segmentation_pipeline_tests.automation_helpers import materialize_file
+from segmentation_pipeline_tests.automation_helpers import FAST, dagster_dev, materialize_file
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def test_every_warehouse_writer_is_in_the_pool() -> None:
@@ -33,50 +37,66 @@ def test_every_warehouse_writer_is_in_the_pool() -> None:
 
 
 @pytest.fixture
-def team_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
-    """An instance configured by the repository's dagster.yaml, as `dagster dev` run from the repo root gets it."""
+def team_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DAGSTER_HOME holding the repository's dagster.yaml, the working directory beside it: as `dagster dev` run
+    from the repo root gets it (the storage paths in dagster.yaml are relative to the working directory)."""
     shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.chdir(tmp_path)  # storage paths in dagster.yaml are relative to the repo root
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def team_instance(team_home: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.get() as instance:
         yield instance
 
 
-def test_dagster_yaml_persists_runs_and_queues_warehouse_runs_one_at_a_time(
-    team_instance: dg.DagsterInstance, tmp_path: Path
+def test_dagster_yaml_persists_runs_and_sets_up_the_run_queue_and_the_pool(
+    team_instance: dg.DagsterInstance, team_home: Path
 ) -> None:
     config = team_instance.get_concurrency_config()
     assert config.run_queue_config.max_concurrent_runs == 1
     assert config.pool_config.default_pool_limit == 1
     assert config.pool_config.pool_granularity.value == "run"
-    assert "QueuedRunCoordinator" in type(team_instance.run_coordinator).__name__
-    assert (tmp_path / ".dagster_home" / "storage" / "history" / "runs.db").exists()  # persistent SQLite storage
+    assert isinstance(team_instance.run_coordinator, dg.QueuedRunCoordinator)
+    assert (team_home / ".dagster_home" / "storage" / "history" / "runs.db").exists()  # persistent SQLite storage
 
-    # What the queue daemon decides: while a segmentation run is in progress, a queued re-clustering run, which
-    # needs the same pool, is not started; once it has finished, it is.
-    config_path = {"ops": {"raw_workbook": {"config": {"path": "x.csv"}}}}
-    running = team_instance.create_run_for_job(
-        job_def=defs.resolve_job_def("segmentation_job"), run_config=config_path, status=dg.DagsterRunStatus.STARTED
+
+def test_two_runs_launched_together_through_the_queue_run_one_after_the_other(
+    team_instance: dg.DagsterInstance, team_home: Path
+) -> None:
+    """Two segmentation_job runs submitted back to back to `dagster dev` (webserver, daemon) with the repository's
+    dagster.yaml: the daemon starts the second only once the first has finished, and both succeed on the one
+    DuckDB file. (Without dagster.yaml's concurrency section, or with its pool but not its queue limit on this
+    fresh instance, the daemon starts both at once and this fails.)"""
+    (team_home / "incoming").mkdir()
+    warehouse = team_home / "warehouse.duckdb"
+    export = write_export(generate_export(600, seed=3), team_home / "export.csv")
+    env = {WAREHOUSE_ENV: str(warehouse), INCOMING_ENV: str(team_home / "incoming")}
+    run_config = {
+        "ops": {"raw_workbook": {"config": {"path": str(export)}}},
+        "resources": {"segmentation": {"config": FAST}},
+        # Steps in the run's own process (not one process per step): seconds instead of a minute per run. What the
+        # queue and a run-granularity pool decide does not depend on the executor.
+        "execution": {"config": {"in_process": {}}},
+    }
+    with dagster_dev(team_home, env) as url:
+        address = urlsplit(url)
+        client = DagsterGraphQLClient(address.hostname, port_number=address.port)
+        run_ids = [client.submit_job_execution("segmentation_job", run_config=run_config) for _ in range(2)]
+        deadline = time.monotonic() + 480
+        while time.monotonic() < deadline:
+            if all(client.get_run_status(run_id) in FINISHED for run_id in run_ids):
+                break
+            time.sleep(2)
+    records = {r.dagster_run.run_id: r for r in team_instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))}
+    assert [records[run_id].dagster_run.status for run_id in run_ids] == [dg.DagsterRunStatus.SUCCESS] * 2, (
+        (team_home / "dagster_dev.log").read_text()[-3000:]
     )
-    queued = team_instance.create_run_for_job(
-        job_def=defs.resolve_job_def("reclustering_job"), status=dg.DagsterRunStatus.NOT_STARTED
-    )
-    assert queued.run_op_concurrency.all_pools == {WAREHOUSE_POOL}
-
-    def blocked() -> bool:
-        storage = team_instance.event_log_storage
-        in_progress = team_instance.get_run_records(
-            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
-        )
-        counter = GlobalOpConcurrencyLimitsCounter(
-            team_instance, [queued], in_progress, concurrency_keys=storage.get_concurrency_keys(),
-            pool_limits=storage.get_pool_limits(), pool_granularity=config.pool_config.pool_granularity,
-        )  # fmt: skip
-        return counter.is_blocked(queued)
-
-    blocked()  # the daemon's first pass sets the pool's limit to default_limit
-    assert blocked()
-    team_instance.report_run_failed(running)  # the first run ends
-    assert not blocked()
+    first, second = sorted((records[run_id] for run_id in run_ids), key=lambda record: record.start_time)
+    assert first.end_time <= second.start_time, "the two warehouse-writing runs overlapped"
+    assert Warehouse(warehouse).query("SELECT count(DISTINCT run_id) AS n FROM lineage")["n"].iloc[0] == 2
 
 
 READER = textwrap.dedent(

@@ -1,11 +1,6 @@
 """`dagster dev` for real: the webserver and daemon on 127.0.0.1 load the code location, show the asset graph,
 and a run launched the way the UI launches it (GraphQL launchRun) materialises every asset into the warehouse."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +10,12 @@ import httpx
 import pytest
 
 from segmentation_pipeline.synthetic import generate_export, write_export
+from segmentation_pipeline_tests.automation_helpers import dagster_dev as run_dagster_dev
 
 pytestmark = pytest.mark.slow  # real servers on 127.0.0.1; `make test` runs them all the same
 
-REPO = Path(__file__).resolve().parents[1]
 ASSETS = {"raw_workbook", "cleaned_customers", "customer_features", "pca_embedding", "kmeans_model",
           "cluster_assignments", "segment_report"}  # fmt: skip
-DAGSTER = Path(sys.executable).with_name("dagster")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _graphql(url: str, query: str, variables: dict[str, object] | None = None) -> dict[str, object]:
@@ -44,39 +32,13 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     (folder / "home").mkdir()
     (folder / "incoming").mkdir()
     warehouse = folder / "warehouse.duckdb"
-    port = _free_port()
     env = {
-        **os.environ,
         "DAGSTER_HOME": str(folder / "home"),
         "SEGMENTATION_WAREHOUSE": str(warehouse),
         "SEGMENTATION_INCOMING": str(folder / "incoming"),
     }
-    log = (folder / "dagster_dev.log").open("w")
-    process = subprocess.Popen(
-        [str(DAGSTER), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dagster dev did not come up:\n{(folder / 'dagster_dev.log').read_text()[-3000:]}")
-            time.sleep(1)
+    with run_dagster_dev(folder, env) as url:
         yield url, warehouse, folder
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
 
 
 def test_asset_graph_is_served_with_groups_and_descriptions(dagster_dev) -> None:

@@ -12,11 +12,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline.cli import main as cli_main
-from segmentation_pipeline.definitions import build_resources, defs
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
-from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
-from segmentation_pipeline.orchestration.resources import SegmentationSettings
+from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.synthetic import generate_export, write_export, write_labels
+from segmentation_pipeline_tests.automation_helpers import materialize_file, settings
 
 ASSET_KEYS = [
     "raw_workbook",
@@ -42,14 +40,7 @@ def workbook(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFra
 def materialised(workbook, tmp_path_factory: pytest.TempPathFactory) -> tuple[dg.ExecuteInProcessResult, Path]:
     path, _ = workbook
     database = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
-    resources = build_resources(str(database))
-    resources["segmentation"] = SegmentationSettings(n_init=4, reference_date="2026-06-30")
-    result = dg.materialize(
-        [*SEGMENTATION_ASSETS, *SEGMENTATION_CHECKS],
-        resources=resources,
-        run_config={"ops": {"raw_workbook": {"config": {"path": str(path)}}}},
-    )
-    return result, database
+    return materialize_file(path, database, settings(n_init=4)), database
 
 
 def test_definitions_expose_every_asset_with_group_and_description() -> None:
@@ -124,8 +115,13 @@ def test_cli_run_recovers_planted_groups(workbook, tmp_path: Path, capsys: pytes
     path, labels = workbook
     database = tmp_path / "cli.duckdb"
     assert cli_main(["run", "--input", str(path), "--warehouse", str(database)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "customers:       2500" in out and "silhouette:" in out and "report:" in out
+    # Progress on stderr: one short line per finished step (asset or check), nothing of Dagster's DEBUG stream.
+    done = [line.split()[0] for line in captured.err.splitlines() if line.startswith("  ") and line.endswith(" done")]
+    assert set(ASSET_KEYS) <= set(done) and len(done) == len(set(done))
+    assert "DEBUG" not in captured.err and "STEP_SUCCESS" not in captured.err
     with duckdb.connect(str(database), read_only=True) as connection:
         assignments = connection.execute("SELECT customer_id, cluster, risk_tier FROM cluster_assignments").df()
     joined = assignments.merge(labels, on="customer_id")
@@ -146,7 +142,8 @@ def test_cli_bad_file_one_line_no_traceback_and_warehouse_intact(materialised, t
         timeout=120,
     )
     assert process.returncode != 0
-    assert "Traceback" not in process.stderr + process.stdout
+    assert "Traceback" not in process.stderr + process.stdout and "Stack Trace" not in process.stderr
+    assert "  raw_workbook           FAILED" in process.stderr.splitlines()
     error_lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "broken.xlsx" in error_lines[0]
     with duckdb.connect(str(database), read_only=True) as connection:

@@ -13,18 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation_pipeline.definitions import build_resources
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
-from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
-from segmentation_pipeline.orchestration.resources import SegmentationSettings
 from segmentation_pipeline.runner import failure_reason
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.ingestion import read_customer_file
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline_tests import bad_files
+from segmentation_pipeline_tests.automation_helpers import materialize_file, settings
 
 REFERENCE = date(2026, 6, 30)
-SETTINGS = SegmentationSettings(n_init=2, reference_date=REFERENCE.isoformat())
+SETTINGS = settings(n_init=2, reference_date=REFERENCE.isoformat())
 
 
 def _clean(path: Path) -> pd.DataFrame:
@@ -98,15 +95,7 @@ def good_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _materialise(path: Path, database: Path) -> dg.ExecuteInProcessResult:
-    resources = build_resources(str(database))
-    resources["segmentation"] = SETTINGS
-    return dg.materialize(
-        [*SEGMENTATION_ASSETS, *SEGMENTATION_CHECKS],
-        resources=resources,
-        run_config={"ops": {"raw_workbook": {"config": {"path": str(path)}}},
-                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # fmt: skip
-        raise_on_error=False,
-    )
+    return materialize_file(path, database, SETTINGS)
 
 
 def _snapshot(database: Path) -> dict[str, object]:

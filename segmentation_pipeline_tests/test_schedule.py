@@ -10,9 +10,6 @@ import dagster as dg
 import pytest
 
 from segmentation_pipeline.definitions import build_resources, defs
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
-from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
-from segmentation_pipeline.orchestration.jobs import reclustering_job
 from segmentation_pipeline.orchestration.resources import WarehouseResource
 from segmentation_pipeline.orchestration.schedules import (
     DEFAULT_RECLUSTER_CRON,
@@ -43,9 +40,11 @@ def test_schedule_definition_in_the_code_location(monkeypatch: pytest.MonkeyPatc
 def test_cron_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RECLUSTER_CRON_ENV, "30 2 * * *")
     assert build_reclustering_schedule().cron_schedule == "30 2 * * *"
-    monkeypatch.setenv(RECLUSTER_CRON_ENV, "every monday")
-    with pytest.raises(ValueError, match="not a valid cron string"):
-        build_reclustering_schedule()
+    # Dagster's rule: five fields, and no date that never comes (the 30th of February).
+    for invalid in ("every monday", "0 6 * * 1 2026", "0 6 30 2 *"):
+        monkeypatch.setenv(RECLUSTER_CRON_ENV, invalid)
+        with pytest.raises(ValueError, match=f"{RECLUSTER_CRON_ENV}=.* is not a valid cron string"):
+            build_reclustering_schedule()
 
 
 def test_schedule_skips_without_data_and_reclusters_the_latest_accepted_data(tmp_path: Path) -> None:
@@ -67,16 +66,14 @@ def test_schedule_skips_without_data_and_reclusters_the_latest_accepted_data(tmp
         assert request.tags["segmentation/trigger"] == "weekly_reclustering"
         assert request.run_key == when.isoformat()
 
-        # What the daemon would launch: reclustering_job with the request's tags, on the same warehouse.
+        # What the daemon would launch: the code location's reclustering_job with the request's tags, on the same
+        # warehouse.
         job_resources = build_resources(str(db))
         job_resources["segmentation"] = settings(random_state=1)
-        job = dg.Definitions(
-            assets=SEGMENTATION_ASSETS,
-            asset_checks=SEGMENTATION_CHECKS,
-            jobs=[reclustering_job],
-            resources=job_resources,
-        ).resolve_job_def("reclustering_job")
-        result = job.execute_in_process(tags=request.tags, instance=instance, raise_on_error=False)
+        job = defs.resolve_job_def(schedule.job_name)
+        result = job.execute_in_process(
+            tags=request.tags, resources=job_resources, instance=instance, raise_on_error=False
+        )
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert materialized == RECLUSTERED  # raw_workbook and cleaned_customers are not touched ...

@@ -12,10 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from segmentation_pipeline.definitions import build_resources
-from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
-from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
-from segmentation_pipeline.orchestration.jobs import segmentation_job
+from segmentation_pipeline.definitions import build_resources, defs
 from segmentation_pipeline.orchestration.sensors import (
     INCOMING_ENV,
     MAX_PROCESSED,
@@ -127,18 +124,12 @@ def test_cursor_keeps_a_bounded_set_of_hashes_and_survives_garbage() -> None:
     assert SensorCursor.from_json(None).processed == []
 
 
-def _job(warehouse: Path) -> dg.JobDefinition:
+def _run(warehouse: Path, request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """What the daemon launches for the request: the code location's segmentation_job, on ``warehouse``."""
     resources = build_resources(str(warehouse))
     resources["segmentation"] = settings()
-    defs = dg.Definitions(
-        assets=SEGMENTATION_ASSETS, asset_checks=SEGMENTATION_CHECKS, jobs=[segmentation_job], resources=resources
-    )
-    return defs.resolve_job_def("segmentation_job")
-
-
-def _run(job: dg.JobDefinition, request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return job.execute_in_process(
-        run_config=request.run_config, tags=request.tags, instance=instance, raise_on_error=False
+    return defs.resolve_job_def("segmentation_job").execute_in_process(
+        run_config=request.run_config, tags=request.tags, resources=resources, instance=instance, raise_on_error=False
     )
 
 
@@ -154,7 +145,7 @@ def _status_context(
 
 def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: Path, tmp_path: Path) -> None:
     archive, rejected = incoming.parent / "archive", incoming.parent / "rejected"
-    job = _job(tmp_path / "warehouse.duckdb")
+    warehouse = tmp_path / "warehouse.duckdb"
     tick = Ticker()
     with dg.instance_for_test() as instance:
         # A good file: requested, run, archived after the run succeeded.
@@ -162,7 +153,7 @@ def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: P
         good_sha = _sha(good)
         tick()
         (request,) = tick().run_requests
-        result = _run(job, request, instance)
+        result = _run(warehouse, request, instance)
         assert result.success
         assert good.exists()  # nothing moves before the run status sensor says so
         success = _status_context("archive_accepted_workbook", result, instance)
@@ -191,7 +182,7 @@ def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: P
         bad.write_text("Name,Balance\nalice,10\nbob,20\n", encoding="utf-8")
         tick()
         (bad_request,) = tick().run_requests
-        failed = _run(job, bad_request, instance)
+        failed = _run(warehouse, bad_request, instance)
         assert not failed.success
         failure = _status_context("reject_failed_workbook", failed, instance).for_run_failure()
         assert reject_failed_workbook(failure) is None
@@ -203,9 +194,8 @@ def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: P
         assert failed.run_id in text
 
         # Runs launched by hand (no file tags) are left alone by both sensors.
-        manual = job.execute_in_process(
-            run_config={"ops": {"raw_workbook": {"config": {"path": str(bad.parent / "missing.csv")}}}},
-            instance=instance, raise_on_error=False,
-        )  # fmt: skip
+        missing = str(bad.parent / "missing.csv")
+        by_hand = dg.RunRequest(run_config={"ops": {"raw_workbook": {"config": {"path": missing}}}})
+        manual = _run(warehouse, by_hand, instance)
         manual_context = _status_context("reject_failed_workbook", manual, instance).for_run_failure()
         assert isinstance(reject_failed_workbook(manual_context), dg.SkipReason)

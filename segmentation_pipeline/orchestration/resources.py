@@ -1,16 +1,14 @@
 """Dagster resources: thin wrappers that hand the core its warehouse and settings."""
 
-
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, create_model
+from pydantic.fields import FieldInfo
 
-from segmentation_pipeline.config import DEFAULT_RISK_WEIGHTS, PipelineSettings
+from segmentation_pipeline.config import PipelineSettings
 from segmentation_pipeline.warehouse import Warehouse
-
-_FIELDS = PipelineSettings.model_fields
 
 
 class WarehouseResource(DuckDBResource):
@@ -21,22 +19,27 @@ class WarehouseResource(DuckDBResource):
         return Warehouse(Path(self.database))
 
 
-class SegmentationSettings(dg.ConfigurableResource):
-    """Tunables of a run, editable in the Dagster launchpad. Defaults and meaning: config.PipelineSettings."""
+def _launchpad_field(field: FieldInfo) -> tuple[object, FieldInfo]:
+    """A PipelineSettings field as a resource field: same type, default and description. A default factory is
+    called once, so that the launchpad shows the value (pydantic copies a mutable default for each instance).
+    The range checks are left to PipelineSettings (see :meth:`SegmentationSettings.settings`)."""
+    return field.annotation, Field(field.get_default(call_default_factory=True), description=field.description)
 
-    knn_neighbors: int = Field(5, description=_FIELDS["knn_neighbors"].description)
-    pca_variance: float = Field(0.9, description=_FIELDS["pca_variance"].description)
-    n_clusters: int | None = Field(3, description=_FIELDS["n_clusters"].description)
-    k_min: int = Field(2, description=_FIELDS["k_min"].description)
-    k_max: int = Field(8, description=_FIELDS["k_max"].description)
-    random_state: int = Field(0, description=_FIELDS["random_state"].description)
-    n_init: int = Field(10, description=_FIELDS["n_init"].description)
-    silhouette_sample_size: int = Field(10_000, description=_FIELDS["silhouette_sample_size"].description)
-    rare_level_share: float = Field(0.01, description=_FIELDS["rare_level_share"].description)
-    risk_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RISK_WEIGHTS))
-    silhouette_floor: float = Field(0.1, description=_FIELDS["silhouette_floor"].description)
-    reference_date: str | None = Field(None, description=_FIELDS["reference_date"].description)
+
+# Every field of the core settings, generated: a field added to PipelineSettings shows up in the launchpad with
+# its default and description, and nothing here changes.
+_PipelineSettingsResource = create_model(
+    "_PipelineSettingsResource",
+    __base__=dg.ConfigurableResource,
+    __module__=__name__,
+    **{name: _launchpad_field(field) for name, field in PipelineSettings.model_fields.items()},
+)
+
+
+class SegmentationSettings(_PipelineSettingsResource):
+    """Tunables of a run, editable in the Dagster launchpad: the fields of config.PipelineSettings."""
 
     def settings(self) -> PipelineSettings:
-        """Validated core settings (pydantic range checks apply)."""
-        return PipelineSettings(**{name: getattr(self, name) for name in _FIELDS})
+        """Validated core settings. The range checks run here, inside the step that reads the settings, so a bad
+        launchpad value fails that step with pydantic's message (the run's failure reason)."""
+        return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
