@@ -26,6 +26,8 @@ from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline_tests.automation_helpers import FAST, dagster_dev, materialize_file
 
+pytestmark = pytest.mark.slow  # real servers on 127.0.0.1; `make test` runs them all the same
+
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
