@@ -115,7 +115,8 @@ class CompiledScorer:
         embedding = features @ self._components_t
         embedding -= self._pca_offset
         clusters = np.argmin(self._centers_sq - 2.0 * (embedding @ self._centers_t), axis=1)
-        distances = np.linalg.norm(embedding - self._centers[clusters], axis=1)
+        offsets = embedding - self._centers[clusters]
+        distances = np.sqrt(np.einsum("ij,ij->i", offsets, offsets))
         indicators = indicator_matrix(batch, derived)
         contributions = self.tiers.terms(indicators)
         return ScoredBatch(

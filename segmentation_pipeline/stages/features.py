@@ -149,7 +149,8 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
 
     # -- transforming: the one path from customers to features --
     def transform(self, X: Any, derived: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        check_is_fitted(self, "feature_names_")
+        if not hasattr(self, "feature_names_"):  # check_is_fitted's full inspection costs more than a request
+            check_is_fitted(self, "feature_names_")
         batch = as_batch(X)
         derived = self.derived(batch) if derived is None else derived
         n = batch.n
@@ -171,12 +172,8 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
             flags_block = matrix[:, width : width + len(self.flag_columns_)]
             flags_block[np.isnan(flags_block)] = 0.0  # a missing flag is "not flagged"
         if self.categorical_columns_:
-            columns = np.concatenate([
-                self._category_columns(batch.category(name), lookup, unknown, n)
-                for name, lookup, unknown in zip(self.categorical_columns_, self.category_lookups_,
-                                                 self.category_unknown_, strict=True)
-            ])  # fmt: skip
-            rows = np.tile(np.arange(n), len(self.categorical_columns_))
+            columns = self._category_block(batch, n)
+            rows = np.tile(np.arange(n), len(self.categorical_columns_)) if n > 1 else np.zeros(len(columns), np.intp)
             known = columns >= 0
             matrix[rows[known], columns[known]] = 1.0
         if self.channels_ and batch.channels is not None:
@@ -195,11 +192,27 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
 
     # -- helpers --
     def _numeric_matrix(self, batch: CustomerBatch, derived: dict[str, np.ndarray]) -> np.ndarray:
-        matrix = np.empty((batch.n, len(self.numeric_columns_)))
+        """The numeric columns, money and counts as log1p(max(x, 0)) (one call over all of them)."""
+        matrix = np.full((batch.n, len(self.numeric_columns_)), np.nan)
+        numbers = batch.numbers
         for position, name in enumerate(self.numeric_columns_):
-            values = derived[name] if name in derived else batch.number(name)
-            matrix[:, position] = np.log1p(np.maximum(values, 0.0)) if name in LOG_COLUMNS else values
+            values = derived[name] if name in derived else numbers.get(name)
+            if values is not None:
+                matrix[:, position] = values
+        logged = self._logged_positions()
+        if logged.size:
+            block = matrix[:, logged]
+            np.maximum(block, 0.0, out=block)
+            matrix[:, logged] = np.log1p(block, out=block)
         return matrix
+
+    def _logged_positions(self) -> np.ndarray:
+        """Positions of the money and count columns among ``numeric_columns_`` (derived once, not stored)."""
+        cached = self.__dict__.get("_logged")
+        if cached is None or len(cached[0]) != len(self.numeric_columns_):
+            positions = np.array([i for i, c in enumerate(self.numeric_columns_) if c in LOG_COLUMNS], dtype=np.intp)
+            cached = self._logged = (list(self.numeric_columns_), positions)
+        return cached[1]
 
     @staticmethod
     def _levels(batch: CustomerBatch, name: str) -> np.ndarray:
@@ -208,14 +221,28 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
             return np.full(batch.n, MISSING_LEVEL, dtype=object)
         return np.array([MISSING_LEVEL if v is None else str(v) for v in values], dtype=object)
 
+    def _category_block(self, batch: CustomerBatch, n: int) -> np.ndarray:
+        """The output column of every customer's level, category after category (-1: lights nothing)."""
+        described = zip(self.categorical_columns_, self.category_lookups_, self.category_unknown_, strict=True)
+        if n <= 64:  # a request's few customers: plain lookups, one array at the end
+            flat: list[int] = []
+            for name, lookup, unknown in described:
+                values = batch.categories.get(name)
+                missing = lookup.get(MISSING_LEVEL, unknown)
+                if values is None:
+                    flat.extend([missing] * n)
+                else:
+                    flat.extend([missing if v is None else lookup.get(v, unknown) for v in values])
+            return np.array(flat, dtype=np.intp)
+        return np.concatenate([self._category_columns(batch.category(name), lookup, unknown, n)
+                               for name, lookup, unknown in described])  # fmt: skip
+
     @staticmethod
     def _category_columns(values: np.ndarray | None, lookup: dict[str, int], unknown: int, n: int) -> np.ndarray:
         """The output column of each customer's level (-1: an unknown level with no infrequent group)."""
         missing = lookup.get(MISSING_LEVEL, unknown)
         if values is None:
             return np.full(n, missing, dtype=np.intp)
-        if n <= 64:
-            return np.array([missing if v is None else lookup.get(v, unknown) for v in values], dtype=np.intp)
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         table = np.array([lookup.get(v, unknown) for v in uniques] + [missing], dtype=np.intp)
         return table[codes]

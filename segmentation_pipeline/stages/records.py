@@ -21,7 +21,7 @@ import numpy as np
 from segmentation_pipeline import schema
 from segmentation_pipeline.stages import fields
 from segmentation_pipeline.stages.customers import CustomerBatch
-from segmentation_pipeline.stages.fields import FIELD_KINDS, Kind
+from segmentation_pipeline.stages.fields import FIELD_KINDS, K_CATEGORY, K_CHANNELS, K_DATE, K_ID
 
 __all__ = ["FieldProblem", "RecordsInvalid", "field_name_for", "parse_columns", "parse_records"]
 
@@ -222,29 +222,10 @@ def _parse(
     columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems, *, reference_date: date,
     today: date | None,
 ) -> CustomerBatch:  # fmt: skip
-    numbers: dict[str, np.ndarray] = {}
-    dates: dict[str, np.ndarray] = {}
-    categories: dict[str, np.ndarray] = {}
-    channels = None
-    ids = np.full(n, np.nan)
-    for name, values in columns.items():
-        kind = FIELD_KINDS[name]
-        if n > 16 and values[0] is None and values[-1] is None and values.count(None) == n:
-            continue  # a field no record gave
-        parsed = fields.parse_column(kind, values)
-        label = spelled.get(name, field_name_for(name))
-        for row, bad in zip(parsed.bad_rows.tolist(), parsed.bad, strict=True):
-            problems.add(row, label, bad.reason, bad.type)
-        if kind is Kind.ID:
-            ids = parsed.values
-        elif kind is Kind.DATE:
-            dates[name] = parsed.values
-        elif kind is Kind.CATEGORY:
-            categories[name] = parsed.values
-        elif kind is Kind.CHANNELS:
-            channels = parsed.values.tolist()
-        else:
-            numbers[name] = parsed.values
+    if n == 1:
+        numbers, dates, categories, channels, ids = _parse_one(columns, spelled, problems)
+    else:
+        numbers, dates, categories, channels, ids = _parse_many(columns, spelled, n, problems)
     latest = max(reference_date, today or date.today())
     for found in fields.impossible_values(numbers, dates, reference=reference_date, latest=latest):
         label = spelled.get(found.column, field_name_for(found.column))
@@ -263,3 +244,71 @@ def _parse(
         if name in dates:
             numbers[years] = fields.years_before(reference_date, dates[name])
     return CustomerBatch(customer_ids=ids.astype(np.int64), numbers=numbers, categories=categories, channels=channels)
+
+
+_Columns = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list | None, np.ndarray]
+
+
+def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], problems: _Problems) -> _Columns:
+    """One record (the API's usual request): each value through its kind's parser, arrays built once at the end
+    (``fields.parse_column`` over one value would build an array per field)."""
+    parsers = fields.PARSERS
+    numeric_names: list[str] = []
+    numeric_values: list[float] = []
+    categories: dict[str, np.ndarray] = {}
+    channels = None
+    day_names: list[str] = []
+    day_values: list[float] = []
+    customer_id = np.nan
+    for name, (value,) in columns.items():
+        kind = FIELD_KINDS[name]
+        parsed = parsers[kind](value)
+        if type(parsed) is fields.Bad:
+            problems.add(0, spelled.get(name) or field_name_for(name), parsed.reason, parsed.type)
+            parsed = () if kind is K_CHANNELS else None
+        if kind is K_CATEGORY:
+            categories[name] = np.array([parsed], dtype=object)
+        elif kind is K_CHANNELS:
+            channels = [parsed]
+        elif kind is K_ID:
+            customer_id = np.nan if parsed is None else parsed
+        elif kind is K_DATE:
+            day_names.append(name)
+            day_values.append(np.nan if parsed is None else parsed)  # type: ignore[arg-type]
+        else:
+            numeric_names.append(name)
+            numeric_values.append(np.nan if parsed is None else parsed)  # type: ignore[arg-type]
+    numeric = np.array(numeric_values, dtype=np.float64)
+    days = np.array(day_values, dtype=np.float64)
+    numbers = {name: numeric[i : i + 1] for i, name in enumerate(numeric_names)}
+    dates = {name: days[i : i + 1] for i, name in enumerate(day_names)}
+    return numbers, dates, categories, channels, np.array([customer_id], dtype=np.float64)
+
+
+def _parse_many(columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems) -> _Columns:
+    """Records column by column, each through ``fields.parse_column`` (over distinct values when many)."""
+    numbers: dict[str, np.ndarray] = {}
+    dates: dict[str, np.ndarray] = {}
+    categories: dict[str, np.ndarray] = {}
+    channels = None
+    ids = np.full(n, np.nan)
+    for name, values in columns.items():
+        kind = FIELD_KINDS[name]
+        if n > 16 and values[0] is None and values[-1] is None and values.count(None) == n:
+            continue  # a field no record gave
+        parsed = fields.parse_column(kind, values)
+        if parsed.bad:
+            label = spelled.get(name) or field_name_for(name)
+            for row, bad in zip(parsed.bad_rows.tolist(), parsed.bad, strict=True):
+                problems.add(row, label, bad.reason, bad.type)
+        if kind is K_ID:
+            ids = parsed.values
+        elif kind is K_DATE:
+            dates[name] = parsed.values
+        elif kind is K_CATEGORY:
+            categories[name] = parsed.values
+        elif kind is K_CHANNELS:
+            channels = parsed.values.tolist()
+        else:
+            numbers[name] = parsed.values
+    return numbers, dates, categories, channels, ids

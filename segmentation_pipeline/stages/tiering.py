@@ -33,36 +33,39 @@ INDICATORS: tuple[str, ...] = (
 )  # fmt: skip
 _LOG_SCALE = frozenset((*schema.MONEY_COLUMNS, *schema.COUNT_COLUMNS))
 _FLAGS = frozenset(schema.FLAG_COLUMNS)
+_FLAG_POSITIONS = np.array([i for i, name in enumerate(INDICATORS) if name in _FLAGS])
 REASONS_PER_CUSTOMER = 3
 
 
 def indicator_matrix(batch: CustomerBatch, derived: dict[str, np.ndarray]) -> np.ndarray:
     """The indicators in their natural units (PKR, counts, 0/1, "x times expected", share), NaN where unknown;
     columns in ``INDICATORS`` order. A missing flag means "not flagged", as in the features."""
-    out = np.empty((batch.n, len(INDICATORS)))
+    out = np.full((batch.n, len(INDICATORS)), np.nan)
     for position, name in enumerate(INDICATORS):
-        if name == "actual_to_expected":
-            out[:, position] = np.exp(derived[name])  # back from log ratio to "x times expected"
-        elif name in derived:
-            out[:, position] = derived[name]
-        elif name in _FLAGS:
-            flags = batch.number(name)
-            out[:, position] = flags
-            out[np.isnan(flags), position] = 0.0
-        else:
-            out[:, position] = batch.number(name)
+        values = derived[name] if name in derived else batch.numbers.get(name)
+        if values is not None:
+            out[:, position] = values
+    ratio = out[:, _RATIO_POSITION]
+    np.exp(ratio, out=ratio)  # back from log ratio to "x times expected"
+    flags = out[:, _FLAG_POSITIONS]
+    flags[np.isnan(flags)] = 0.0
+    out[:, _FLAG_POSITIONS] = flags
     return out
 
 
-_LOG1P_POSITIONS = [i for i, name in enumerate(INDICATORS) if name in _LOG_SCALE]
+_LOG1P_POSITIONS = np.array([i for i, name in enumerate(INDICATORS) if name in _LOG_SCALE])
 _RATIO_POSITION = INDICATORS.index("actual_to_expected")
 
 
 def scaled(indicators: np.ndarray) -> np.ndarray:
     """The scale z-scores are taken on: log1p for money and counts, log for the ratio, as-is otherwise."""
     out = indicators.copy()
-    out[:, _LOG1P_POSITIONS] = np.log1p(np.maximum(indicators[:, _LOG1P_POSITIONS], 0.0))
-    out[:, _RATIO_POSITION] = np.log(np.maximum(indicators[:, _RATIO_POSITION], 1e-9))
+    block = out[:, _LOG1P_POSITIONS]
+    np.maximum(block, 0.0, out=block)
+    out[:, _LOG1P_POSITIONS] = np.log1p(block, out=block)
+    ratio = out[:, _RATIO_POSITION]
+    np.maximum(ratio, 1e-9, out=ratio)
+    np.log(ratio, out=ratio)
     return out
 
 
@@ -103,9 +106,12 @@ class RiskTierModel:
 
     def terms(self, indicators: np.ndarray) -> np.ndarray:
         """Each customer's score terms: weight * z (unknown -> population average: adds nothing)."""
-        z = (scaled(indicators) - self.means) / self.stds
+        z = scaled(indicators)
+        z -= self.means
+        z /= self.stds
         z[np.isnan(z)] = 0.0
-        return z * self.weights
+        z *= self.weights
+        return z
 
     def tier_ranks(self, clusters: np.ndarray) -> np.ndarray:
         ranks = np.array([TIER_RANK[t] for t in self.cluster_tiers], dtype=np.intp)
