@@ -145,6 +145,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """`segmentation explain CUSTOMER_ID [--as-of T] [--json]`: the rating a customer had, from the history."""
+    from datetime import datetime
+
+    from segmentation_pipeline.warehouse import Warehouse, snapshots
+
+    warehouse = Warehouse(_warehouse(args))
+    if not warehouse.exists() or snapshots.SNAPSHOTS_TABLE not in warehouse.table_names():
+        print(f"error: no published snapshot in {warehouse.path}: run the pipeline first", file=sys.stderr)
+        return EXIT_FAILED
+    as_of = None
+    if args.as_of:
+        try:
+            as_of = datetime.fromisoformat(args.as_of)
+        except ValueError:
+            print(f"error: --as-of {args.as_of!r} is not a date or timestamp (e.g. 2026-11-30T08:00)", file=sys.stderr)
+            return EXIT_USAGE
+        as_of = as_of if as_of.tzinfo else as_of.astimezone()
+    explained = snapshots.explain(warehouse, args.customer_id, as_of)
+    if explained is None:
+        moment = f"at {as_of.isoformat()}" if as_of else "now"
+        print(f"error: customer {args.customer_id} had no published rating {moment}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(snapshots.to_json(explained))
+        return EXIT_OK
+    print(f"customer {explained['customer_id']}: {explained['risk_tier']} risk (score {explained['risk_score']:.2f}), "
+          f"cluster {explained['cluster']}")  # fmt: skip
+    print(f"model {explained['model_version']}, snapshot {explained['snapshot']}, "
+          f"published {explained['published_at']}")  # fmt: skip
+    print("reasons:")
+    for rank, reason in enumerate(explained["reasons"], start=1):  # type: ignore[arg-type]
+        typical = f"segment {_number(reason['segment_typical'])}, population {_number(reason['population_typical'])}"
+        print(f"  {rank}. {reason['indicator']} = {_number(reason['value'])} ({typical}): "
+              f"{reason['contribution']:+.3f}")  # fmt: skip
+    return EXIT_OK
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "unknown"
+    number = float(value)  # type: ignore[arg-type]
+    return f"{number:,.0f}" if abs(number) >= 1000 else f"{number:.3g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segmentation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
     report.add_argument("--open", action="store_true", help="open the report in the default web browser")
     report.set_defaults(handler=cmd_report)
+
+    explain = commands.add_parser("explain", help="the tier, score, reasons and model a customer had (history)")
+    explain.add_argument("customer_id", type=int)
+    explain.add_argument("--as-of", help="a moment in the past (ISO date or timestamp); default: now")
+    explain.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    explain.set_defaults(handler=cmd_explain)
 
     serve = commands.add_parser("serve", help="run the real-time scoring API (FastAPI on uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")

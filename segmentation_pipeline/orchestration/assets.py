@@ -1,13 +1,16 @@
 """The pipeline as Dagster software-defined assets: a thin layer over the core stages.
 
     raw_workbook + cleaned_customers    one step: read the file, clean it once, write both (or nothing)
-      -> kmeans_model                   ``fit_model``: features, PCA, K-means, tiers; registered (quality gate)
-      -> customer_features + pca_embedding + cluster_assignments
-                                        one scoring pass of the ACTIVE model's compiled scorer
-      -> segment_report
+      -> kmeans_model                   ``fit_model``: features, PCA, K-means, tiers; the new version a candidate
+      -> customer_features + pca_embedding + cluster_assignments + rating_reasons + segment_profiles
+                                        one scoring pass of the compiled scorer (the candidate if it passed the
+                                        quality gate, else the active model)
+      -> segment_report                 the report of this snapshot, built before it is published
+      -> published_snapshot             ONE transaction: public names, logs, registry and history switch to it
 
-Every table is written through :func:`write_assets` (one transaction per step, lineage included), so any step
-can be re-materialised on its own from the Dagster UI.
+Every step writes into the run's own snapshot (``warehouse/snapshots.py``) through :func:`write_assets` (one
+transaction per step, lineage included); nothing any reader sees changes until ``published_snapshot``. A run that
+fails or dies at any point leaves the published snapshot exactly as it was.
 """
 
 import json
@@ -24,13 +27,15 @@ from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import default_input_path
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, write_report_files
+from segmentation_pipeline.reporting.build import LATEST_NAME
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
 from segmentation_pipeline.stages.model import ModelContractError, fit_model
 from segmentation_pipeline.stages.stability import population_profile, stability_report, tier_migrations
-from segmentation_pipeline.warehouse import LineageRecord, registry
+from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry, snapshots
 from segmentation_pipeline.warehouse.models import load_model, model_table_row
+from segmentation_pipeline.warehouse.store import WarehouseUnavailable
 
 GROUP = "segmentation"
 LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
@@ -48,9 +53,18 @@ class RawWorkbookConfig(dg.Config):
 # --- the one place assets write the warehouse ---------------------------------------------------------------------
 
 
+def run_snapshot(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, *, rebuild: bool = False
+) -> tuple[snapshots.Snapshot, Warehouse]:
+    """The run's snapshot and the warehouse as the run sees it (its own tables first, then its base's, then the
+    published ones). The first step of a run creates it: ``rebuild`` when that step ingests a file."""
+    snapshot = snapshots.begin(warehouse.store(), context.run_id, rebuild=rebuild)
+    return snapshot, snapshot.store(Path(warehouse.database))
+
+
 def write_assets(
     context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
+    store: Warehouse,
     tables: dict[str, pd.DataFrame],
     *,
     lineage: dict[str, tuple[list[str], int]],
@@ -59,14 +73,14 @@ def write_assets(
     append: tuple[str, ...] = (),
     also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> None:
-    """Write a step's tables and one lineage row per asset it materialises (``lineage``: asset -> (upstream
-    assets, row count)), in ONE transaction: a reader sees all of the step's output or none of it."""
+    """Write a step's tables into the run's snapshot (``store``) with one lineage row per asset it materialises
+    (``lineage``: asset -> (upstream assets, row count)), in ONE transaction."""
     records = [
         LineageRecord(run_id=context.run_id, asset_key=asset, upstream_assets=upstream, input_file_sha256=input_sha256,
                       code_version=__version__, started_at=started_at, row_count=rows)  # fmt: skip
         for asset, (upstream, rows) in lineage.items()
     ]
-    warehouse.store().write_tables(tables, lineage=records, append=append, also=also)
+    store.write_tables(tables, lineage=records, append=append, also=also)
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------------
@@ -95,12 +109,12 @@ def _without_lineage(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in frame.columns if not str(c).startswith(LINEAGE_PREFIX)]]
 
 
-def _cleaned(warehouse: WarehouseResource) -> pd.DataFrame:
-    return warehouse.store().query("SELECT * FROM cleaned_customers ORDER BY customer_id")
+def _cleaned(store: Warehouse) -> pd.DataFrame:
+    return store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
 
 
-def _input_sha(warehouse: WarehouseResource) -> str | None:
-    rows = warehouse.store().query("SELECT any_value(_file_sha256) AS sha FROM cleaned_customers")
+def _input_sha(store: Warehouse) -> str | None:
+    rows = store.query("SELECT any_value(_file_sha256) AS sha FROM cleaned_customers")
     return None if rows.empty else rows["sha"].iloc[0]
 
 
@@ -115,11 +129,11 @@ def _reject(error: IngestionError) -> dg.Failure:
 
 
 def _previous_assignments(warehouse: WarehouseResource) -> pd.DataFrame | None:
-    """The last published assignments (customer_id, cluster, risk_tier, model_version), if there are any."""
+    """The published assignments (customer_id, cluster, risk_tier, model_version), if there are any."""
     store = warehouse.store()
     if "cluster_assignments" not in store.table_names():
         return None
-    return store.query("SELECT customer_id, cluster, risk_tier, model_version FROM cluster_assignments")
+    return store.query("SELECT customer_id, cluster, risk_tier, model_version FROM main.cluster_assignments")
 
 
 def _reference_date(settings: SegmentationSettings) -> date:
@@ -160,6 +174,7 @@ def ingest_export(
     path = Path(config.path) if config.path else default_input_path()
     reference = _reference_date(segmentation)
     try:
+        warehouse.store().check_usable()  # a directory or a read-only folder: said now, not after the whole file
         raw: RawTable = read_customer_file(path, sheet=config.sheet)
         result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
                                  source_file=raw.source_file)  # fmt: skip
@@ -168,6 +183,9 @@ def ingest_export(
         raise _reject(error) from None
     except FileNotFoundError:
         raise _failure(f"{path}: file not found") from None
+    except WarehouseUnavailable as error:
+        raise _failure(str(error)) from None
+    _, store = run_snapshot(context, warehouse, rebuild=True)
     table = raw.frame.copy()
     table["_source_file"] = raw.source_file
     table["_sheet"] = raw.sheet
@@ -187,7 +205,7 @@ def ingest_export(
         "unparseable_values": json.dumps(report.unparseable_values), "created_at": pd.Timestamp.now(tz="UTC"),
     }])  # fmt: skip
     write_assets(
-        context, warehouse,
+        context, store,
         {"raw_workbook": table, "cleaned_customers": customers,
          "quarantined_customers": result.quarantined.assign(run_id=context.run_id),
          "ingestion_report": ingestion_report},
@@ -231,7 +249,8 @@ def kmeans_model(
     active (served) version only if it passes the quality gate."""
     started = datetime.now().astimezone()
     settings = segmentation.settings()
-    cleaned = _cleaned(warehouse)
+    _, store = run_snapshot(context, warehouse)
+    cleaned = _cleaned(store)
     customers = CustomerBatch.from_frame(cleaned)
     version = f"{started.strftime('%Y%m%dT%H%M%S')}-{context.run_id[:8]}"
     input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
@@ -257,27 +276,26 @@ def kmeans_model(
         customers=_without_lineage(cleaned), new_tiers=new_tiers,
     )  # fmt: skip
     k_search = model.k_search.assign(model_version=version, chosen=lambda f: f["k"] == model.k)
-    tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search}
-    if quality.passed:
-        tables["segment_profiles"] = model.profiles()  # published profiles follow the active model
+    # The registry entry is staged: it enters model_versions (active if it passed) when the snapshot is published.
+    candidate = pd.DataFrame([{"model_version": version, "entry": entry.to_json(), "activate": quality.passed}])
+    tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search, snapshots.CANDIDATE_TABLE: candidate}
     if stability.previous_model_version is not None:
         tables["model_stability"] = stability.to_frame(run_id=context.run_id, model_version=version,
                                                        created_at=pd.Timestamp(model.trained_at))  # fmt: skip
-    statuses: list[str] = []
     write_assets(
-        context, warehouse, tables, lineage={"kmeans_model": (["cleaned_customers"], 1)}, started_at=started,
+        context, store, tables, lineage={"kmeans_model": (["cleaned_customers"], 1)}, started_at=started,
         input_sha256=input_sha, append=("kmeans_model", "kmeans_k_search", "model_stability"),
-        also=lambda connection: statuses.append(registry.record_version(connection, entry, activate=quality.passed)),
     )  # fmt: skip
+    status = registry.ACTIVE if quality.passed else registry.REJECTED
     if not quality.passed:
-        context.log.warning(f"model {version} not activated ({quality.notes}); the active model stays in use")
+        context.log.warning(f"model {version} will not be activated ({quality.notes}); the active model stays in use")
     if stability.flags:
         context.log.warning(f"population drift since {stability.previous_model_version}: {stability.flags}")
     summary = stability.summary()
     tiers = model.tiers
     return dg.MaterializeResult(
         metadata={
-            "model_version": version, "status": statuses[0] if statuses else "unknown", "quality": quality.notes,
+            "model_version": version, "status": f"{status} once published", "quality": quality.notes,
             "k": model.k, "silhouette": model.metrics["silhouette"], "davies_bouldin": model.metrics["davies_bouldin"],
             "calinski_harabasz": model.metrics["calinski_harabasz"],
             "n_features": len(model.features.feature_names_), "n_components": int(model.pca_components.shape[0]),
@@ -298,6 +316,28 @@ def kmeans_model(
 # --- scoring: one pass of the compiled scorer ----------------------------------------------------------------------
 
 
+def _scoring_version(store: Warehouse) -> str | None:
+    """The model this run scores with: its own candidate when it passed the quality gate, else the active one."""
+    if snapshots.CANDIDATE_TABLE in store.table_names():
+        row = store.query(f"SELECT model_version, activate FROM {snapshots.CANDIDATE_TABLE}")
+        if len(row) and bool(row["activate"].iloc[0]):
+            return str(row["model_version"].iloc[0])
+    return None  # load_model: the registry's active version
+
+
+def _reason_rows(model: object, scored: object) -> pd.DataFrame:
+    """Every customer's reasons, long format (customer_id, rank, indicator, value, typical values, contribution)."""
+    table = model.scorer.reason_table(scored)  # type: ignore[attr-defined]
+    ids = np.repeat(scored.customer_id, table.per_customer)  # type: ignore[attr-defined]
+    return pd.DataFrame({
+        "customer_id": ids, "rank": np.tile(np.arange(1, table.per_customer + 1), table.n).astype("int32"),
+        "indicator": table.indicator, "value": pd.array(table.value, dtype="Float64"),
+        "segment_typical": pd.array(table.segment_typical, dtype="Float64"),
+        "population_typical": pd.array(table.population_typical, dtype="Float64"),
+        "contribution": table.contribution,
+    })  # fmt: skip
+
+
 @dg.multi_asset(
     name="cluster_assignments",
     specs=[
@@ -316,11 +356,12 @@ def kmeans_model(
 def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     """Score every cleaned customer with the active model's compiled scorer, in chunks."""
     started = datetime.now().astimezone()
+    _, store = run_snapshot(context, warehouse)
     try:
-        model = load_model(warehouse.store())
+        model = load_model(store, _scoring_version(store))
     except (LookupError, ModelContractError) as error:
         raise _failure(str(error)) from None
-    cleaned = _cleaned(warehouse)
+    cleaned = _cleaned(store)
     scored = model.scorer.score(CustomerBatch.from_frame(cleaned), keep_features=True)
     ids = cleaned[schema.ID_COLUMN].to_numpy()
     features = pd.DataFrame(scored.features, columns=model.features.feature_names_)
@@ -333,13 +374,15 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         "pc1": scored.embedding[:, 0], "pc2": scored.embedding[:, 1], "model_version": model.version,
         "run_id": context.run_id,
     })  # fmt: skip
+    reasons = _reason_rows(model, scored)
     previous = _previous_assignments(warehouse)
-    tables = {"customer_features": features, "pca_embedding": embedding, "cluster_assignments": assignments}
+    tables = {"customer_features": features, "pca_embedding": embedding, "cluster_assignments": assignments,
+              "rating_reasons": reasons, "segment_profiles": model.profiles()}  # fmt: skip
     if previous is not None:
         tables["tier_migrations"] = tier_migrations(previous, assignments, run_id=context.run_id)
     upstream = ["kmeans_model", "cleaned_customers"]
-    lineage = {name: (upstream, len(ids)) for name in tables if name != "tier_migrations"}
-    write_assets(context, warehouse, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
+    lineage = {name: (upstream, len(ids)) for name in ("customer_features", "pca_embedding", "cluster_assignments")}
+    write_assets(context, store, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
                  append=("tier_migrations",))  # fmt: skip
     newest = registry.list_versions(warehouse.store()).head(1)
     if len(newest) and str(newest["model_version"].iloc[0]) != model.version:
@@ -375,24 +418,25 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     generated narrative, and migration / drift when a previous model exists. Written to reports/ beside the
     warehouse as segment_report_<run_id>.html and latest.html."""
     started = datetime.now().astimezone()
-    store = warehouse.store()
+    _, store = run_snapshot(context, warehouse)
     try:
         report = build_segment_report(store, context.run_id)
     except (LookupError, ModelContractError) as error:
         raise _failure(str(error)) from None
-    run_file, latest = write_report_files(report, store.path.parent / "reports", context.run_id)
+    run_file = write_report_files(report, store.path.parent / "reports", context.run_id)
+    latest = store.path.parent / "reports" / LATEST_NAME  # becomes this report when the snapshot is published
     row = pd.DataFrame([{
         "run_id": context.run_id, "model_version": report.model_version, "path": str(run_file.resolve()),
         "latest_path": str(latest.resolve()), "size_bytes": run_file.stat().st_size,
         "created_at": pd.Timestamp.now(tz="UTC"),
     }])  # fmt: skip
-    write_assets(context, warehouse, {"segment_report": row}, lineage={"segment_report": (["cluster_assignments"], 1)},
-                 started_at=started, input_sha256=_input_sha(warehouse), append=("segment_report",))  # fmt: skip
+    write_assets(context, store, {"segment_report": row}, lineage={"segment_report": (["cluster_assignments"], 1)},
+                 started_at=started, input_sha256=_input_sha(store), append=("segment_report",))  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(report.markdown_summary(run_file.resolve())),
             "path": dg.MetadataValue.path(str(run_file.resolve())),
-            "latest": dg.MetadataValue.path(str(latest.resolve())),
+            "latest": dg.MetadataValue.path(str(latest.resolve())),  # once published
             "size_bytes": run_file.stat().st_size,
             "model_version": report.model_version,
             "customers": report.customers,
@@ -403,4 +447,27 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     )
 
 
-SEGMENTATION_ASSETS = [ingest_export, kmeans_model, score_customers, segment_report]
+@dg.asset(
+    group_name=GROUP, code_version=__version__, deps=["segment_report"], kinds={"duckdb"}, pool=WAREHOUSE_POOL,
+)  # fmt: skip
+def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Publishes the run's snapshot in ONE DuckDB transaction, once every asset before it and every blocking check
+    succeeded: the public names (raw_workbook ... segment_profiles) switch to it, its logs are appended, its model
+    enters the registry (active if it passed the quality gate), its ratings and reasons join the history. Then
+    reports/latest.html becomes its report, and snapshots beyond retention are dropped."""
+    snapshot, store = run_snapshot(context, warehouse)
+    reports = store.path.parent / "reports"
+    report = reports / f"segment_report_{context.run_id}.html"
+    try:
+        row = snapshots.publish(warehouse.store(), snapshot, report_path=report if report.exists() else None)
+    except snapshots.PublicationError as error:
+        raise _failure(str(error)) from None
+    snapshots.sync_latest_report(warehouse.store(), reports / LATEST_NAME)
+    return dg.MaterializeResult(metadata={
+        "snapshot": snapshot.snapshot_id, "schema": snapshot.schema, "model_version": str(row.get("model_version")),
+        "customers": int(row.get("customers") or 0), "published_at": str(row.get("published_at")),
+        "base_snapshot": str(row.get("base_snapshot") or ""),
+    })  # fmt: skip
+
+
+SEGMENTATION_ASSETS = [ingest_export, kmeans_model, score_customers, segment_report, published_snapshot]

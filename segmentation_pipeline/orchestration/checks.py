@@ -1,6 +1,7 @@
 """Asset checks: data quality gates between the stages.
 
-The checks on ``cleaned_customers`` are blocking: when one fails, clustering does not run on bad data.
+The checks on ``cleaned_customers`` are blocking: when one fails, clustering does not run on bad data and the run's
+snapshot is never published. Each check reads what its own run wrote (``WarehouseResource.run_store``).
 """
 
 
@@ -16,8 +17,8 @@ REQUIRED_ANY_OF = ("exp_volume", "actual_volume")
 
 
 @dg.asset_check(asset="cleaned_customers", blocking=True, description="Every customer id appears exactly once.")
-def unique_customer_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    row = warehouse.store().query(
+def unique_customer_ids(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    row = warehouse.run_store(context.run.run_id).query(
         "SELECT count(*) AS n, count(DISTINCT customer_id) AS distinct_ids, count(customer_id) AS non_null "
         "FROM cleaned_customers"
     ).iloc[0]
@@ -30,8 +31,10 @@ def unique_customer_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="cleaned_customers", blocking=True, description="The columns clustering needs are present.")
-def required_columns_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    columns = set(warehouse.store().query("SELECT * FROM cleaned_customers LIMIT 0").columns)
+def required_columns_present(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    columns = set(warehouse.run_store(context.run.run_id).query("SELECT * FROM cleaned_customers LIMIT 0").columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if not any(c in columns for c in REQUIRED_ANY_OF):
         missing.append(" or ".join(REQUIRED_ANY_OF))
@@ -43,8 +46,8 @@ def required_columns_present(warehouse: WarehouseResource) -> dg.AssetCheckResul
     blocking=True,
     description=f"Volumes and counts are non-negative; ages lie between 0 and {MAX_AGE_YEARS}.",
 )
-def values_in_range(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    store = warehouse.store()
+def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    store = warehouse.run_store(context.run.run_id)
     columns = set(store.query("SELECT * FROM cleaned_customers LIMIT 0").columns)
     violations: dict[str, int] = {}
     for column in NON_NEGATIVE_COLUMNS:
@@ -60,9 +63,11 @@ def values_in_range(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="kmeans_model", description="Warns when the newest model's silhouette is below the floor.")
-def silhouette_above_floor(warehouse: WarehouseResource, segmentation: SegmentationSettings) -> dg.AssetCheckResult:
+def silhouette_above_floor(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.AssetCheckResult:
     floor = segmentation.settings().silhouette_floor
-    row = warehouse.store().query(
+    row = warehouse.run_store(context.run.run_id).query(
         "SELECT model_version, silhouette FROM kmeans_model ORDER BY created_at DESC LIMIT 1"
     ).iloc[0]
     silhouette = float(row["silhouette"])

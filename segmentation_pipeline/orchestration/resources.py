@@ -8,7 +8,7 @@ from pydantic import Field, create_model
 from pydantic.fields import FieldInfo
 
 from segmentation_pipeline.config import PipelineSettings
-from segmentation_pipeline.warehouse import Warehouse
+from segmentation_pipeline.warehouse import Warehouse, snapshots
 
 
 class WarehouseResource(DuckDBResource):
@@ -16,7 +16,13 @@ class WarehouseResource(DuckDBResource):
     pipeline's own assets go through :meth:`store`, which adds atomic multi-table writes and lineage."""
 
     def store(self) -> Warehouse:
+        """The warehouse as readers see it: the published snapshot under the public names."""
         return Warehouse(Path(self.database))
+
+    def run_store(self, run_id: str) -> Warehouse:
+        """The warehouse as a run sees it while it works: its own snapshot first, then what is published (for
+        asset checks, which read what their run wrote)."""
+        return Warehouse(Path(self.database), search_path=(snapshots.schema_for(run_id), "main"))
 
 
 def _launchpad_field(field: FieldInfo) -> tuple[object, FieldInfo]:

@@ -425,11 +425,10 @@ def build_segment_report(
     return build_report(load_report_data(warehouse, run_id), max_scatter_points=max_scatter_points)
 
 
-def write_report_files(artifacts: ReportArtifacts, reports_dir: Path, run_id: str | None = None) -> tuple[Path, Path]:
-    """Write ``segment_report_<run_id>.html`` and ``latest.html`` into ``reports_dir`` (atomically each)."""
+def write_report_files(artifacts: ReportArtifacts, reports_dir: Path, run_id: str | None = None) -> Path:
+    """Write ``segment_report_<run_id>.html`` into ``reports_dir`` (atomically). ``latest.html`` becomes it only
+    when the run's snapshot is published (``warehouse.snapshots.sync_latest_report``)."""
     name = f"segment_report_{run_id or artifacts.run_id or artifacts.model_version}.html"
-    run_file = write_html(artifacts.html, Path(reports_dir) / name)
-    latest = write_html(artifacts.html, Path(reports_dir) / LATEST_NAME)
-    return run_file, latest
+    return write_html(artifacts.html, Path(reports_dir) / name)
 
 

@@ -17,11 +17,14 @@ MODEL_TABLE = "kmeans_model"
 def served_version(connection: duckdb.DuckDBPyConnection) -> str | None:
     """The version the pipeline and the API use: the registry's active one; the newest model only when the
     warehouse predates the registry. None when there is no such version."""
-    tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    tables = {row[0] for row in connection.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}  # fmt: skip
     if REGISTRY_TABLE in tables:
         return active_in(connection)
     if MODEL_TABLE in tables:
-        row = connection.execute(f"SELECT model_version FROM {MODEL_TABLE} ORDER BY created_at DESC LIMIT 1").fetchone()
+        row = connection.execute(
+            f"SELECT model_version FROM main.{MODEL_TABLE} ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
         return None if row is None else str(row[0])
     return None
 
@@ -30,7 +33,7 @@ def load_model(warehouse: Warehouse, version: str | None = None) -> Segmentation
     """The model of that version, or (version None) the served one (see :func:`served_version`).
     Raises LookupError when there is none, ``ModelContractError`` when this code cannot score it as it was fitted
     (another feature contract, or its stored sample scores differently)."""
-    tables = warehouse.table_names()
+    tables = warehouse.table_names() | Warehouse(warehouse.path).table_names()
     if MODEL_TABLE not in tables:
         raise LookupError(f"no model in {warehouse.path}: run the pipeline first (segmentation run)")
     with warehouse.connect(read_only=True) as connection:  # one connection: the active id and its blob agree
@@ -41,9 +44,18 @@ def load_model(warehouse: Warehouse, version: str | None = None) -> Segmentation
                     f"no active model in {warehouse.path}: no version passed the quality checks; "
                     "see `segmentation models list` and `segmentation models promote VERSION`"
                 )
-        row = connection.execute(
-            f"SELECT model_blob FROM {MODEL_TABLE} WHERE model_version = ? ORDER BY created_at DESC LIMIT 1", [version]
-        ).fetchone()
+        row = None
+        # A run's own snapshot holds its candidate; the published history is main's table.
+        for table in (MODEL_TABLE, f"main.{MODEL_TABLE}"):
+            try:
+                row = connection.execute(
+                    f"SELECT model_blob FROM {table} WHERE model_version = ? ORDER BY created_at DESC LIMIT 1",
+                    [version],
+                ).fetchone()
+            except duckdb.CatalogException:
+                row = None
+            if row is not None:
+                break
     if row is None:
         raise LookupError(f"no model version {version!r} in {warehouse.path}")
     return SegmentationModel.from_bytes(row[0])  # plain arrays and JSON: reading it runs no code

@@ -148,6 +148,20 @@ class ModelVersion:
             previous_version=previous_version,
         )
 
+    def to_json(self) -> str:
+        """The entry as JSON (how a run stages it until its snapshot is published)."""
+        fields_ = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "quality"}
+        fields_["created_at"] = self.created_at.isoformat()
+        fields_["quality"] = {"passed": self.quality.passed, "reasons": self.quality.reasons}
+        return json.dumps(fields_, default=str, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelVersion:
+        data = json.loads(text)
+        quality = data.pop("quality")
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return cls(quality=QualityResult(passed=quality["passed"], reasons=list(quality["reasons"])), **data)
+
     def row(self, status: str) -> list[object]:
         return [
             self.model_version,

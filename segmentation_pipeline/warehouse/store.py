@@ -10,6 +10,7 @@ Design rules:
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -42,6 +43,27 @@ class WarehouseBusy(RuntimeError):
     """The warehouse file stayed locked by another process for longer than the retry budget."""
 
 
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be opened at all (a directory, a read-only folder, no space): said at once."""
+
+
+# DuckDB's messages for problems no amount of waiting fixes (a lock conflict is the only one worth retrying).
+_PERMANENT = (
+    ("Is a directory", "is a directory, not a DuckDB file"),
+    ("Permission denied", "permission denied (is the folder read-only?)"),
+    ("Read-only file system", "is on a read-only file system"),
+    ("No space left on device", "no space left on the device"),
+    ("File too large", "the file may not grow (file-size limit)"),
+    ("not a valid DuckDB database file", "is not a DuckDB database file"),
+)
+
+
+def unavailable_reason(error: BaseException) -> str | None:
+    """The plain reason a DuckDB error is permanent, or None when it may be a passing lock."""
+    text = str(error)
+    return next((reason for needle, reason in _PERMANENT if needle in text), None)
+
+
 @dataclass
 class LineageRecord:
     run_id: str
@@ -60,18 +82,37 @@ class Warehouse:
 
     path: Path
     retry_seconds: float = 30.0
+    schema: str | None = None  # where this store writes (a run's snapshot); None: main
+    search_path: tuple[str, ...] = ()  # where unqualified names are looked up, in order; () = main
     _tables_ready: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        if self.schema:
+            _check_identifier(self.schema)
+        for name in self.search_path:
+            _check_identifier(name)
+
+    def check_usable(self) -> None:
+        """Say at once, in one line, why the warehouse cannot be written (a directory, a read-only folder)."""
+        if self.path.is_dir():
+            raise WarehouseUnavailable(f"warehouse {self.path} is a directory, not a DuckDB file")
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            raise WarehouseUnavailable(f"warehouse folder {folder} is not writable")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise WarehouseUnavailable(f"warehouse {self.path} is read-only")
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection, retried with jittered backoff while another process holds the file."""
         if not read_only:
+            self.check_usable()
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():  # not a lock: nothing to wait for
             raise FileNotFoundError(f"no warehouse at {self.path}: run the pipeline first (segmentation run)")
+        elif self.path.is_dir():
+            raise WarehouseUnavailable(f"warehouse {self.path} is a directory, not a DuckDB file")
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.02
         while True:
@@ -79,21 +120,36 @@ class Warehouse:
                 connection = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as error:
+                reason = unavailable_reason(error)
+                if reason is not None:
+                    raise WarehouseUnavailable(f"warehouse {self.path}: {reason}") from None
                 if time.monotonic() >= deadline:
-                    raise WarehouseBusy(f"warehouse {self.path} is locked by another process: {error}") from error
+                    raise WarehouseBusy(
+                        f"warehouse {self.path} stayed locked by another process for {self.retry_seconds:.0f} s "
+                        "(a run or an open connection); try again when it is done"
+                    ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
         try:
+            if self.search_path:
+                connection.execute(f"SET search_path = '{','.join(self.search_path)}'")
+            if self.schema and not read_only:
+                connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             yield connection
         finally:
             connection.close()
+
+    def qualified(self, name: str) -> str:
+        """A table name in this store's schema (quoted)."""
+        _check_identifier(name)
+        return f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def _ensure_tables(self, connection: duckdb.DuckDBPyConnection) -> None:
         if not self._tables_ready:
-            connection.execute(LINEAGE_DDL)
+            connection.execute(LINEAGE_DDL.replace("lineage (", f"{self.qualified('lineage')} (", 1))
             self._tables_ready = True
 
     # -- writing --
@@ -115,16 +171,14 @@ class Warehouse:
             connection.execute("BEGIN TRANSACTION")
             try:
                 for name, frame in tables.items():
+                    target = self.qualified(name)
                     connection.register("_incoming", frame)
                     if name in append:
-                        connection.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
-                        existing = {row[0] for row in connection.execute(f'DESCRIBE "{name}"').fetchall()}
-                        for column, dtype, *_ in connection.execute("DESCRIBE _incoming").fetchall():
-                            if column not in existing:  # new columns appear in later versions: add, never drop
-                                connection.execute(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {dtype}')
-                        connection.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
+                        connection.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _incoming LIMIT 0")
+                        add_missing_columns(connection, target, "_incoming")
+                        connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _incoming")
                     else:
-                        connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+                        connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _incoming")
                     connection.unregister("_incoming")
                 if also is not None:
                     also(connection)
@@ -132,7 +186,7 @@ class Warehouse:
                 for record in records:
                     record.ended_at = datetime.now().astimezone()
                     connection.execute(
-                        "INSERT INTO lineage VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT INTO {self.qualified('lineage')} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             record.run_id,
                             record.asset_key,
@@ -151,10 +205,16 @@ class Warehouse:
 
     # -- reading --
     def table_names(self) -> set[str]:
+        """Tables and views this store reads (in its search path; main when it has none)."""
         if not self.exists():
             return set()
+        schemas = list(self.search_path or ("main",))
         with self.connect(read_only=True) as connection:
-            return {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            rows = connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema IN "
+                f"({', '.join('?' * len(schemas))})", schemas
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def read_table(self, name: str, *, where: str | None = None, params: Sequence[object] = ()) -> pd.DataFrame:
         _check_identifier(name)
@@ -165,6 +225,14 @@ class Warehouse:
     def query(self, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
         with self.connect(read_only=True) as connection:
             return connection.execute(sql, list(params)).df()
+
+
+def add_missing_columns(connection: duckdb.DuckDBPyConnection, target: str, source: str) -> None:
+    """Columns of ``source`` that ``target`` lacks are added to it (later versions add columns, never drop)."""
+    existing = {row[0] for row in connection.execute(f"DESCRIBE {target}").fetchall()}
+    for column, dtype, *_ in connection.execute(f"DESCRIBE {source}").fetchall():
+        if column not in existing:
+            connection.execute(f'ALTER TABLE {target} ADD COLUMN "{column}" {dtype}')
 
 
 def _check_identifier(name: str) -> None:
