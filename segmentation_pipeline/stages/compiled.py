@@ -59,7 +59,8 @@ class ReasonTable:
         size = self.per_customer
         if size == 0:
             return [[] for _ in range(self.n)]
-        return [flat[start : start + size] for start in range(0, len(flat), size)]
+        groups = [iter(flat)] * size  # the same iterator `size` times: zip takes consecutive entries
+        return [list(group) for group in zip(*groups, strict=True)]
 
     def dicts(self) -> list[list[dict[str, object]]]:
         flat = [
