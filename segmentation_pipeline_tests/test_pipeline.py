@@ -23,7 +23,10 @@ ASSET_KEYS = [
     "pca_embedding",
     "kmeans_model",
     "cluster_assignments",
+    "rating_reasons",
+    "segment_profiles",
     "segment_report",
+    "published_snapshot",
 ]
 
 
@@ -72,8 +75,9 @@ def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
     _, database = materialised
     _, labels = workbook
     with duckdb.connect(str(database), read_only=True) as connection:
-        tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        assert set(ASSET_KEYS) | {"lineage"} <= tables
+        tables = {row[0] for row in connection.execute(  # public names are views on the published snapshot
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}  # fmt: skip
+        assert (set(ASSET_KEYS) - {"published_snapshot"}) | {"lineage", "snapshots", "rating_history"} <= tables
         count = dict(connection.execute(
             "SELECT 'raw', count(*) FROM raw_workbook UNION ALL SELECT 'clean', count(*) FROM cleaned_customers "
             "UNION ALL SELECT 'features', count(*) FROM customer_features UNION ALL SELECT 'pca', count(*) "
@@ -91,7 +95,7 @@ def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
         assert {"customer_id", "cluster", "risk_tier", "distance_to_centroid", "pc1", "pc2", "model_version",
                 "run_id"} <= set(assignment_columns)  # fmt: skip
         lineage = connection.execute("SELECT asset_key, row_count, input_file_sha256 FROM lineage").df()
-        assert set(ASSET_KEYS) <= set(lineage["asset_key"])
+        assert set(ASSET_KEYS) - {"published_snapshot"} <= set(lineage["asset_key"])  # publishing writes no table
         assert lineage["input_file_sha256"].nunique() == 1
         report = connection.execute("SELECT path FROM segment_report").fetchone()[0]
     html = Path(report).read_text(encoding="utf-8")
@@ -119,7 +123,8 @@ def test_cli_run_recovers_planted_groups(workbook, tmp_path: Path, capsys: pytes
     out = captured.out
     assert "customers:       2500" in out and "silhouette:" in out and "report:" in out
     # Progress on stderr: one short line per finished step (asset or check), nothing of Dagster's DEBUG stream.
-    done = [line.split()[0] for line in captured.err.splitlines() if line.startswith("  ") and line.endswith(" done")]
+    done = [name for line in captured.err.splitlines() if line.startswith("  ") and line.endswith(" done")
+            for name in line.removesuffix(" done").strip().split(" + ")]  # fmt: skip
     assert set(ASSET_KEYS) <= set(done) and len(done) == len(set(done))
     assert "DEBUG" not in captured.err and "STEP_SUCCESS" not in captured.err
     with duckdb.connect(str(database), read_only=True) as connection:
@@ -143,7 +148,7 @@ def test_cli_bad_file_one_line_no_traceback_and_warehouse_intact(materialised, t
     )
     assert process.returncode != 0
     assert "Traceback" not in process.stderr + process.stdout and "Stack Trace" not in process.stderr
-    assert "  raw_workbook           FAILED" in process.stderr.splitlines()
+    assert "  raw_workbook + cleaned_customers FAILED" in process.stderr.splitlines()
     error_lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "broken.xlsx" in error_lines[0]
     with duckdb.connect(str(database), read_only=True) as connection:

@@ -123,7 +123,9 @@ def test_no_active_model_fails_the_run_with_a_clear_reason(tmp_path: Path) -> No
     assert not result.success
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == ["cluster_assignments"]
-    assert "no active model" in failures[0].step_failure_data.user_failure_data.description
-    assert registry.list_versions(Warehouse(db))["status"].tolist() == ["rejected"]
-    with pytest.raises(LookupError, match="no active model"):
+    reason = failures[0].step_failure_data.user_failure_data.description
+    assert "no active model" in reason and "did not pass the quality gate" in reason and "silhouette" in reason
+    # The run failed, so nothing of it was published: not even the rejected version enters the registry.
+    assert registry.list_versions(Warehouse(db)).empty
+    with pytest.raises(LookupError, match="no model"):
         load_model(Warehouse(db))

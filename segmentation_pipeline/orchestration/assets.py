@@ -316,6 +316,9 @@ def kmeans_model(
 # --- scoring: one pass of the compiled scorer ----------------------------------------------------------------------
 
 
+SCORED_ASSETS = ("customer_features", "pca_embedding", "cluster_assignments", "rating_reasons", "segment_profiles")
+
+
 def _scoring_version(store: Warehouse) -> str | None:
     """The model this run scores with: its own candidate when it passed the quality gate, else the active one."""
     if snapshots.CANDIDATE_TABLE in store.table_names():
@@ -323,6 +326,15 @@ def _scoring_version(store: Warehouse) -> str | None:
         if len(row) and bool(row["activate"].iloc[0]):
             return str(row["model_version"].iloc[0])
     return None  # load_model: the registry's active version
+
+
+def _candidate_note(store: Warehouse) -> str:
+    """Why this run's own model is not used, for a failure message."""
+    if snapshots.CANDIDATE_TABLE not in store.table_names():
+        return ""
+    row = store.query(f"SELECT model_version, entry FROM {snapshots.CANDIDATE_TABLE}").iloc[0]
+    entry = registry.ModelVersion.from_json(str(row["entry"]))
+    return f" (the model this run fitted, {row['model_version']}, did not pass the quality gate: {entry.quality.notes})"
 
 
 def _reason_rows(model: object, scored: object) -> pd.DataFrame:
@@ -350,6 +362,11 @@ def _reason_rows(model: object, scored: object) -> pd.DataFrame:
               "centroid, pc1/pc2, model version and run id, computed with the ACTIVE model of the registry by the "
               "same compiled scorer the API uses. Customers whose tier changed are appended to tier_migrations.",
               ["kmeans_model", "cleaned_customers"], {"duckdb"}),
+        _spec("rating_reasons", "Every customer's top reasons (indicator, the customer's value, the segment's and "
+              "the population's typical value, contribution to the score), rank 1 the most telling for its tier.",
+              ["kmeans_model", "cleaned_customers"], {"duckdb"}),
+        _spec("segment_profiles", "Per cluster of the model that made the assignments: tier, risk score, every "
+              "term of the score and the typical (median) value of every indicator.", ["kmeans_model"], {"duckdb"}),
     ],  # fmt: skip
     pool=WAREHOUSE_POOL,
 )
@@ -360,7 +377,7 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     try:
         model = load_model(store, _scoring_version(store))
     except (LookupError, ModelContractError) as error:
-        raise _failure(str(error)) from None
+        raise _failure(f"{error}{_candidate_note(store)}") from None
     cleaned = _cleaned(store)
     scored = model.scorer.score(CustomerBatch.from_frame(cleaned), keep_features=True)
     ids = cleaned[schema.ID_COLUMN].to_numpy()
@@ -381,7 +398,7 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     if previous is not None:
         tables["tier_migrations"] = tier_migrations(previous, assignments, run_id=context.run_id)
     upstream = ["kmeans_model", "cleaned_customers"]
-    lineage = {name: (upstream, len(ids)) for name in ("customer_features", "pca_embedding", "cluster_assignments")}
+    lineage = {name: (upstream, len(tables[name])) for name in SCORED_ASSETS}
     write_assets(context, store, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
                  append=("tier_migrations",))  # fmt: skip
     newest = registry.list_versions(warehouse.store()).head(1)
@@ -406,6 +423,10 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         tier_counts=dg.MetadataValue.json({k: int(v) for k, v in tier_counts.items()}),
         tier_migrations=0 if migrations is None else len(migrations),
         tier_moves=dg.MetadataValue.json({str(k): int(v) for k, v in dict(moves).items()})))  # fmt: skip
+    yield dg.MaterializeResult(asset_key="rating_reasons",
+                               metadata=table_metadata(reasons, model_version=model.version))  # fmt: skip
+    yield dg.MaterializeResult(asset_key="segment_profiles", metadata=table_metadata(
+        tables["segment_profiles"], model_version=model.version))  # fmt: skip
 
 
 @dg.asset(

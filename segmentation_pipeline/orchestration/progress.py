@@ -14,14 +14,24 @@ def _line(step: str, text: str) -> None:
     print(f"  {step:<22} {text}", file=sys.stderr, flush=True)
 
 
+def _step_label(step_key: str) -> str:
+    """A step as the assets it writes ("raw_workbook + cleaned_customers"); a check step by its own name."""
+    from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
+
+    for assets in SEGMENTATION_ASSETS:
+        if assets.op.name == step_key:
+            return " + ".join(key.to_user_string() for key in assets.keys)
+    return step_key
+
+
 @dg.success_hook(name="terminal_step_done")
 def step_done(context: dg.HookContext) -> None:
-    _line(context.step_key, "done")
+    _line(_step_label(context.step_key), "done")
 
 
 @dg.failure_hook(name="terminal_step_failed")
 def step_failed(context: dg.HookContext) -> None:
-    _line(context.step_key, "FAILED")
+    _line(_step_label(context.step_key), "FAILED")
 
 
 PROGRESS_HOOKS = {step_done, step_failed}
