@@ -34,7 +34,8 @@ def published_state(warehouse: Path) -> dict[str, str]:
             state[name] = f"{row[0]}:{row[1]}"
         published = []
         if "snapshots" in names:
-            published = connection.execute("SELECT snapshot_id FROM main.snapshots WHERE status = 'published'").fetchall()
+            published = connection.execute(
+                "SELECT snapshot_id FROM main.snapshots WHERE status = 'published'").fetchall()  # fmt: skip
         state["published"] = ",".join(sorted(r[0] for r in published))
     latest = warehouse.parent / "reports" / "latest.html"
     state["latest.html"] = hashlib.sha256(latest.read_bytes()).hexdigest() if latest.exists() else "absent"
