@@ -30,12 +30,12 @@ class RunSummary:
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step's reason, else the failed blocking check: the one line an analyst should read."""
+    """The failed blocking check's sentence, else the first failed step's reason: the one line to read."""
     for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
+        if not evaluation.passed and evaluation.blocking:
             asset = evaluation.asset_key.to_user_string()
-            check_failure = f"data quality check {evaluation.check_name} on {asset} failed"
-            return step_failure_reason(result.all_events, check_failure)
+            reason = f"data quality check {evaluation.check_name} on {asset} failed"
+            return f"{reason}: {evaluation.description}" if evaluation.description else reason
     return step_failure_reason(result.all_events)
 
 

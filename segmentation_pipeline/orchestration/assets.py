@@ -35,7 +35,7 @@ from segmentation_pipeline.stages.model import ModelContractError, fit_model
 from segmentation_pipeline.stages.stability import population_profile, stability_report, tier_migrations
 from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry, snapshots
 from segmentation_pipeline.warehouse.models import load_model, model_table_row
-from segmentation_pipeline.warehouse.store import WarehouseUnavailable
+from segmentation_pipeline.warehouse.store import WarehouseBusy, WarehouseUnavailable
 
 GROUP = "segmentation"
 LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
@@ -58,7 +58,10 @@ def run_snapshot(
 ) -> tuple[snapshots.Snapshot, Warehouse]:
     """The run's snapshot and the warehouse as the run sees it (its own tables first, then its base's, then the
     published ones). The first step of a run creates it: ``rebuild`` when that step ingests a file."""
-    snapshot = snapshots.begin(warehouse.store(), context.run_id, rebuild=rebuild)
+    try:
+        snapshot = snapshots.begin(warehouse.store(), context.run_id, rebuild=rebuild)
+    except (WarehouseUnavailable, WarehouseBusy) as error:
+        raise _failure(str(error)) from None
     return snapshot, snapshot.store(Path(warehouse.database))
 
 
@@ -80,7 +83,10 @@ def write_assets(
                       code_version=__version__, started_at=started_at, row_count=rows)  # fmt: skip
         for asset, (upstream, rows) in lineage.items()
     ]
-    store.write_tables(tables, lineage=records, append=append, also=also)
+    try:
+        store.write_tables(tables, lineage=records, append=append, also=also)
+    except (WarehouseUnavailable, WarehouseBusy) as error:
+        raise _failure(str(error)) from None
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------------
@@ -481,7 +487,7 @@ def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     report = reports / f"segment_report_{context.run_id}.html"
     try:
         row = snapshots.publish(warehouse.store(), snapshot, report_path=report if report.exists() else None)
-    except snapshots.PublicationError as error:
+    except (snapshots.PublicationError, WarehouseUnavailable, WarehouseBusy) as error:
         raise _failure(str(error)) from None
     snapshots.sync_latest_report(warehouse.store(), reports / LATEST_NAME)
     return dg.MaterializeResult(metadata={

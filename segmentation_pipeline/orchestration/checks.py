@@ -26,6 +26,7 @@ def unique_customer_ids(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     missing = int(row["n"] - row["non_null"])
     return dg.AssetCheckResult(
         passed=duplicates == 0 and missing == 0,
+        description=f"{duplicates} customer ids appear twice and {missing} are missing in cleaned_customers",
         metadata={"duplicate_ids": duplicates, "missing_ids": missing, "rows": int(row["n"])},
     )
 
@@ -38,7 +39,15 @@ def required_columns_present(
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if not any(c in columns for c in REQUIRED_ANY_OF):
         missing.append(" or ".join(REQUIRED_ANY_OF))
-    return dg.AssetCheckResult(passed=not missing, metadata={"missing": missing, "columns": sorted(columns)})
+    described = (
+        f"cleaned_customers has no {' and no '.join(missing)} column (absent from the export, or dropped as empty "
+        "or constant: see ingestion_report.columns_dropped)"
+    )
+    return dg.AssetCheckResult(
+        passed=not missing,
+        description=described if missing else "the columns clustering needs are there",
+        metadata={"missing": missing, "columns": sorted(columns)},
+    )
 
 
 @dg.asset_check(
@@ -59,7 +68,9 @@ def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: Warehouse
             store.query(f"SELECT count(*) FROM cleaned_customers WHERE age < 0 OR age > {MAX_AGE_YEARS}").iloc[0, 0]
         )
     bad = {column: n for column, n in violations.items() if n}
-    return dg.AssetCheckResult(passed=not bad, metadata={"violations": bad, "columns_checked": sorted(violations)})
+    described = ", ".join(f"{n} customers with {column} out of range" for column, n in bad.items())
+    return dg.AssetCheckResult(passed=not bad, description=described or "every value in range",
+                               metadata={"violations": bad, "columns_checked": sorted(violations)})  # fmt: skip
 
 
 @dg.asset_check(asset="kmeans_model", description="Warns when the newest model's silhouette is below the floor.")

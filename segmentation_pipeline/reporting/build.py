@@ -4,6 +4,7 @@ asset and ``segmentation report`` call."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -359,6 +360,30 @@ def _about_section(data: ReportData) -> Section:
                    [f'<dl class="meta">{meta}</dl>'])
 
 
+def _left_out(segmented: pd.DataFrame, columns: list[str]) -> str | None:
+    """Why a chart of ``columns`` cannot be drawn from this export (absent or carrying one value), else None."""
+    for column in columns:
+        if column not in segmented.columns:
+            return f"{column} is not in this export's cleaned data (absent, or dropped as empty or constant)."
+        values = segmented[column].dropna()
+        if column == "subscribed_channels":
+            values = values.map(lambda v: tuple(v) if v is not None and not isinstance(v, str) else v)
+        if values.nunique() <= 1:
+            shown = "no value" if values.empty else f"the same value ({escape(str(values.iloc[0]))})"
+            return f"Every customer has {shown} in {column}: there is nothing to compare, the chart is left out."
+    return None
+
+
+def _chart(segmented: pd.DataFrame, columns: list[str], label: str, build: Callable[[pd.DataFrame], object]) -> object:
+    """A figure, or a note saying why it is left out: a column the export lacks never fails the report."""
+    note = _left_out(segmented, columns)
+    return build(segmented) if note is None else f'<p class="note">{escape(label.capitalize())}: {note}</p>'
+
+
+def _treemap(segmented: pd.DataFrame, columns: list[str], title: str) -> object:
+    return _chart(segmented, columns, title, lambda frame: figures.treemap_figure(frame, columns, title))
+
+
 def build_report(data: ReportData, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS,
                  outlier_settings: OutlierSettings | None = None) -> ReportArtifacts:  # fmt: skip
     """The report from already-loaded data (what :func:`build_segment_report` does after reading)."""
@@ -381,14 +406,15 @@ def build_report(data: ReportData, *, max_scatter_points: int | None = figures.M
                 "median and interquartile range (money is skewed: a few large customers pull the mean up).",
                 [figures.numeric_bars_figure(segmented), figures.numeric_lines_figure(segmented)]),
         Section("flags", "Risk flags and gender by tier", "Share of each tier carrying each AML flag, and the gender "
-                "mix of each tier.", [figures.flags_figure(segmented), figures.gender_figure(segmented)]),
+                "mix of each tier.", [figures.flags_figure(segmented),
+                                      _chart(segmented, ["gender"], "gender", figures.gender_figure)]),
         Section("categories", "Categorical profiles by tier", "Each rectangle is a group of customers sized by "
                 "count; click a tier to zoom in. Channels are the customer's combination of subscribed channels, so "
                 "each customer counts once.",
-                [[figures.treemap_figure(segmented, ["subscribed_channels"], "Subscribed channels by tier"),
-                  figures.treemap_figure(segmented, ["account_type"], "Account type by tier")],
-                 [figures.treemap_figure(segmented, ["occupation"], "Occupation / source of income by tier"),
-                  figures.treemap_figure(segmented, ["province", "city"], "Province → city by tier")]]),
+                [[_treemap(segmented, ["subscribed_channels"], "Subscribed channels by tier"),
+                  _treemap(segmented, ["account_type"], "Account type by tier")],
+                 [_treemap(segmented, ["occupation"], "Occupation / source of income by tier"),
+                  _treemap(segmented, ["province", "city"], "Province → city by tier")]]),
         Section("profiles", "Cluster profiles", "How each cluster differs from the average customer, in standard "
                 "deviations (money and counts on a log scale), then each cluster's mean / std / min / max in natural "
                 "units.", [figures.cluster_heatmap_figure(segmented), _profile_scores_table(data.profiles),

@@ -94,7 +94,8 @@ class Section:
 def count_figures(sections: Sequence[Section]) -> int:
     """How many figure divs the sections render (ids figure-0 ... figure-(n-1))."""
     blocks = [block for section in sections for block in section.blocks]
-    return sum(len(block) if isinstance(block, list) else isinstance(block, go.Figure) for block in blocks)
+    return sum(sum(isinstance(item, go.Figure) for item in block) if isinstance(block, list)
+               else isinstance(block, go.Figure) for block in blocks)  # fmt: skip
 
 
 def escape(value: object) -> str:
@@ -201,6 +202,9 @@ def render_report(title: str, subtitle: str, sections: Sequence[Section], footer
             row = block if isinstance(block, list) else [block]
             divs = []
             for figure in row:
+                if isinstance(figure, str):  # a note standing in for a chart the data cannot draw
+                    divs.append(f'<div class="figure">{figure}</div>')
+                    continue
                 div = figure_html(figure, f"figure-{figure_count}", with_plotlyjs=figure_count == 0)
                 divs.append(f'<div class="figure">{div}</div>')
                 figure_count += 1

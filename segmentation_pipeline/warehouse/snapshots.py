@@ -17,6 +17,7 @@ History: when a snapshot is published, its ratings and reasons are appended to `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -26,7 +27,12 @@ from pathlib import Path
 import duckdb
 
 from segmentation_pipeline.warehouse import registry
-from segmentation_pipeline.warehouse.store import Warehouse, add_missing_columns
+from segmentation_pipeline.warehouse.store import (
+    Warehouse,
+    WarehouseUnavailable,
+    add_missing_columns,
+    unavailable_reason,
+)
 
 # Public names: one view each, on the published snapshot's table.
 PUBLIC_TABLES: tuple[str, ...] = (
@@ -222,8 +228,12 @@ def publish(
                 "population_typical, contribution FROM main.rating_reasons", [snapshot.snapshot_id],
             )  # fmt: skip
             connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
+        except BaseException as error:
+            with contextlib.suppress(duckdb.Error):
+                connection.execute("ROLLBACK")
+            reason = unavailable_reason(error) if isinstance(error, duckdb.Error | OSError) else None
+            if reason is not None:
+                raise WarehouseUnavailable(f"warehouse {main.path}: {reason}; nothing was published") from None
             raise
         published_row = published(connection)
     apply_retention(main, keep_snapshots=keep_snapshots, history_days=history_days)

@@ -10,6 +10,7 @@ Design rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -58,6 +59,17 @@ _PERMANENT = (
 )
 
 
+LOCK_WAIT_ENV = "SEGMENTATION_LOCK_WAIT"
+
+
+def lock_wait_seconds() -> float:
+    """How long a connection waits for another process to release the file: $SEGMENTATION_LOCK_WAIT, else 30 s."""
+    try:
+        return float(os.environ.get(LOCK_WAIT_ENV) or 30.0)
+    except ValueError:
+        return 30.0
+
+
 def unavailable_reason(error: BaseException) -> str | None:
     """The plain reason a DuckDB error is permanent, or None when it may be a passing lock."""
     text = str(error)
@@ -81,7 +93,7 @@ class Warehouse:
     """A DuckDB warehouse file. Cheap to construct; holds no connection between calls."""
 
     path: Path
-    retry_seconds: float = 30.0
+    retry_seconds: float = field(default_factory=lambda: lock_wait_seconds())
     schema: str | None = None  # where this store writes (a run's snapshot); None: main
     search_path: tuple[str, ...] = ()  # where unqualified names are looked up, in order; () = main
     _tables_ready: bool = field(default=False, repr=False)
@@ -199,8 +211,12 @@ class Warehouse:
                         ],
                     )
                 connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
+            except BaseException as error:
+                with contextlib.suppress(duckdb.Error):
+                    connection.execute("ROLLBACK")
+                reason = unavailable_reason(error) if isinstance(error, duckdb.Error | OSError) else None
+                if reason is not None:  # a full disk or a file-size limit: one plain line
+                    raise WarehouseUnavailable(f"warehouse {self.path}: {reason}; nothing was changed") from None
                 raise
 
     # -- reading --
