@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def views_point_at_one_snapshot(warehouse: Path) -> set[str]:
         rows = connection.execute(
             "SELECT view_name, sql FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal"
         ).fetchall()
-    return {sql.split('FROM "')[1].split('"')[0] for name, sql in rows if name in PUBLIC_TABLES}
+    return {re.search(r'FROM "?(snapshot_[0-9a-z]+)"?\.', sql).group(1) for name, sql in rows if name in PUBLIC_TABLES}
 
 
 def cli(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:

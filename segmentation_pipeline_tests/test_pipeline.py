@@ -148,7 +148,7 @@ def test_cli_bad_file_one_line_no_traceback_and_warehouse_intact(materialised, t
     )
     assert process.returncode != 0
     assert "Traceback" not in process.stderr + process.stdout and "Stack Trace" not in process.stderr
-    assert "  raw_workbook + cleaned_customers FAILED" in process.stderr.splitlines()
+    assert "  cleaned_customers + raw_workbook FAILED" in process.stderr.splitlines()
     error_lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "broken.xlsx" in error_lines[0]
     with duckdb.connect(str(database), read_only=True) as connection:

@@ -407,12 +407,9 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     lineage = {name: (upstream, len(tables[name])) for name in SCORED_ASSETS}
     write_assets(context, store, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
                  append=("tier_migrations",))  # fmt: skip
-    newest = registry.list_versions(warehouse.store()).head(1)
-    if len(newest) and str(newest["model_version"].iloc[0]) != model.version:
-        context.log.warning(
-            f"newest model {newest['model_version'].iloc[0]} is {newest['status'].iloc[0]}: "
-            f"assignments use the active model {model.version}"
-        )
+    note = _candidate_note(store) if _scoring_version(store) is None else ""
+    if note:
+        context.log.warning(f"assignments use the active model {model.version}{note}")
     migrations = tables.get("tier_migrations")
     moves = {} if migrations is None else (migrations["old_tier"] + " -> " + migrations["new_tier"]).value_counts()
     yield dg.MaterializeResult(asset_key="customer_features", metadata=table_metadata(

@@ -20,7 +20,7 @@ def _step_label(step_key: str) -> str:
 
     for assets in SEGMENTATION_ASSETS:
         if assets.op.name == step_key:
-            return " + ".join(key.to_user_string() for key in assets.keys)
+            return " + ".join(sorted(key.to_user_string() for key in assets.keys))
     return step_key
 
 
