@@ -19,6 +19,7 @@ from segmentation_pipeline.orchestration.sensors import (
     TAG_FILE,
     TAG_PATH,
     TAG_SHA,
+    TAG_STAGED,
     SensorCursor,
     archive_accepted_workbook,
     new_workbook_sensor,
@@ -66,14 +67,36 @@ def test_new_file_runs_once_after_it_settles(incoming: Path) -> None:
     assert len(second.run_requests) == 1
     request = second.run_requests[0]
     assert request.run_key == _sha(path)
-    assert request.run_config == {"ops": {"raw_workbook": {"config": {"path": str(path.resolve())}}}}
-    assert request.tags == {TAG_FILE: "week 1.csv", TAG_SHA: _sha(path), TAG_PATH: str(path.resolve())}
+    # The run reads the content-addressed copy the sensor hashed, not the dropped file (which may change later).
+    staged = (incoming.parent / "staging" / f"{_sha(path)}.csv").resolve()
+    assert staged.read_bytes() == path.read_bytes()
+    assert request.run_config == {"ops": {"raw_workbook": {"config": {"path": str(staged)}}}}
+    assert request.tags == {TAG_FILE: "week 1.csv", TAG_SHA: _sha(path), TAG_PATH: str(path.resolve()),
+                            TAG_STAGED: str(staged)}  # fmt: skip
     assert request.job_name in (None, "segmentation_job")
     # Until its run moves it, the file is not requested again (nor hashed again).
     assert tick().run_requests == [] and tick().run_requests == []
     cursor = json.loads(tick.cursor)
     assert cursor["processed"] == [_sha(path)]
     assert cursor["files"][str(path.resolve())][2] == _sha(path)
+
+
+def test_the_run_reads_what_was_hashed_even_if_the_drop_changes_after(incoming: Path) -> None:
+    """A copy that stalled long enough to look complete, then went on: the first run reads exactly the bytes its
+    tags name, and the completed file is new content with its own run."""
+    path = _small_export(incoming / "stalled.csv", n=80)
+    tick = Ticker()
+    tick()
+    (first,) = tick().run_requests
+    first_bytes = path.read_bytes()
+    with path.open("a") as more:  # the copy resumes after the sensor took the file as complete
+        more.write("9999999,,,,,\n")
+    staged = Path(first.run_config["ops"]["raw_workbook"]["config"]["path"])
+    assert staged.read_bytes() == first_bytes and staged.name.startswith(first.tags[TAG_SHA])
+    tick()
+    (second,) = tick().run_requests
+    assert second.run_key != first.run_key == first.tags[TAG_SHA]
+    assert Path(second.run_config["ops"]["raw_workbook"]["config"]["path"]).read_bytes() == path.read_bytes()
 
 
 def test_half_written_file_waits_until_size_and_mtime_settle(incoming: Path) -> None:

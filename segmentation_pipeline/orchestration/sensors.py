@@ -5,10 +5,11 @@ Life of a file dropped in ``$SEGMENTATION_INCOMING`` (default ``data/incoming/``
 
 1. ``new_workbook_sensor`` sees it (``.xlsx``, ``.csv`` or ``.parquet``; temp names such as ``~$book.xlsx``,
    ``.hidden``, ``*.tmp``, ``*.part``, ``*.crdownload`` are ignored) and remembers its size and mtime in the cursor.
-2. On a later evaluation with the same size and mtime the file is complete: the sensor hashes it (SHA-256) and
-   requests a ``segmentation_job`` run with ``run_key`` = the hash, so the same bytes never run twice, whatever
-   the file is called. A byte-identical copy of content already processed is moved to ``rejected/`` with the
-   reason ``duplicate``.
+2. On a later evaluation with the same size and mtime the file is complete: the sensor copies it into the
+   content-addressed ``staging/`` folder (``<sha256><suffix>``, hashing exactly the bytes it copies) and requests a
+   ``segmentation_job`` run on that copy with ``run_key`` = the hash: the run reads what was hashed, its tags,
+   lineage and the archive agree on one hash, and the same bytes never run twice, whatever the file is called.
+   A byte-identical copy of content already processed is moved to ``rejected/`` with the reason ``duplicate``.
 3. ``archive_accepted_workbook`` moves the file to ``archive/`` when its run succeeds;
    ``reject_failed_workbook`` moves it to ``rejected/`` with ``<name>.reason.txt`` (the run's failure reason)
    when it fails. Both check the hash first: a file replaced by new content meanwhile is left for its own run.
@@ -34,7 +35,7 @@ import dagster as dg
 
 from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.jobs import segmentation_job
-from segmentation_pipeline.stages.ingestion import file_sha256
+from segmentation_pipeline.stages.ingestion import file_sha256, stage_file
 
 INCOMING_ENV = "SEGMENTATION_INCOMING"
 DEFAULT_INCOMING = Path("data") / "incoming"
@@ -43,7 +44,8 @@ TEMP_PREFIXES = ("~$", ".")  # Excel lock files, hidden/partial files of sync to
 TEMP_SUFFIXES = (".tmp", ".part", ".crdownload")
 MAX_PROCESSED = 1000
 TAG_FILE, TAG_SHA, TAG_PATH = "segmentation/file", "segmentation/sha256", "segmentation/path"
-ARCHIVE_DIR, REJECTED_DIR = "archive", "rejected"
+ARCHIVE_DIR, REJECTED_DIR, STAGING_DIR = "archive", "rejected", "staging"
+TAG_STAGED = "segmentation/staged"
 
 
 def incoming_dir() -> Path:
@@ -57,6 +59,10 @@ def archive_dir(incoming: Path) -> Path:
 
 def rejected_dir(incoming: Path) -> Path:
     return incoming.parent / REJECTED_DIR
+
+
+def staging_dir(incoming: Path) -> Path:
+    return incoming.parent / STAGING_DIR
 
 
 def is_candidate(path: Path) -> bool:
@@ -90,8 +96,9 @@ class SensorCursor:
 
 @dataclass(frozen=True)
 class ReadyFile:
-    path: Path
+    path: Path  # the dropped file (archived or rejected when its run ends)
     sha256: str
+    staged: Path | None = None  # the copy the run reads (None for a duplicate: nothing to run)
 
 
 @dataclass
@@ -128,10 +135,10 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
         if len(previous) > 2:
             files[key] = previous  # already submitted: its run will move it
             continue
-        sha = file_sha256(path)
+        staged, sha = stage_file(path, staging_dir(folder))
         after = path.stat()
         if [after.st_size, after.st_mtime_ns] != observed:
-            files[key] = [after.st_size, after.st_mtime_ns]  # written to while hashing
+            files[key] = [after.st_size, after.st_mtime_ns]  # written to while copying: wait, copy again later
             waiting += 1
             continue
         if sha in processed:
@@ -139,17 +146,19 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
             continue
         processed.append(sha)
         files[key] = [*observed, sha]
-        ready.append(ReadyFile(path, sha))
+        ready.append(ReadyFile(path, sha, staged))
     # Files that left the folder drop out of the cursor, which so stays as small as the folder.
     return FolderScan(ready, duplicates, SensorCursor(files=files, processed=processed[-MAX_PROCESSED:]), waiting)
 
 
 def run_request_for(ready: ReadyFile) -> dg.RunRequest:
-    """A segmentation_job run on that file, keyed by its content hash."""
+    """A segmentation_job run on the staged copy of that file, keyed by its content hash."""
+    staged = ready.staged or ready.path
     return dg.RunRequest(
         run_key=ready.sha256,
-        run_config={"ops": {"raw_workbook": {"config": {"path": str(ready.path.resolve())}}}},
-        tags={TAG_FILE: ready.path.name, TAG_SHA: ready.sha256, TAG_PATH: str(ready.path.resolve())},
+        run_config={"ops": {"raw_workbook": {"config": {"path": str(staged.resolve())}}}},
+        tags={TAG_FILE: ready.path.name, TAG_SHA: ready.sha256, TAG_PATH: str(ready.path.resolve()),
+              TAG_STAGED: str(staged.resolve())},  # fmt: skip
     )
 
 

@@ -27,6 +27,7 @@ detection, table assembly) and ``cell_text`` (cell -> text).
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 from segmentation_pipeline.stages.raw_table import HEADER_SCAN_ROWS as HEADER_SCAN_ROWS
@@ -62,6 +63,32 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def stage_file(path: str | Path, staging: str | Path) -> tuple[Path, str]:
+    """Copy a file into the content-addressed folder ``staging`` as ``<sha256><suffix>``, hashing exactly the bytes
+    copied: whoever reads the staged copy reads what was hashed, even if the original changes afterwards. A content
+    already staged is not copied twice. Returns (staged path, sha256)."""
+    source, folder = Path(path), Path(staging)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".staging-", suffix=".part", delete=False) as sink:
+        partial = Path(sink.name)
+        try:
+            with open(source, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+                    sink.write(chunk)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    sha = digest.hexdigest()
+    staged = folder / f"{sha}{source.suffix.lower()}"
+    if staged.exists():
+        partial.unlink(missing_ok=True)
+    else:
+        partial.replace(staged)  # atomic: a staged name always holds a whole file
+    return staged, sha
 
 
 def read_customer_file(
