@@ -79,9 +79,6 @@ def test_two_runs_launched_together_through_the_queue_run_one_after_the_other(
     run_config = {
         "ops": {"raw_workbook": {"config": {"path": str(export)}}},
         "resources": {"segmentation": {"config": FAST}},
-        # Steps in the run's own process (not one process per step): seconds instead of a minute per run. What the
-        # queue and a run-granularity pool decide does not depend on the executor.
-        "execution": {"config": {"in_process": {}}},
     }
     with dagster_dev(team_home, env) as url:
         address = urlsplit(url)

@@ -70,7 +70,7 @@ def test_new_file_runs_once_after_it_settles(incoming: Path) -> None:
     # The run reads the content-addressed copy the sensor hashed, not the dropped file (which may change later).
     staged = (incoming.parent / "staging" / f"{_sha(path)}.csv").resolve()
     assert staged.read_bytes() == path.read_bytes()
-    assert request.run_config == {"ops": {"raw_workbook": {"config": {"path": str(staged)}}}}
+    assert request.run_config == {"ops": {"raw_workbook": {"config": {"path": str(staged), "name": "week 1.csv"}}}}
     assert request.tags == {TAG_FILE: "week 1.csv", TAG_SHA: _sha(path), TAG_PATH: str(path.resolve()),
                             TAG_STAGED: str(staged)}  # fmt: skip
     assert request.job_name in (None, "segmentation_job")

@@ -48,6 +48,7 @@ class RawWorkbookConfig(dg.Config):
 
     path: str | None = None  # None: $SEGMENTATION_INPUT or the bundled sample
     sheet: str | None = None  # None: the sheet that holds the customer table
+    name: str | None = None  # the file's name in messages and lineage (a staged copy: the name it was dropped under)
 
 
 # --- the one place assets write the warehouse ---------------------------------------------------------------------
@@ -181,7 +182,7 @@ def ingest_export(
     reference = _reference_date(segmentation)
     try:
         warehouse.store().check_usable()  # a directory or a read-only folder: said now, not after the whole file
-        raw: RawTable = read_customer_file(path, sheet=config.sheet)
+        raw: RawTable = read_customer_file(path, sheet=config.sheet, name=config.name)
         result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
                                  source_file=raw.source_file)  # fmt: skip
     except IngestionError as error:

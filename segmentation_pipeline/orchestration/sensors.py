@@ -156,7 +156,7 @@ def run_request_for(ready: ReadyFile) -> dg.RunRequest:
     staged = ready.staged or ready.path
     return dg.RunRequest(
         run_key=ready.sha256,
-        run_config={"ops": {"raw_workbook": {"config": {"path": str(staged.resolve())}}}},
+        run_config={"ops": {"raw_workbook": {"config": {"path": str(staged.resolve()), "name": ready.path.name}}}},
         tags={TAG_FILE: ready.path.name, TAG_SHA: ready.sha256, TAG_PATH: str(ready.path.resolve()),
               TAG_STAGED: str(staged.resolve())},  # fmt: skip
     )

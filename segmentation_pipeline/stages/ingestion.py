@@ -97,14 +97,16 @@ def read_customer_file(
     *,
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
     max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    name: str | None = None,
 ) -> RawTable:
     """Read a customer export into a :class:`RawTable` of lossless text, or raise :class:`IngestionError`.
 
     ``sheet`` picks a workbook sheet by name; when None the sheet with a customer id header and the most known
-    headers is used. ``sheet`` is ignored for CSV and Parquet. The zip limits apply to xlsx only.
+    headers is used. ``sheet`` is ignored for CSV and Parquet. The zip limits apply to xlsx only. ``name`` is the
+    file's name in messages and lineage (default: its own; a staged copy passes the name it was dropped under).
     """
     p = Path(path)
-    name = p.name
+    name = name or p.name
     try:
         size = p.stat().st_size
     except FileNotFoundError:
