@@ -9,10 +9,13 @@ import dagster as dg
 
 from segmentation_pipeline.definitions import build_resources, defs
 from segmentation_pipeline.orchestration.failures import step_failure_reason
+from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.progress import PROGRESS_HOOKS
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
+from segmentation_pipeline.stages.ingestion import stage_file
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import served_version
+from segmentation_pipeline.warehouse.store import WarehouseUnavailable
 
 
 @dataclass
@@ -49,7 +52,14 @@ def execute_segmentation_job(
     show_progress: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """segmentation_job of the code location (``defs``, as `dagster dev` runs it) on ``input_path``, writing
-    ``warehouse_path`` with ``settings``. Never raises on a failed run (check ``.success``)."""
+    ``warehouse_path`` with ``settings``. The file is first copied into the content-addressed ``staging/`` folder
+    beside the warehouse and added as a partition of ``exports`` (its key: the start of its SHA-256), as the drop
+    folder's sensor does: the run reads that copy. Never raises on a failed run (check ``.success``); raises
+    OSError when the file cannot be read at all."""
+    staged, sha = stage_file(input_path, Path(warehouse_path).parent / "staging")
+    key = export_key(sha)
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(EXPORTS.name, [key])
     job = defs.resolve_job_def("segmentation_job")
     if show_progress:
         job = job.with_hooks(PROGRESS_HOOKS)
@@ -57,13 +67,13 @@ def execute_segmentation_job(
     if settings is not None:
         resources["segmentation"] = settings
     run_config: dict[str, object] = {
-        "ops": {"raw_workbook": {"config": {"path": str(input_path), "sheet": sheet}}},
+        "ops": {"raw_workbook": {"config": {"path": str(staged), "sheet": sheet, "name": Path(input_path).name}}},
         # Either one short line per step and warning, or Dagster's console logger limited to warnings: its DEBUG
         # stream is for the UI's event log, not for a terminal or a test log.
         "loggers": {"terminal": {}} if show_progress else {"console": {"config": {"log_level": "WARNING"}}},
     }
     return job.execute_in_process(
-        run_config=run_config, resources=resources, instance=instance, raise_on_error=False
+        run_config=run_config, resources=resources, instance=instance, partition_key=key, raise_on_error=False
     )
 
 
@@ -77,9 +87,19 @@ def run_pipeline(
     show_progress: bool = False,
 ) -> RunSummary:
     """Materialise every asset (and its checks) on ``input_path`` into ``warehouse_path``."""
-    result = execute_segmentation_job(
-        input_path, warehouse_path, sheet=sheet, settings=settings, instance=instance, show_progress=show_progress
-    )
+    try:
+        Warehouse(warehouse_path).check_usable()  # before staging a copy beside it: said at once, in one line
+    except WarehouseUnavailable as error:
+        return RunSummary(success=False, run_id="", error=str(error))
+    try:
+        result = execute_segmentation_job(
+            input_path, warehouse_path, sheet=sheet, settings=settings, instance=instance, show_progress=show_progress
+        )
+    except FileNotFoundError:
+        return RunSummary(success=False, run_id="", error=f"{Path(input_path).name}: file not found")
+    except OSError as error:
+        return RunSummary(success=False, run_id="", error=f"{Path(input_path).name}: cannot be read "
+                                                          f"({error.strerror or 'not a readable file'})")  # fmt: skip
     if not result.success:
         return RunSummary(success=False, run_id=result.run_id, error=failure_reason(result))
     return summarise(Warehouse(warehouse_path), result.run_id)

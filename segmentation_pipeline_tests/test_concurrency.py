@@ -22,6 +22,7 @@ from segmentation_pipeline.config import REPO_ROOT, WAREHOUSE_ENV
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS, WAREHOUSE_POOL
 from segmentation_pipeline.orchestration.sensors import INCOMING_ENV
+from segmentation_pipeline.stages.ingestion import file_sha256
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline_tests.automation_helpers import FAST, dagster_dev, materialize_file
@@ -83,7 +84,10 @@ def test_two_runs_launched_together_through_the_queue_run_one_after_the_other(
     with dagster_dev(team_home, env) as url:
         address = urlsplit(url)
         client = DagsterGraphQLClient(address.hostname, port_number=address.port)
-        run_ids = [client.submit_job_execution("segmentation_job", run_config=run_config) for _ in range(2)]
+        key = file_sha256(export)[:16]  # the export's partition, as the sensor adds it
+        team_instance.add_dynamic_partitions("exports", [key])
+        run_ids = [client.submit_job_execution("segmentation_job", run_config=run_config,
+                                               tags={"dagster/partition": key}) for _ in range(2)]  # fmt: skip
         deadline = time.monotonic() + 480
         while time.monotonic() < deadline:
             if all(client.get_run_status(run_id) in FINISHED for run_id in run_ids):

@@ -9,6 +9,7 @@ import duckdb
 import httpx
 import pytest
 
+from segmentation_pipeline.stages.ingestion import file_sha256
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline_tests.automation_helpers import dagster_dev as run_dagster_dev
 
@@ -54,6 +55,19 @@ def test_asset_graph_is_served_with_groups_and_descriptions(dagster_dev) -> None
 def test_run_launched_like_the_ui_materialises_the_warehouse(dagster_dev) -> None:
     url, warehouse, folder = dagster_dev
     workbook = write_export(generate_export(500, seed=8), folder / "ui.xlsx")
+    # As in the UI: the export is a partition of `exports` (added with "Add partition"), then materialised.
+    key = file_sha256(workbook)[:16]
+    added = _graphql(
+        url,
+        """mutation Add($selector: RepositorySelector!, $key: String!) {
+             addDynamicPartition(repositorySelector: $selector, partitionsDefName: "exports", partitionKey: $key) {
+               __typename
+             }
+           }""",
+        {"selector": {"repositoryLocationName": "segmentation_pipeline", "repositoryName": "__repository__"},
+         "key": key},
+    )["addDynamicPartition"]
+    assert added["__typename"] == "AddDynamicPartitionSuccess", added
     launched = _graphql(
         url,
         """mutation Launch($params: ExecutionParams!) {
@@ -70,6 +84,7 @@ def test_run_launched_like_the_ui_materialises_the_warehouse(dagster_dev) -> Non
                              "jobName": "segmentation_job"},  # fmt: skip
                 "runConfigData": {"ops": {"raw_workbook": {"config": {"path": str(workbook)}}},
                                   "resources": {"segmentation": {"config": {"n_init": 2}}}},  # fmt: skip
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
             }
         },
     )["launchRun"]

@@ -54,18 +54,20 @@ def test_schedule_skips_without_data_and_reclusters_the_latest_accepted_data(tmp
     when = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
     with dg.instance_for_test() as instance:
         resources = {"warehouse": WarehouseResource(database=str(db))}
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources)
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources,
+                                            repository_def=defs.get_repository_def())  # fmt: skip
         assert isinstance(schedule.evaluate_tick(context).skip_message, str)  # nothing accepted yet
 
         path = write_export(generate_export(1500, seed=6), tmp_path / "export.csv")
-        assert materialize_file(path, db).success
+        assert materialize_file(path, db, instance=instance).success
         warehouse = Warehouse(db)
         cleaned_run = warehouse.query("SELECT any_value(_run_id) AS r FROM cleaned_customers")["r"].iloc[0]
         first = registry.active_version(warehouse)
 
         (request,) = schedule.evaluate_tick(context).run_requests
         assert request.tags["segmentation/trigger"] == "weekly_reclustering"
-        assert request.run_key == when.isoformat()
+        export = Warehouse(db).query("SELECT export_key FROM snapshots WHERE status = 'published'").iloc[0, 0]
+        assert request.partition_key == export and request.run_key == f"{export}@{when.isoformat()}"
 
         # What the daemon would launch: the code location's reclustering_job with the request's tags, on the same
         # warehouse.
@@ -73,7 +75,8 @@ def test_schedule_skips_without_data_and_reclusters_the_latest_accepted_data(tmp
         job_resources["segmentation"] = settings(random_state=1)
         job = defs.resolve_job_def(schedule.job_name)
         result = job.execute_in_process(
-            tags=request.tags, resources=job_resources, instance=instance, raise_on_error=False
+            tags=request.tags, resources=job_resources, instance=instance, partition_key=request.partition_key,
+            raise_on_error=False,
         )
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

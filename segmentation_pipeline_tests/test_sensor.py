@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from segmentation_pipeline.definitions import build_resources, defs
+from segmentation_pipeline.orchestration.partitions import EXPORTS
 from segmentation_pipeline.orchestration.sensors import (
     INCOMING_ENV,
     MAX_PROCESSED,
@@ -151,9 +152,12 @@ def _run(warehouse: Path, request: dg.RunRequest, instance: dg.DagsterInstance) 
     """What the daemon launches for the request: the code location's segmentation_job, on ``warehouse``."""
     resources = build_resources(str(warehouse))
     resources["segmentation"] = settings()
+    if request.partition_key:  # what the sensor's dynamic_partitions_requests did first
+        instance.add_dynamic_partitions(EXPORTS.name, [request.partition_key])
     return defs.resolve_job_def("segmentation_job").execute_in_process(
-        run_config=request.run_config, tags=request.tags, resources=resources, instance=instance, raise_on_error=False
-    )
+        run_config=request.run_config, tags=request.tags, resources=resources, instance=instance,
+        partition_key=request.partition_key, raise_on_error=False,
+    )  # fmt: skip
 
 
 def _status_context(
@@ -175,7 +179,12 @@ def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: P
         good = write_export(generate_export(1500, seed=8), incoming / "export.csv")
         good_sha = _sha(good)
         tick()
-        (request,) = tick().run_requests
+        second_tick = tick()
+        (request,) = second_tick.run_requests
+        # One dynamic partition of `exports` per accepted export, keyed by the start of its content hash.
+        (added,) = second_tick.dynamic_partitions_requests
+        assert added.partitions_def_name == EXPORTS.name and list(added.partition_keys) == [good_sha[:16]]
+        assert request.partition_key == good_sha[:16]
         result = _run(warehouse, request, instance)
         assert result.success
         assert good.exists()  # nothing moves before the run status sensor says so
@@ -218,7 +227,8 @@ def test_accepted_file_is_archived_duplicates_and_bad_files_rejected(incoming: P
 
         # Runs launched by hand (no file tags) are left alone by both sensors.
         missing = str(bad.parent / "missing.csv")
-        by_hand = dg.RunRequest(run_config={"ops": {"raw_workbook": {"config": {"path": missing}}}})
+        by_hand = dg.RunRequest(run_config={"ops": {"raw_workbook": {"config": {"path": missing}}}},
+                                partition_key="0123456789abcdef")  # fmt: skip
         manual = _run(warehouse, by_hand, instance)
         manual_context = _status_context("reject_failed_workbook", manual, instance).for_run_failure()
         assert isinstance(reject_failed_workbook(manual_context), dg.SkipReason)

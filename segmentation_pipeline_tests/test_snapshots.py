@@ -18,15 +18,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
 
 from segmentation_pipeline.cli import main as cli_main
+from segmentation_pipeline.definitions import build_resources, defs
 from segmentation_pipeline.runner import run_pipeline
+from segmentation_pipeline.stages.ingestion import file_sha256
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse, snapshots
-from segmentation_pipeline_tests.automation_helpers import settings
+from segmentation_pipeline_tests.automation_helpers import materialize_file, settings
 from segmentation_pipeline_tests.conftest import TrainedWarehouse
 from segmentation_pipeline_tests.snapshot_helpers import REPO, published_state, views_point_at_one_snapshot
 
@@ -93,6 +96,7 @@ RUN_CHILD = textwrap.dedent("""
     from pathlib import Path
     from segmentation_pipeline.orchestration.resources import SegmentationSettings
     from segmentation_pipeline.runner import run_pipeline
+from segmentation_pipeline.stages.ingestion import file_sha256
     summary = run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), show_progress=True,
                            settings=SegmentationSettings(n_init=1, reference_date="2026-06-30"))
     print("error: " + summary.error if not summary.success else "ok", file=sys.stderr, flush=True)
@@ -331,3 +335,34 @@ def test_latest_report_follows_publication_after_a_kill_between(warehouse_copy: 
     assert snapshots.sync_latest_report(store, latest) is True
     assert latest.read_bytes() == report.read_bytes()
     assert snapshots.sync_latest_report(store, latest) is False  # already right
+
+
+def test_each_export_is_a_partition_and_rebuilding_one_reads_its_staged_copy(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with dg.instance_for_test() as instance:
+        good = write_export(generate_export(300, seed=51), tmp_path / "good.csv")
+        assert materialize_file(good, warehouse, instance=instance).success
+        key = file_sha256(good)[:16]
+        assert instance.get_dynamic_partitions("exports") == [key]
+        # A bad drop is a partition of its own that fails; the good export stays published.
+        bad = tmp_path / "bad.csv"
+        bad.write_text("CustomerID,ExpVolume\n1,10\n2,20\n")
+        assert not run_pipeline(bad, warehouse, settings=FAST, instance=instance).success
+        bad_key = file_sha256(bad)[:16]
+        assert set(instance.get_dynamic_partitions("exports")) == {key, bad_key}
+        assert snapshots.published_export(Warehouse(warehouse)) == key
+        # Re-materialising the good partition as the UI does (no file named): its staged copy is read again and
+        # a new snapshot of it is published.
+        good.unlink()  # the dropped file is gone (archived); the staged copy is what counts
+        resources = build_resources(str(warehouse))
+        resources["segmentation"] = FAST
+        result = defs.resolve_job_def("segmentation_job").execute_in_process(
+            partition_key=key, resources=resources, instance=instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )  # fmt: skip
+        assert result.success
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        rows = connection.execute("SELECT export_key, status, source_path FROM snapshots WHERE status <> 'failed' "
+                                  "ORDER BY created_at").fetchall()  # fmt: skip
+    assert [(k, status) for k, status, _ in rows] == [(key, "superseded"), (key, "published")]
+    assert Path(rows[-1][2]).parent == tmp_path / "staging" and Path(rows[-1][2]).name.startswith(key)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import default_input_path
+from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, write_report_files
 from segmentation_pipeline.reporting.build import LATEST_NAME
@@ -55,12 +56,15 @@ class RawWorkbookConfig(dg.Config):
 
 
 def run_snapshot(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, *, rebuild: bool = False
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, *, rebuild: bool = False,
+    source_path: Path | None = None,
 ) -> tuple[snapshots.Snapshot, Warehouse]:
     """The run's snapshot and the warehouse as the run sees it (its own tables first, then its base's, then the
     published ones). The first step of a run creates it: ``rebuild`` when that step ingests a file."""
+    key = context.partition_key if context.has_partition_key else None
     try:
-        snapshot = snapshots.begin(warehouse.store(), context.run_id, rebuild=rebuild)
+        snapshot = snapshots.begin(warehouse.store(), context.run_id, rebuild=rebuild, export_key=key,
+                                   source_path=source_path)  # fmt: skip
     except (WarehouseUnavailable, WarehouseBusy) as error:
         raise _failure(str(error)) from None
     return snapshot, snapshot.store(Path(warehouse.database))
@@ -135,6 +139,20 @@ def _reject(error: IngestionError) -> dg.Failure:
                     row=error.row or 0)  # fmt: skip
 
 
+def _export_file(config: RawWorkbookConfig, warehouse: WarehouseResource, key: str | None) -> Path:
+    """The file a run ingests: the configured path; else, for an export partition re-materialised from the UI,
+    the staged copy its first run read; else $SEGMENTATION_INPUT or the bundled sample."""
+    if config.path:
+        return Path(config.path)
+    if key is not None:
+        staged = snapshots.source_of(warehouse.store(), key)
+        if staged is None:
+            raise _failure(f"export {key}: no staged file is known for it (drop the file in the incoming folder or "
+                           "run `segmentation run --input FILE`)")  # fmt: skip
+        return staged
+    return default_input_path()
+
+
 def _previous_assignments(warehouse: WarehouseResource) -> pd.DataFrame | None:
     """The published assignments (customer_id, cluster, risk_tier, model_version), if there are any."""
     store = warehouse.store()
@@ -157,7 +175,8 @@ def _spec(name: str, description: str, deps: list[str], kinds: set[str]) -> dg.A
 
 
 @dg.multi_asset(
-    name="raw_workbook",  # the op keeps the asset's name: run config stays ops.raw_workbook.config.path
+    name="raw_workbook",
+    partitions_def=EXPORTS,  # the op keeps the asset's name: run config stays ops.raw_workbook.config.path
     specs=[
         _spec("raw_workbook", "The bank's export read losslessly: every column with its original header, every cell "
               "as exported (as text), plus lineage columns: source file, sheet, source row, file SHA-256, ingestion "
@@ -178,7 +197,8 @@ def ingest_export(
     """Read the file and clean it (once); a refused file fails here, with one line naming file, sheet, column and
     row, before anything is written: the warehouse keeps the last good run."""
     started = datetime.now().astimezone()
-    path = Path(config.path) if config.path else default_input_path()
+    key = context.partition_key if context.has_partition_key else None
+    path = _export_file(config, warehouse, key)
     reference = _reference_date(segmentation)
     try:
         warehouse.store().check_usable()  # a directory or a read-only folder: said now, not after the whole file
@@ -192,7 +212,10 @@ def ingest_export(
         raise _failure(f"{path}: file not found") from None
     except WarehouseUnavailable as error:
         raise _failure(str(error)) from None
-    _, store = run_snapshot(context, warehouse, rebuild=True)
+    if key is not None and export_key(raw.sha256) != key:
+        raise _failure(f"{raw.source_file}: its content is not export {key} (its SHA-256 starts {raw.sha256[:16]}); "
+                       "stage it with `segmentation run` or the drop folder")  # fmt: skip
+    _, store = run_snapshot(context, warehouse, rebuild=True, source_path=path)
     table = raw.frame.copy()
     table["_source_file"] = raw.source_file
     table["_sheet"] = raw.sheet
@@ -244,7 +267,7 @@ def ingest_export(
 
 @dg.asset(
     group_name=GROUP, code_version=__version__, deps=["cleaned_customers"], kinds={"duckdb", "scikitlearn"},
-    pool=WAREHOUSE_POOL,
+    pool=WAREHOUSE_POOL, partitions_def=EXPORTS,
 )  # fmt: skip
 def kmeans_model(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
@@ -359,6 +382,7 @@ def _reason_rows(model: object, scored: object) -> pd.DataFrame:
 
 @dg.multi_asset(
     name="cluster_assignments",
+    partitions_def=EXPORTS,
     specs=[
         _spec("customer_features", "The feature matrix of every cleaned customer, as the served model computes it "
               "(log, standardise, K-nearest-neighbour imputation, flags, one-hot, channels).",
@@ -435,7 +459,7 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 
 @dg.asset(
     group_name=GROUP, code_version=__version__, deps=["cluster_assignments"], kinds={"plotly", "html"},
-    pool=WAREHOUSE_POOL,
+    pool=WAREHOUSE_POOL, partitions_def=EXPORTS,
 )  # fmt: skip
 def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The interactive HTML report analysts read (one self-contained file, plotly.js embedded, opens offline):
@@ -474,6 +498,7 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
 @dg.asset(
     group_name=GROUP, code_version=__version__, deps=["segment_report"], kinds={"duckdb"}, pool=WAREHOUSE_POOL,
+    partitions_def=EXPORTS,
 )  # fmt: skip
 def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Publishes the run's snapshot in ONE DuckDB transaction, once every asset before it and every blocking check

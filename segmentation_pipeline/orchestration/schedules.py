@@ -6,6 +6,7 @@ import dagster as dg
 
 from segmentation_pipeline.orchestration.jobs import reclustering_job
 from segmentation_pipeline.orchestration.resources import WarehouseResource
+from segmentation_pipeline.warehouse import snapshots
 
 RECLUSTER_CRON_ENV = "SEGMENTATION_RECLUSTER_CRON"
 RECLUSTER_TIMEZONE_ENV = "SEGMENTATION_RECLUSTER_TIMEZONE"
@@ -41,12 +42,14 @@ def build_reclustering_schedule(cron: str | None = None) -> dg.ScheduleDefinitio
     def weekly_reclustering_schedule(
         context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
     ) -> dg.RunRequest | dg.SkipReason:
-        # Nothing accepted yet: a run would only fail on the missing cleaned_customers table.
-        if "cleaned_customers" not in warehouse.store().table_names():
-            return dg.SkipReason(f"no accepted data in {warehouse.database} yet: drop a workbook first")
+        # The published export's partition is refreshed; nothing published yet: nothing to re-cluster.
+        export = snapshots.published_export(warehouse.store())
+        if export is None:
+            return dg.SkipReason(f"no published export in {warehouse.database} yet: drop a workbook first")
         scheduled = context.scheduled_execution_time
         return dg.RunRequest(
-            run_key=scheduled.isoformat() if scheduled else None,
+            run_key=f"{export}@{scheduled.isoformat()}" if scheduled else None,
+            partition_key=export,
             tags={"segmentation/trigger": "weekly_reclustering"},
         )
 

@@ -35,6 +35,7 @@ import dagster as dg
 
 from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.jobs import segmentation_job
+from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.stages.ingestion import file_sha256, stage_file
 
 INCOMING_ENV = "SEGMENTATION_INCOMING"
@@ -156,6 +157,7 @@ def run_request_for(ready: ReadyFile) -> dg.RunRequest:
     staged = ready.staged or ready.path
     return dg.RunRequest(
         run_key=ready.sha256,
+        partition_key=export_key(ready.sha256),
         run_config={"ops": {"raw_workbook": {"config": {"path": str(staged.resolve()), "name": ready.path.name}}}},
         tags={TAG_FILE: ready.path.name, TAG_SHA: ready.sha256, TAG_PATH: str(ready.path.resolve()),
               TAG_STAGED: str(staged.resolve())},  # fmt: skip
@@ -218,10 +220,12 @@ def new_workbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     requests = [run_request_for(ready) for ready in scan.ready]
     for ready in scan.ready:
         context.log.info(f"{ready.path.name}: complete (sha256 {ready.sha256[:12]}...), requesting a run")
+    partitions = [EXPORTS.build_add_request([export_key(ready.sha256) for ready in scan.ready])] if requests else []
     skip = None
     if not requests:
         skip = f"no new complete file in {folder}" + (f" ({scan.waiting} waiting to settle)" if scan.waiting else "")
-    return dg.SensorResult(run_requests=requests, cursor=scan.cursor.to_json(), skip_reason=skip)
+    return dg.SensorResult(run_requests=requests, cursor=scan.cursor.to_json(), skip_reason=skip,
+                           dynamic_partitions_requests=partitions)  # fmt: skip
 
 
 def _file_of(run: dg.DagsterRun) -> tuple[Path, str] | None:

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS main.{SNAPSHOTS_TABLE} (
     superseded_at TIMESTAMPTZ,
     model_version VARCHAR,
     customers BIGINT,
-    report_path VARCHAR
+    report_path VARCHAR,
+    source_path VARCHAR
 )
 """
 HISTORY_DDL = """
@@ -114,7 +115,10 @@ def published(connection: duckdb.DuckDBPyConnection) -> dict[str, object] | None
     return None if row is None else dict(zip([c[0] for c in cursor.description], row, strict=True))
 
 
-def begin(warehouse: Warehouse, run_id: str, *, export_key: str | None = None, rebuild: bool = True) -> Snapshot:
+def begin(
+    warehouse: Warehouse, run_id: str, *, export_key: str | None = None, rebuild: bool = True,
+    source_path: Path | None = None,
+) -> Snapshot:
     """The snapshot of a run (created by its first step; later steps get the same). ``rebuild``: the run ingests
     its own file; else it builds on the published snapshot (its base). Snapshots other runs left staged (they
     failed or died: runs never overlap) are dropped first."""
@@ -135,13 +139,14 @@ def begin(warehouse: Warehouse, run_id: str, *, export_key: str | None = None, r
                 f"UPDATE main.{SNAPSHOTS_TABLE} SET status = '{FAILED}' "
                 f"WHERE status = '{STAGING}' AND snapshot_id <> ?", [run_id],
             )  # fmt: skip
-            base = None if rebuild else published(connection)
+            base = None if rebuild else _base_for(connection, export_key)
             base_id = None if base is None else str(base["snapshot_id"])
             connection.execute(
                 f"INSERT INTO main.{SNAPSHOTS_TABLE} (snapshot_id, schema_name, run_id, export_key, base_snapshot, "
-                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, now())",
-                [run_id, schema, run_id, export_key, base_id, STAGING],
-            )
+                "status, created_at, source_path) VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
+                [run_id, schema, run_id, export_key, base_id, STAGING,
+                 None if source_path is None else str(Path(source_path).resolve())],
+            )  # fmt: skip
         else:
             base_id = existing[1]
         connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -153,6 +158,42 @@ def begin(warehouse: Warehouse, run_id: str, *, export_key: str | None = None, r
             base_schema = row[0] if row else None
         connection.execute("COMMIT")
     return Snapshot(snapshot_id=run_id, schema=schema, base_schema=base_schema)
+
+
+def _base_for(connection: duckdb.DuckDBPyConnection, export_key: str | None) -> dict[str, object] | None:
+    """What a run that does not ingest builds on: the export's newest published (or superseded, still kept)
+    snapshot that ingested it; the published snapshot when the run names no export."""
+    if export_key is None:
+        return published(connection)
+    cursor = connection.execute(
+        f"SELECT * FROM main.{SNAPSHOTS_TABLE} WHERE export_key = ? AND status IN ('{PUBLISHED}', '{SUPERSEDED}') "
+        "AND base_snapshot IS NULL AND schema_name NOT LIKE '% (dropped)' ORDER BY published_at DESC LIMIT 1",
+        [export_key],
+    )
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([c[0] for c in cursor.description], row, strict=True))
+
+
+def source_of(warehouse: Warehouse, export_key: str) -> Path | None:
+    """The staged file export ``export_key`` was read from (for re-materialising its partition), or None."""
+    if not warehouse.exists() or SNAPSHOTS_TABLE not in warehouse.table_names():
+        return None
+    with warehouse.connect(read_only=True) as connection:
+        row = connection.execute(
+            f"SELECT source_path FROM main.{SNAPSHOTS_TABLE} WHERE export_key = ? AND source_path IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT 1", [export_key],
+        ).fetchone()  # fmt: skip
+    path = None if row is None else Path(row[0])
+    return path if path is not None and path.exists() else None
+
+
+def published_export(warehouse: Warehouse) -> str | None:
+    """The export key of the published snapshot (what the weekly re-clustering refreshes), or None."""
+    if not warehouse.exists() or SNAPSHOTS_TABLE not in warehouse.table_names():
+        return None
+    with warehouse.connect(read_only=True) as connection:
+        row = published(connection)
+    return None if row is None or row.get("export_key") is None else str(row["export_key"])
 
 
 def _tables_in(connection: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
