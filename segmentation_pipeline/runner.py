@@ -12,7 +12,7 @@ from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.progress import PROGRESS_HOOKS
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
-from segmentation_pipeline.stages.ingestion import stage_file
+from segmentation_pipeline.stages.ingestion import StagingError, stage_file
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import served_version
 from segmentation_pipeline.warehouse.store import WarehouseUnavailable
@@ -95,6 +95,8 @@ def run_pipeline(
         result = execute_segmentation_job(
             input_path, warehouse_path, sheet=sheet, settings=settings, instance=instance, show_progress=show_progress
         )
+    except StagingError as error:
+        return RunSummary(success=False, run_id="", error=str(error))
     except FileNotFoundError:
         return RunSummary(success=False, run_id="", error=f"{Path(input_path).name}: file not found")
     except OSError as error:

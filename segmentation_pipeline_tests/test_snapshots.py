@@ -96,7 +96,6 @@ RUN_CHILD = textwrap.dedent("""
     from pathlib import Path
     from segmentation_pipeline.orchestration.resources import SegmentationSettings
     from segmentation_pipeline.runner import run_pipeline
-from segmentation_pipeline.stages.ingestion import file_sha256
     summary = run_pipeline(Path(sys.argv[1]), Path(sys.argv[2]), show_progress=True,
                            settings=SegmentationSettings(n_init=1, reference_date="2026-06-30"))
     print("error: " + summary.error if not summary.success else "ok", file=sys.stderr, flush=True)
@@ -234,7 +233,7 @@ def _limit_file_size(limit: int) -> None:
 def test_a_full_disk_fails_the_run_in_one_line_and_changes_nothing(warehouse_copy: Path, tmp_path: Path) -> None:
     before = published_state(warehouse_copy)
     source = write_export(generate_export(20_000, seed=6), tmp_path / "x.csv")
-    limit = warehouse_copy.stat().st_size + 2_000_000
+    limit = max(warehouse_copy.stat().st_size, source.stat().st_size) + 1_000_000  # the staged copy fits
     process, lines = _start_run(source, warehouse_copy, preexec_fn=lambda: _limit_file_size(limit))
     assert process.wait(timeout=300) == 1
     output = []
@@ -303,7 +302,10 @@ def test_explain_reconstructs_the_rating_at_any_moment(
     assert "no published rating at 2001-01-01" in capsys.readouterr().err
 
 
-def test_retention_drops_superseded_snapshots_but_keeps_their_history(warehouse_copy: Path, tmp_path: Path) -> None:
+def test_retention_drops_superseded_snapshots_but_keeps_their_history(
+    warehouse_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(snapshots.KEEP_SNAPSHOTS_ENV, "2")
     for seed in (41, 42, 43):
         assert run_pipeline(write_export(generate_export(300, seed=seed), tmp_path / f"{seed}.csv"), warehouse_copy,
                             settings=FAST).success  # fmt: skip
@@ -314,8 +316,25 @@ def test_retention_drops_superseded_snapshots_but_keeps_their_history(warehouse_
         history = dict(connection.execute("SELECT snapshot_id, count(*) FROM rating_history GROUP BY ALL").fetchall())
     assert [status for status, _ in rows] == ["superseded"] * 3 + ["published"]
     kept = [schema for _, schema in rows if schema in schemas]
-    assert kept == [schema for _, schema in rows[-snapshots.DEFAULT_KEEP_SNAPSHOTS:]]
+    assert kept == [schema for _, schema in rows[-2:]]
     assert len(history) == 4  # every published rating stays reconstructable
+    monkeypatch.setenv(snapshots.HISTORY_DAYS_ENV, "ten years")
+    summary = run_pipeline(write_export(generate_export(300, seed=44), tmp_path / "44.csv"), warehouse_copy,
+                           settings=FAST)  # fmt: skip
+    assert not summary.success
+    assert summary.error == "SEGMENTATION_HISTORY_DAYS='ten years' is not a positive whole number"
+
+
+def test_the_report_cannot_fail_a_good_run(warehouse_copy: Path, tmp_path: Path) -> None:
+    """No Gender column and one City for everyone: the run publishes, the report says which charts it left out."""
+    frame = generate_export(400, seed=12).to_frame()
+    frame = frame.loc[:, ~frame.columns.duplicated()].drop(columns=["Gender"]).assign(City="LAHORE")
+    path = tmp_path / "no_gender_one_city.csv"
+    frame.to_csv(path, index=False)
+    summary = run_pipeline(path, warehouse_copy, settings=FAST)
+    assert summary.success, summary.error
+    html = (warehouse_copy.parent / "reports" / "latest.html").read_text(encoding="utf-8")
+    assert "Gender: gender is not in this export" in html and "city is not in this export" in html
 
 
 def test_latest_report_follows_publication_after_a_kill_between(warehouse_copy: Path) -> None:

@@ -509,8 +509,10 @@ def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     reports = store.path.parent / "reports"
     report = reports / f"segment_report_{context.run_id}.html"
     try:
-        row = snapshots.publish(warehouse.store(), snapshot, report_path=report if report.exists() else None)
-    except (snapshots.PublicationError, WarehouseUnavailable, WarehouseBusy) as error:
+        keep, days = snapshots.retention_from_environment()
+        row = snapshots.publish(warehouse.store(), snapshot, report_path=report if report.exists() else None,
+                                keep_snapshots=keep, history_days=days)  # fmt: skip
+    except (snapshots.PublicationError, WarehouseUnavailable, WarehouseBusy, ValueError) as error:
         raise _failure(str(error)) from None
     snapshots.sync_latest_report(warehouse.store(), reports / LATEST_NAME)
     return dg.MaterializeResult(metadata={

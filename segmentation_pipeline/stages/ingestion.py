@@ -65,23 +65,35 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class StagingError(OSError):
+    """The staged copy could not be written (a full disk, a read-only folder): one line saying so."""
+
+
 def stage_file(path: str | Path, staging: str | Path) -> tuple[Path, str]:
     """Copy a file into the content-addressed folder ``staging`` as ``<sha256><suffix>``, hashing exactly the bytes
     copied: whoever reads the staged copy reads what was hashed, even if the original changes afterwards. A content
     already staged is not copied twice. Returns (staged path, sha256)."""
     source, folder = Path(path), Path(staging)
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".staging-", suffix=".part", delete=False) as sink:
-        partial = Path(sink.name)
+    with open(source, "rb") as fh:  # a missing or unreadable file is the caller's error, raised as it is
         try:
-            with open(source, "rb") as fh:
+            folder.mkdir(parents=True, exist_ok=True)
+            sink = tempfile.NamedTemporaryFile(dir=folder, prefix=".staging-", suffix=".part", delete=False)  # noqa: SIM115 - closed by the `with sink` below
+        except OSError as error:
+            raise StagingError(f"cannot copy {source.name} into {folder}: {error.strerror or error}") from None
+        digest = hashlib.sha256()
+        partial = Path(sink.name)
+        with sink:
+            try:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
                     sink.write(chunk)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+                sink.flush()
+            except OSError as error:
+                partial.unlink(missing_ok=True)
+                raise StagingError(f"cannot copy {source.name} into {folder}: {error.strerror or error}") from None
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
     sha = digest.hexdigest()
     staged = folder / f"{sha}{source.suffix.lower()}"
     if staged.exists():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,22 @@ CREATE TABLE IF NOT EXISTS main.reason_history (
 """
 DEFAULT_KEEP_SNAPSHOTS = 2  # published + the one before: intermediate tables of older ones are dropped
 DEFAULT_HISTORY_DAYS = 3650  # ratings and reasons kept ten years (record-keeping rules ask for five or more)
+KEEP_SNAPSHOTS_ENV, HISTORY_DAYS_ENV = "SEGMENTATION_KEEP_SNAPSHOTS", "SEGMENTATION_HISTORY_DAYS"
+
+
+def retention_from_environment() -> tuple[int, int]:
+    """(snapshots whose tables are kept, days of rating history kept): $SEGMENTATION_KEEP_SNAPSHOTS and
+    $SEGMENTATION_HISTORY_DAYS, else the defaults. A value that is not a positive whole number is refused."""
+    values = []
+    for name, default in ((KEEP_SNAPSHOTS_ENV, DEFAULT_KEEP_SNAPSHOTS), (HISTORY_DAYS_ENV, DEFAULT_HISTORY_DAYS)):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values.append(default)
+        elif text.isdigit() and int(text) > 0:
+            values.append(int(text))
+        else:
+            raise ValueError(f"{name}={text!r} is not a positive whole number")
+    return values[0], values[1]
 
 
 class PublicationError(RuntimeError):
