@@ -29,8 +29,7 @@ from segmentation_pipeline_tests.conftest import TrainedWarehouse
 
 def test_api_batch_route_gives_exactly_the_published_ratings(trained_warehouse: TrainedWarehouse) -> None:
     """Every customer of the training file, sent as the file's own text through POST /v1/score in one batch, gets
-    the cluster, tier, score and distance cluster_assignments holds, and the reasons the pipeline's scorer gives
-    its cleaned row."""
+    the cluster, tier, score and distance cluster_assignments holds, and the reasons rating_reasons holds."""
     store = Warehouse(trained_warehouse.path)
     published = store.query("SELECT * FROM cluster_assignments ORDER BY customer_id").set_index("customer_id")
     records = file_records(trained_warehouse.source)
@@ -43,10 +42,16 @@ def test_api_batch_route_gives_exactly_the_published_ratings(trained_warehouse: 
     assert (results["risk_tier"] == published["risk_tier"]).all()
     np.testing.assert_allclose(results["distance_to_centroid"], published["distance_to_centroid"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(results["risk_score"], published["risk_score"], rtol=0, atol=1e-9)
-    model = load_model(store)
-    cleaned = store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
-    pipeline_reasons = model.scorer.reason_table(model.scorer.score(CustomerBatch.from_frame(cleaned))).dicts()
-    assert results["reasons"].tolist() == pipeline_reasons
+    with store.connect(read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT customer_id, indicator, value, segment_typical, population_typical, contribution "
+            "FROM rating_reasons ORDER BY customer_id, rank"
+        ).fetchall()
+    published_reasons: dict[int, list[dict[str, object]]] = {}
+    for customer_id, *reason in rows:
+        keys = ("indicator", "value", "segment_typical", "population_typical", "contribution")
+        published_reasons.setdefault(customer_id, []).append(dict(zip(keys, reason, strict=True)))
+    assert results["reasons"].tolist() == [published_reasons[c] for c in published.index]
 
 
 def test_one_at_a_time_equals_the_batch(trained_warehouse: TrainedWarehouse) -> None:
