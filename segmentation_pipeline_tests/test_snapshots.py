@@ -81,6 +81,8 @@ def test_a_run_that_fails_late_changes_nothing_readers_see(case: str, warehouse_
     assert not summary.success
     assert summary.error and "\n" not in summary.error and "Traceback" not in summary.error
     assert published_state(warehouse_copy) == before
+    if case != "two customers":
+        return
     # The next run drops what the failed one staged, and publishes normally.
     assert run_pipeline(write_export(generate_export(400, seed=9), tmp_path / "ok.csv"), warehouse_copy,
                         settings=FAST).success  # fmt: skip
@@ -136,9 +138,9 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_export(generate_export(50_000, seed=21), tmp_path_factory.mktemp("big") / "big.csv")
 
 
-# After a step (the line a step prints when it is done, so the kill lands in the next one: the model fit, the
-# scoring, publication) and at a fixed time (Dagster starting up).
-KILL_POINTS = ["cleaned_customers + raw_workbook done", "kmeans_model done", "segment_report done", 2.0]
+# Seconds into the run (reading and cleaning the file), and after a step (the line a step prints when it is done,
+# so the kill lands in the next one: the model fit, the scoring and the report, publication).
+KILL_POINTS = [4.0, "cleaned_customers + raw_workbook done", "kmeans_model done", "segment_report done"]
 
 
 @pytest.mark.slow
