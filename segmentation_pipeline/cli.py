@@ -97,7 +97,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     # The API and the next run pick the active model up at once; the published tables follow on the next run.
-    print("re-materialise cluster_assignments (or wait for the next run) to republish the tiers", file=sys.stderr)
+    print("materialise cluster_assignments and downstream for the published export (or wait for the next run) "
+          "to republish the tiers", file=sys.stderr)  # fmt: skip
     return EXIT_OK
 
 

@@ -349,22 +349,30 @@ def kmeans_model(
 SCORED_ASSETS = ("customer_features", "pca_embedding", "cluster_assignments", "rating_reasons", "segment_profiles")
 
 
+def _own_candidate(store: Warehouse) -> pd.DataFrame:
+    """The model this run fitted (its own snapshot's ``model_candidate``; a base snapshot's does not count)."""
+    try:
+        return store.query(f"SELECT model_version, entry, activate FROM {store.qualified(snapshots.CANDIDATE_TABLE)}")
+    except duckdb.CatalogException:
+        return pd.DataFrame(columns=["model_version", "entry", "activate"])
+
+
 def _scoring_version(store: Warehouse) -> str | None:
     """The model this run scores with: its own candidate when it passed the quality gate, else the active one."""
-    if snapshots.CANDIDATE_TABLE in store.table_names():
-        row = store.query(f"SELECT model_version, activate FROM {snapshots.CANDIDATE_TABLE}")
-        if len(row) and bool(row["activate"].iloc[0]):
-            return str(row["model_version"].iloc[0])
+    row = _own_candidate(store)
+    if len(row) and bool(row["activate"].iloc[0]):
+        return str(row["model_version"].iloc[0])
     return None  # load_model: the registry's active version
 
 
 def _candidate_note(store: Warehouse) -> str:
     """Why this run's own model is not used, for a failure message."""
-    if snapshots.CANDIDATE_TABLE not in store.table_names():
+    row = _own_candidate(store)
+    if row.empty:
         return ""
-    row = store.query(f"SELECT model_version, entry FROM {snapshots.CANDIDATE_TABLE}").iloc[0]
-    entry = registry.ModelVersion.from_json(str(row["entry"]))
-    return f" (the model this run fitted, {row['model_version']}, did not pass the quality gate: {entry.quality.notes})"
+    entry = registry.ModelVersion.from_json(str(row["entry"].iloc[0]))
+    return (f" (the model this run fitted, {row['model_version'].iloc[0]}, did not pass the quality gate: "
+            f"{entry.quality.notes})")  # fmt: skip
 
 
 def _reason_rows(model: object, scored: object) -> pd.DataFrame:
