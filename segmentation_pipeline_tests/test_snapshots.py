@@ -153,26 +153,17 @@ def test_each_export_is_a_partition_and_rebuilding_one_reads_its_staged_copy(tmp
                                   "ORDER BY created_at").fetchall()  # fmt: skip
     assert [(k, status) for k, status, _ in rows] == [(key, "superseded"), (key, "published")]
     assert Path(rows[-1][2]).parent == tmp_path / "staging" and Path(rows[-1][2]).name.startswith(key)
-
-
-def test_after_a_rollback_rescoring_the_published_export_republishes_with_the_active_model(tmp_path: Path) -> None:
-    """What the README says to do after promote or rollback: materialise cluster_assignments and what follows it
-    for the published export. The run builds on the export's snapshot (not on the model its run fitted)."""
-    warehouse = tmp_path / "warehouse.duckdb"
+    # What the README says to do after promote or rollback: materialise cluster_assignments and what follows for
+    # the published export. The run builds on the export's snapshot, scores with the active model, refits nothing.
     store = Warehouse(warehouse)
+    _, restored = registry.rollback(store)
     with dg.instance_for_test() as instance:
-        for seed in (1, 2):
-            path = write_export(generate_export(400, seed=seed), tmp_path / f"{seed}.csv")
-            assert materialize_file(path, warehouse, instance=instance).success
-        assert len(store.query("SELECT * FROM model_versions")) == 2
-        _, restored = registry.rollback(store)
-        resources = build_resources(str(warehouse))
-        resources["segmentation"] = FAST
-        result = defs.resolve_job_def("segmentation_job").execute_in_process(
-            partition_key=snapshots.published_export(store), resources=resources, instance=instance,
-            op_selection=["cluster_assignments", "segment_report", "published_snapshot"], raise_on_error=False,
+        instance.add_dynamic_partitions("exports", [key])
+        rescored = defs.resolve_job_def("segmentation_job").execute_in_process(
+            partition_key=key, resources=resources, instance=instance, raise_on_error=False,
+            op_selection=["cluster_assignments", "segment_report", "published_snapshot"],
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )  # fmt: skip
-        assert result.success
+    assert rescored.success
     assert set(store.query("SELECT model_version FROM cluster_assignments")["model_version"]) == {restored}
     assert len(store.query("SELECT * FROM model_versions")) == 2  # nothing refitted
