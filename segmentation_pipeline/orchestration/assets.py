@@ -413,8 +413,9 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     """Score every cleaned customer with the active model's compiled scorer, in chunks."""
     started = datetime.now().astimezone()
     _, store = run_snapshot(context, warehouse)
+    version = _scoring_version(store)  # None: the active model
     try:
-        model = load_model(store, _scoring_version(store))
+        model = load_model(store, version)
     except (LookupError, ModelContractError) as error:
         raise _failure(f"{error}{_candidate_note(store)}") from None
     cleaned = _cleaned(store)
@@ -440,7 +441,7 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     lineage = {name: (upstream, len(tables[name])) for name in SCORED_ASSETS}
     write_assets(context, store, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
                  append=("tier_migrations",))  # fmt: skip
-    note = _candidate_note(store) if _scoring_version(store) is None else ""
+    note = _candidate_note(store) if version is None else ""
     if note:
         context.log.warning(f"assignments use the active model {model.version}{note}")
     migrations = tables.get("tier_migrations")

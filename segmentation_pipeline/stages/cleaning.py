@@ -79,13 +79,10 @@ def canonicalise_columns(raw: pd.DataFrame, report: CleaningReport) -> pd.DataFr
     return pd.DataFrame(by_name, index=raw.index)
 
 
-def _parse_columns(
-    frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Every column through its kind's parser (``stages/fields.py``), over its distinct values. Returns the typed
-    frame (dates as datetime64) and the dates as day numbers (what the quarantine rules and ages use)."""
+def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str) -> pd.DataFrame:
+    """Every column through its kind's parser (``stages/fields.py``), over its distinct values; dates become
+    datetime64 (NaT where missing or unreadable)."""
     parsed: dict[str, object] = {}
-    dates: dict[str, np.ndarray] = {}
     for name in frame.columns:
         kind = fields.kind_of(name)
         column = fields.parse_column(kind, frame[name].to_numpy(dtype=object))
@@ -95,12 +92,8 @@ def _parse_columns(
             continue
         if len(column.bad):
             report.unparseable_values[name] = len(column.bad)
-        if kind is Kind.DATE:
-            dates[name] = column.values
-            parsed[name] = fields.ordinals_to_datetime64(column.values)
-        else:
-            parsed[name] = column.values
-    return pd.DataFrame(parsed, index=frame.index), dates
+        parsed[name] = fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else column.values
+    return pd.DataFrame(parsed, index=frame.index)
 
 
 def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str) -> None:
@@ -245,7 +238,7 @@ def clean_customers(
     if schema.ID_COLUMN not in canonical.columns:
         looked_for = ", ".join(schema.COLUMN_ALIASES[schema.ID_COLUMN][:3])
         raise IngestionError(f"no customer id column (looked for {looked_for}, ...)", file=source_file)
-    typed, _ = _parse_columns(canonical, report, rows.to_numpy(), source_file)
+    typed = _parse_columns(canonical, report, rows.to_numpy(), source_file)
 
     duplicated = typed.duplicated()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
