@@ -104,7 +104,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`segmentation report [--open]`: rebuild reports/latest.html from the warehouse (no re-clustering)."""
-    from segmentation_pipeline.reporting import build_segment_report, write_html
+    from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_html
     from segmentation_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse(_warehouse(args))
@@ -112,7 +112,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: no warehouse at {warehouse.path}: run the pipeline first (segmentation run)", file=sys.stderr)
         return EXIT_FAILED
     report = build_segment_report(warehouse)  # LookupError (nothing materialised yet) -> one line via main()
-    latest = write_html(report.html, warehouse.path.parent / "reports" / "latest.html").resolve()
+    latest = write_html(report.html, latest_report_path(warehouse.path)).resolve()
     tiers = ", ".join(f"{tier} {count:,}" for tier, count in report.tier_counts.items())
     print(f"report:          {latest}")
     print(f"model version:   {report.model_version}")

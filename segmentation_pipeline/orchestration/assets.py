@@ -27,8 +27,7 @@ from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import default_input_path
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
-from segmentation_pipeline.reporting import build_segment_report, write_report_files
-from segmentation_pipeline.reporting.build import LATEST_NAME
+from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
@@ -203,15 +202,18 @@ def ingest_export(
     try:
         warehouse.store().check_usable()  # a directory or a read-only folder: said now, not after the whole file
         raw: RawTable = read_customer_file(path, sheet=config.sheet, name=config.name)
-        result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
-                                 source_file=raw.source_file)  # fmt: skip
     except IngestionError as error:
-        error.sheet = error.sheet or (raw.sheet if "raw" in locals() else None)
         raise _reject(error) from None
     except FileNotFoundError:
         raise _failure(f"{path}: file not found") from None
     except WarehouseUnavailable as error:
         raise _failure(str(error)) from None
+    try:
+        result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
+                                 source_file=raw.source_file)  # fmt: skip
+    except IngestionError as error:
+        error.sheet = error.sheet or raw.sheet
+        raise _reject(error) from None
     if key is not None and export_key(raw.sha256) != key:
         raise _failure(f"{raw.source_file}: its content is not export {key} (its SHA-256 starts {raw.sha256[:16]}); "
                        "stage it with `segmentation run` or the drop folder")  # fmt: skip
@@ -474,7 +476,7 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     """The interactive HTML report analysts read (one self-contained file, plotly.js embedded, opens offline):
     overview, choice of k, PCA map, features / flags / categories by tier, cluster profiles, outliers, a
     generated narrative, and migration / drift when a previous model exists. Written to reports/ beside the
-    warehouse as segment_report_<run_id>.html and latest.html."""
+    warehouse as segment_report_<run_id>.html; it becomes reports/latest.html when the snapshot is published."""
     started = datetime.now().astimezone()
     _, store = run_snapshot(context, warehouse)
     try:
@@ -482,7 +484,7 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     except (LookupError, ModelContractError) as error:
         raise _failure(str(error)) from None
     run_file = write_report_files(report, store.path.parent / "reports", context.run_id)
-    latest = store.path.parent / "reports" / LATEST_NAME  # becomes this report when the snapshot is published
+    latest = latest_report_path(store.path)  # becomes this report when the snapshot is published
     row = pd.DataFrame([{
         "run_id": context.run_id, "model_version": report.model_version, "path": str(run_file.resolve()),
         "latest_path": str(latest.resolve()), "size_bytes": run_file.stat().st_size,
@@ -514,16 +516,13 @@ def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     succeeded: the public names (raw_workbook ... segment_profiles) switch to it, its logs are appended, its model
     enters the registry (active if it passed the quality gate), its ratings and reasons join the history. Then
     reports/latest.html becomes its report, and snapshots beyond retention are dropped."""
-    snapshot, store = run_snapshot(context, warehouse)
-    reports = store.path.parent / "reports"
-    report = reports / f"segment_report_{context.run_id}.html"
+    snapshot, _ = run_snapshot(context, warehouse)
     try:
         keep, days = snapshots.retention_from_environment()
-        row = snapshots.publish(warehouse.store(), snapshot, report_path=report if report.exists() else None,
-                                keep_snapshots=keep, history_days=days)  # fmt: skip
+        row = snapshots.publish(warehouse.store(), snapshot, keep_snapshots=keep, history_days=days)
     except (snapshots.PublicationError, WarehouseUnavailable, WarehouseBusy, ValueError) as error:
         raise _failure(str(error)) from None
-    snapshots.sync_latest_report(warehouse.store(), reports / LATEST_NAME)
+    snapshots.sync_latest_report(warehouse.store(), latest_report_path(Path(warehouse.database)))
     return dg.MaterializeResult(metadata={
         "snapshot": snapshot.snapshot_id, "schema": snapshot.schema, "model_version": str(row.get("model_version")),
         "customers": int(row.get("customers") or 0), "published_at": str(row.get("published_at")),

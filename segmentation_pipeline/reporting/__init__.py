@@ -7,6 +7,7 @@ from segmentation_pipeline.reporting.build import (
     ReportArtifacts,
     build_report,
     build_segment_report,
+    latest_report_path,
     load_report_data,
     write_report_files,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ReportArtifacts",
     "build_report",
     "build_segment_report",
+    "latest_report_path",
     "load_report_data",
     "write_html",
     "write_report_files",

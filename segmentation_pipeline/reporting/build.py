@@ -41,6 +41,11 @@ REQUIRED_TABLES = ("cleaned_customers", "cluster_assignments", "kmeans_model")
 LATEST_NAME = "latest.html"
 
 
+def latest_report_path(warehouse_path: Path) -> Path:
+    """Where the published snapshot's report is: reports/latest.html beside the warehouse."""
+    return Path(warehouse_path).parent / "reports" / LATEST_NAME
+
+
 @dataclass
 class ReportArtifacts:
     """The built report and the key numbers it shows (for Dagster metadata, the CLI and tests)."""

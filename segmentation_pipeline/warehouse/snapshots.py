@@ -224,13 +224,13 @@ def publish(
     warehouse: Warehouse,
     snapshot: Snapshot,
     *,
-    report_path: Path | None = None,
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS,
     history_days: int = DEFAULT_HISTORY_DAYS,
 ) -> dict[str, object]:
     """Make ``snapshot`` the published one, in ONE transaction: logs appended, candidate model registered (and
-    activated when it passed the quality gate), public views switched, ratings appended to the history. Then,
-    outside the transaction, old snapshots beyond retention are dropped. Returns the published row."""
+    activated when it passed the quality gate), public views switched, ratings appended to the history; its
+    report is the one its ``segment_report`` row names. Then, outside the transaction, old snapshots beyond
+    retention are dropped. Returns the published row."""
     main = Warehouse(warehouse.path, retry_seconds=warehouse.retry_seconds)
     with main.connect() as connection:
         ensure_tables(connection)
@@ -253,6 +253,10 @@ def publish(
                     add_missing_columns(connection, f"main.{name}", source)
                     connection.execute(f"INSERT INTO main.{name} BY NAME SELECT * FROM {source}")
             model_version = _register_candidate(connection, snapshot, own)
+            report_path = None
+            if "segment_report" in own:
+                (report_path,) = connection.execute(
+                    f'SELECT any_value(path) FROM "{snapshot.schema}".segment_report').fetchone()  # fmt: skip
             for name in PUBLIC_TABLES:
                 schema = snapshot.schema if name in own else snapshot.base_schema
                 kind = connection.execute(
@@ -274,8 +278,7 @@ def publish(
             connection.execute(
                 f"UPDATE main.{SNAPSHOTS_TABLE} SET status = '{PUBLISHED}', published_at = ?, model_version = ?, "
                 "customers = ?, report_path = ? WHERE snapshot_id = ?",
-                [now, model_version, customers, None if report_path is None else str(report_path),
-                 snapshot.snapshot_id],
+                [now, model_version, customers, report_path, snapshot.snapshot_id],
             )  # fmt: skip
             connection.execute(
                 "INSERT INTO main.rating_history SELECT ?, ?, customer_id, cluster, risk_tier, risk_score, "
@@ -346,7 +349,7 @@ def apply_retention(warehouse: Warehouse, *, keep_snapshots: int, history_days: 
 def sync_latest_report(warehouse: Warehouse, latest: Path) -> bool:
     """Make ``latest`` the published snapshot's report (after a kill between publication and the copy, the next
     run or ``segmentation report`` puts it right). True when it was copied."""
-    if not warehouse.exists() or SNAPSHOTS_TABLE not in Warehouse(warehouse.path).table_names():
+    if not warehouse.exists() or SNAPSHOTS_TABLE not in warehouse.table_names():
         return False
     with warehouse.connect(read_only=True) as connection:
         row = published(connection)
