@@ -14,6 +14,8 @@ DEFAULT_WAREHOUSE = Path("data") / "warehouse.duckdb"
 
 WAREHOUSE_ENV = "SEGMENTATION_WAREHOUSE"
 INPUT_ENV = "SEGMENTATION_INPUT"
+RULES_ENV = "SEGMENTATION_RULES"
+DEFAULT_RULES = PACKAGE_ROOT / "policy_rules.toml"
 
 # Weights of the interpretable risk indicators (see stages/tiering.py). They follow the FATF risk-based approach
 # for customers: who they are (PEP, high-net-worth housewife), what they move (volumes, and above all volumes
@@ -44,6 +46,11 @@ def default_input_path() -> Path:
     return Path(os.environ.get(INPUT_ENV) or DEFAULT_SAMPLE)
 
 
+def default_rules_path() -> Path:
+    """The policy rules file a run applies when none is named: $SEGMENTATION_RULES, else the bundled one."""
+    return Path(os.environ.get(RULES_ENV) or DEFAULT_RULES)
+
+
 class PipelineSettings(BaseModel):
     """Every tunable of a segmentation run, with its default."""
 
@@ -64,6 +71,9 @@ class PipelineSettings(BaseModel):
     silhouette_floor: float = Field(0.1, description="a model whose silhouette is below this is flagged (warn)")
     reference_date: str | None = Field(
         None, description="ISO date ages and tenures are computed at; None = the day of the run"
+    )
+    rules_file: str | None = Field(
+        None, description="policy rules file (TOML); None = $SEGMENTATION_RULES, else the bundled policy_rules.toml"
     )
 
     @field_validator("k_max")

@@ -6,8 +6,10 @@ reasons. A batch is scored in chunks (``chunk_size`` customers at a time), so me
 number of customers.
 
 Per chunk: features (the fitted transformer's ``transform``) -> PCA (``(x - mean) @ components.T``) -> nearest
-centroid (K-means' own criterion, ``||c||^2 - 2 x.c``) -> tier of the cluster; the customer's risk score and the
-reasons from the tier model's terms (``tiering.reason_order`` decides the order, ties included).
+centroid (K-means' own criterion, ``||c||^2 - 2 x.c``) -> the segment's tier; the customer's risk score from the
+tier model's terms and the tier it reaches; the policy rules it matches; the rating (``policy.rate``: the riskiest
+of the three). Reasons are ordered for the final rating (``tiering.reason_order`` decides the order, ties
+included).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segmentation_pipeline.stages.customers import CustomerBatch
-from segmentation_pipeline.stages.tiering import INDICATORS, REASONS_PER_CUSTOMER, indicator_matrix, reason_order
+from segmentation_pipeline.stages.policy import Rating, rate, rule_id_lists
+from segmentation_pipeline.stages.tiering import INDICATORS, REASONS_PER_CUSTOMER, TIERS, indicator_matrix, reason_order
 
 if TYPE_CHECKING:
     from segmentation_pipeline.stages.model import SegmentationModel
@@ -28,17 +31,39 @@ DEFAULT_CHUNK = 100_000
 
 @dataclass
 class ScoredBatch:
-    """Per customer: cluster, tier, risk score, distance to the centroid, the embedding, and what reasons need."""
+    """Per customer: cluster, rating (and what it came from), risk score, distance to the centroid, the embedding,
+    and what reasons need."""
 
     customer_id: np.ndarray
     cluster: np.ndarray
-    risk_tier: np.ndarray  # object array of tier names
+    risk_tier: np.ndarray  # object array of tier names: the rating
+    segment_rank: np.ndarray  # tier ranks (0 = High): the cluster's tier
+    score_rank: np.ndarray  # the tier the score reaches on its own
+    before_rules: np.ndarray  # the riskier of the two
+    risk_rank: np.ndarray  # the rating: raised to the floors of the rules matched
+    rules_matched: np.ndarray  # (n, rules) booleans, in the policy's order
     risk_score: np.ndarray
     distance_to_centroid: np.ndarray
     embedding: np.ndarray  # (n, components)
     indicators: np.ndarray  # (n, len(INDICATORS)) natural units, NaN where unknown
     contributions: np.ndarray  # (n, len(INDICATORS)) weight * z
     features: np.ndarray | None = None  # (n, features) when asked for
+
+    @property
+    def rating(self) -> Rating:
+        return Rating(segment_rank=self.segment_rank, score_rank=self.score_rank, before_rules=self.before_rules,
+                      risk_rank=self.risk_rank, matched=self.rules_matched)  # fmt: skip
+
+    @property
+    def segment_tier(self) -> np.ndarray:
+        return _TIER_NAMES[self.segment_rank]
+
+    @property
+    def tier_before_rules(self) -> np.ndarray:
+        return _TIER_NAMES[self.before_rules]
+
+
+_TIER_NAMES = np.array(TIERS, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -93,8 +118,7 @@ class CompiledScorer:
         self._centers_t = np.ascontiguousarray(self._centers.T)
         self._centers_sq = (self._centers**2).sum(axis=1)
         self.tiers = model.tiers
-        self._tier_names = np.array(model.tiers.cluster_tiers, dtype=object)
-        self._tier_ranks = np.array([{"High": 0, "Medium": 1, "Low": 2}[t] for t in model.tiers.cluster_tiers])
+        self.policy = model.policy
         self._typical = _with_none(model.tiers.typical)
         self._population = _with_none(model.tiers.population_typical)
         self._names = np.array(INDICATORS, dtype=object)
@@ -120,16 +144,27 @@ class CompiledScorer:
         distances = np.sqrt(np.einsum("ij,ij->i", offsets, offsets))
         indicators = indicator_matrix(batch, derived)
         contributions = self.tiers.terms(indicators)
+        scores = contributions.sum(axis=1)
+        rating = rate(self.tiers.tier_ranks(clusters), self.tiers.score_ranks(scores),
+                      self.policy.matches(batch, indicators), self.policy)  # fmt: skip
         return ScoredBatch(
-            customer_id=batch.customer_ids, cluster=clusters.astype(np.int32), risk_tier=self._tier_names[clusters],
-            risk_score=contributions.sum(axis=1), distance_to_centroid=distances, embedding=embedding,
-            indicators=indicators, contributions=contributions, features=features if keep_features else None,
+            customer_id=batch.customer_ids, cluster=clusters.astype(np.int32), risk_tier=_TIER_NAMES[rating.risk_rank],
+            segment_rank=rating.segment_rank, score_rank=rating.score_rank, before_rules=rating.before_rules,
+            risk_rank=rating.risk_rank, rules_matched=rating.matched, risk_score=scores,
+            distance_to_centroid=distances, embedding=embedding, indicators=indicators, contributions=contributions,
+            features=features if keep_features else None,
         )  # fmt: skip
+
+    def rule_ids(self, scored: ScoredBatch) -> list[list[str]]:
+        """Per customer, the ids of the policy rules that apply to it (it matches their condition), file order."""
+        offsets, ids = rule_id_lists(scored.rules_matched, self.policy)
+        listed = ids.tolist()
+        return [listed[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
     def reason_table(self, scored: ScoredBatch, top: int = REASONS_PER_CUSTOMER) -> ReasonTable:
         """The top reasons of every scored customer, gathered and rounded (4 decimals) as arrays."""
         n = len(scored.cluster)
-        chosen = reason_order(scored.contributions, self._tier_ranks[scored.cluster])[:, :top]
+        chosen = reason_order(scored.contributions, scored.risk_rank)[:, :top]
         per_customer = chosen.shape[1]
         columns = chosen.ravel()
         rows = np.repeat(np.arange(n), per_customer)

@@ -30,13 +30,14 @@ from segmentation_pipeline.stages.clustering import fit_kmeans, reorder_clusters
 from segmentation_pipeline.stages.customers import CustomerBatch, as_batch
 from segmentation_pipeline.stages.embedding import fit_pca
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
+from segmentation_pipeline.stages.policy import Policy, PolicyError, load_policy, rate
 from segmentation_pipeline.stages.stability import match_previous
-from segmentation_pipeline.stages.tiering import INDICATORS, RiskTierModel, fit_risk_tiers, indicator_matrix
+from segmentation_pipeline.stages.tiering import INDICATORS, TIERS, RiskTierModel, fit_risk_tiers, indicator_matrix
 
 if TYPE_CHECKING:
     from segmentation_pipeline.stages.compiled import CompiledScorer
 
-FORMAT = "segmentation-model/1"
+FORMAT = "segmentation-model/2"  # 2: customer-level ratings (score boundaries) and the policy rules in force
 SAMPLE_SIZE = 256  # customers kept with a model to verify, at load, that the running code scores them the same
 SAMPLE_TOLERANCE = 1e-6  # distances and scores may differ by float rounding only
 
@@ -54,6 +55,7 @@ class SegmentationModel:
     explained_variance_ratio: np.ndarray  # (components,)
     centers: np.ndarray  # (k, components)
     tiers: RiskTierModel
+    policy: Policy
     reference_date: date
     metrics: dict[str, float]
     k_search: pd.DataFrame
@@ -78,10 +80,13 @@ class SegmentationModel:
         return CompiledScorer(self)
 
     def profiles(self) -> pd.DataFrame:
-        """Per cluster: tier, score, the score's terms and the typical values (``segment_profiles``)."""
+        """Per cluster: tier, score, the score boundary of its tier (a customer of any segment scoring at or above it
+        is rated at least that tier), the score's terms and the typical values (``segment_profiles``)."""
         tiers = self.tiers
         out = pd.DataFrame({"cluster": np.arange(self.k), "risk_tier": tiers.cluster_tiers,
-                            "risk_score": tiers.cluster_scores})  # fmt: skip
+                            "risk_score": tiers.cluster_scores,
+                            "tier_score_boundary": [tiers.boundary_of(t) for t in tiers.cluster_tiers]})  # fmt: skip
+        out.loc[np.isinf(out["tier_score_boundary"]), "tier_score_boundary"] = np.nan  # Low: any score
         terms = pd.DataFrame(tiers.contributions, columns=[f"contribution_{n}" for n in INDICATORS])
         typical = pd.DataFrame(tiers.typical, columns=[f"median_{n}" for n in INDICATORS])
         return pd.concat([out, terms, typical], axis=1)
@@ -106,6 +111,7 @@ class SegmentationModel:
             "sample": self.sample,
             "features": features_meta,
             "tiers": tiers_meta,
+            "policy": self.policy.to_dict(),
         }
         arrays = {
             "pca_components": self.pca_components, "pca_mean": self.pca_mean,
@@ -136,6 +142,11 @@ class SegmentationModel:
         if meta.get("format") != FORMAT:
             raise ModelContractError(f"model format {meta.get('format')!r} is not {FORMAT!r}: refit the model")
         transformer_class = transformer_class or CustomerFeatureTransformer
+        try:
+            policy = Policy.from_dict(meta["policy"])
+        except PolicyError as error:
+            raise ModelContractError(f"model {meta.get('version')}: its stored policy rules are not valid for this "
+                                     f"code ({error}): refit it with this code (segmentation run)") from None
         part = {prefix: {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
                 for prefix in ("features", "tiers")}  # fmt: skip
         model = cls(
@@ -143,7 +154,7 @@ class SegmentationModel:
             features=transformer_class.from_state(meta["features"], part["features"]),
             pca_components=arrays["pca_components"], pca_mean=arrays["pca_mean"],
             explained_variance_ratio=arrays["explained_variance_ratio"], centers=arrays["centers"],
-            tiers=RiskTierModel.from_state(meta["tiers"], part["tiers"]),
+            tiers=RiskTierModel.from_state(meta["tiers"], part["tiers"]), policy=policy,
             reference_date=date.fromisoformat(meta["reference_date"]),
             metrics=meta["metrics"], k_search=pd.DataFrame(meta["k_search"]),
             trained_at=datetime.fromisoformat(meta["trained_at"]), n_customers=int(meta["n_customers"]),
@@ -182,6 +193,13 @@ class SegmentationModel:
             raise ModelContractError(
                 f"model {self.version}: this code puts {moved} of its {len(expected_clusters)} stored sample customers "
                 "in another cluster than the fit did: refit it with this code (segmentation run)"
+            )
+        expected_tiers = np.asarray(sample["risk_tier"], dtype=object)
+        if not np.array_equal(scored.risk_tier, expected_tiers):
+            moved = int((scored.risk_tier != expected_tiers).sum())
+            raise ModelContractError(
+                f"model {self.version}: this code rates {moved} of its {len(expected_tiers)} stored sample customers "
+                "differently than the fit did: refit it with this code (segmentation run)"
             )
         for name in ("distance_to_centroid", "risk_score"):
             expected = np.asarray(sample[name], dtype=np.float64)
@@ -225,10 +243,13 @@ def fit_model(
     input_sha256: str | None = None,
     run_id: str | None = None,
     transformer_class: type[CustomerFeatureTransformer] = CustomerFeatureTransformer,
+    policy: Policy | None = None,
 ) -> FittedModel:
     """Fit features, PCA, K-means and tiers on cleaned customers. ``previous``: the last published assignments
     (customer_id, cluster, model_version), whose cluster ids the new clusters keep (customer overlap, Hungarian
-    method); without them clusters are numbered by risk score, 0 the riskiest."""
+    method); without them clusters are numbered by risk score, 0 the riskiest. ``policy``: the rules the model
+    applies (default: ``settings.rules_file``, else the bundled rules); they are stored with it."""
+    policy = policy if policy is not None else load_policy(settings.rules_file)
     batch = as_batch(customers)
     transformer = transformer_class(
         knn_neighbors=settings.knn_neighbors, rare_level_share=settings.rare_level_share,
@@ -255,19 +276,24 @@ def fit_model(
         version=version, features=transformer, pca_components=np.asarray(pca.components_, dtype=np.float64),
         pca_mean=np.asarray(pca.mean_, dtype=np.float64),
         explained_variance_ratio=np.asarray(pca.explained_variance_ratio_, dtype=np.float64), centers=centers,
-        tiers=tiers, reference_date=reference_date, metrics=clustering.metrics, k_search=clustering.k_search,
-        trained_at=datetime.now().astimezone(), n_customers=batch.n, settings=settings.model_dump(),
-        input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
+        tiers=tiers, policy=policy, reference_date=reference_date, metrics=clustering.metrics,
+        k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=batch.n,
+        settings=settings.model_dump(), input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
     )  # fmt: skip
     # The sample's expected answers come from the fit itself (its embedding and labels), not from the compiled
     # scorer, so loading cross-checks the two paths.
     rows = np.sort(np.random.default_rng(settings.random_state).permutation(batch.n)[:SAMPLE_SIZE])
     points = embedding.components[rows]
+    sample = batch.take(rows)
+    scores = tiers.terms(indicators[rows]).sum(axis=1)
+    rating = rate(tiers.tier_ranks(labels[rows]), tiers.score_ranks(scores),
+                  policy.matches(sample, indicators[rows]), policy)  # fmt: skip
     model.sample = {
-        "customers": batch.take(rows).to_columns(),
+        "customers": sample.to_columns(),
         "cluster": labels[rows].tolist(),
         "distance_to_centroid": np.linalg.norm(points - centers[labels[rows]], axis=1).tolist(),
-        "risk_score": tiers.terms(indicators[rows]).sum(axis=1).tolist(),
+        "risk_score": scores.tolist(),
+        "risk_tier": [TIERS[r] for r in rating.risk_rank.tolist()],
     }
     return FittedModel(
         model=model, labels=labels, order=continuity.order, previous_labels=continuity.previous_labels,

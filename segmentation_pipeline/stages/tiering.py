@@ -10,6 +10,12 @@ money column in millions cannot swamp a 0/1 flag. Clusters are ranked by score; 
 High, the bottom third Low, the rest Medium (k = 3 gives one of each; k = 2 gives High and Low). A customer's own
 score is the same sum over its own z values.
 
+A customer's rating is never below its segment's tier, and its own score raises it: the *score boundary* of a tier
+is the lowest score of any training customer whose segment has that tier or a riskier one
+(:meth:`RiskTierModel.score_ranks`). So on the training customers no one is rated below a customer with a lower
+score (no rank inversions), and a customer who scores like the High segments is High whatever its segment. Policy
+rules (``stages/policy.py``) may then raise the rating further.
+
 Reasons: a customer's indicators ordered from the most to the least telling for its tier (High: largest
 contribution first; Low: most negative first; Medium: largest absolute contribution first), ties kept in
 ``INDICATORS`` order. :func:`reason_order` is the one definition.
@@ -99,6 +105,7 @@ class RiskTierModel:
     contributions: np.ndarray  # (k, indicators): weight * mean z
     typical: np.ndarray  # (k, indicators): median in natural units (NaN: none known)
     population_typical: np.ndarray  # (indicators,)
+    score_boundaries: np.ndarray  # (len(TIERS),): a score at or above [r] is rated rank r or riskier; Low: -inf
 
     @property
     def k(self) -> int:
@@ -114,12 +121,24 @@ class RiskTierModel:
         return z
 
     def tier_ranks(self, clusters: np.ndarray) -> np.ndarray:
-        ranks = np.array([TIER_RANK[t] for t in self.cluster_tiers], dtype=np.intp)
+        """The segment tier (rank, 0 = High) of each customer's cluster."""
+        ranks = np.array([TIER_RANK[t] for t in self.cluster_tiers], dtype=np.int8)
         return ranks[clusters]
+
+    def score_ranks(self, scores: np.ndarray) -> np.ndarray:
+        """The tier (rank) each score reaches on its own: the riskiest tier whose boundary it is at or above."""
+        ranks = np.full(len(scores), len(TIERS) - 1, dtype=np.int8)
+        for rank in range(len(TIERS) - 2, -1, -1):  # Medium, then High overwrites
+            ranks[scores >= self.score_boundaries[rank]] = rank
+        return ranks
+
+    def boundary_of(self, tier: str) -> float:
+        return float(self.score_boundaries[TIER_RANK[tier]])
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays = {name: getattr(self, name) for name in
-                  ("weights", "means", "stds", "cluster_scores", "contributions", "typical", "population_typical")}
+                  ("weights", "means", "stds", "cluster_scores", "contributions", "typical", "population_typical",
+                   "score_boundaries")}
         return {"cluster_tiers": self.cluster_tiers, "indicators": list(INDICATORS)}, arrays  # fmt: skip
 
     @classmethod
@@ -168,7 +187,22 @@ def fit_risk_tiers(
     order = np.argsort(clusters, kind="stable")
     bounds = np.cumsum(np.bincount(clusters, minlength=k))[:-1]
     typical = np.vstack([_nan_median(indicators[rows]) for rows in np.split(order, bounds)])
-    return RiskTierModel(
+    model = RiskTierModel(
         weights=full_weights, means=means, stds=stds, cluster_scores=scores, cluster_tiers=tiers,
         contributions=contributions, typical=typical, population_typical=_nan_median(indicators),
+        score_boundaries=np.full(len(TIERS), -np.inf),
     )  # fmt: skip
+    model.score_boundaries = score_boundaries(model.terms(indicators).sum(axis=1), model.tier_ranks(clusters))
+    return model
+
+
+def score_boundaries(scores: np.ndarray, segment_ranks: np.ndarray) -> np.ndarray:
+    """Per tier rank, the lowest score among customers whose segment is that tier or riskier (-inf for Low; a tier
+    no segment has takes the boundary of the next riskier one, so the score alone never reaches it)."""
+    out = np.full(len(TIERS), -np.inf)
+    riskier = np.inf  # no customer at all: nothing is reached by score
+    for rank in range(len(TIERS) - 1):
+        members = scores[segment_ranks <= rank]
+        riskier = float(members.min()) if members.size else riskier
+        out[rank] = riskier
+    return out
