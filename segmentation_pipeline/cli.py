@@ -26,13 +26,23 @@ def _warehouse(args: argparse.Namespace) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from segmentation_pipeline.orchestration.resources import SegmentationSettings
     from segmentation_pipeline.runner import run_pipeline
+    from segmentation_pipeline.stages.policy import PolicyError, load_policy
 
     input_path = Path(args.input) if args.input else default_input_path()
     warehouse = _warehouse(args)
-    print(f"segmentation run: {input_path} -> {warehouse}", file=sys.stderr, flush=True)
+    try:
+        policy = load_policy(args.rules)  # a bad rules file stops the run before anything is read
+    except PolicyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"segmentation run: {input_path} -> {warehouse} (policy {policy.source} {policy.version})", file=sys.stderr,
+          flush=True)  # fmt: skip
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    summary = run_pipeline(input_path, warehouse, sheet=args.sheet, instance=instance, show_progress=True)
+    settings = SegmentationSettings(rules_file=str(Path(args.rules).resolve())) if args.rules else None
+    summary = run_pipeline(input_path, warehouse, sheet=args.sheet, settings=settings, instance=instance,
+                           show_progress=True)  # fmt: skip
     if not summary.success:
         print(f"error: {summary.error}", file=sys.stderr)
         return EXIT_FAILED
@@ -42,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"silhouette:      {summary.silhouette:.3f}")
     print(f"Davies-Bouldin:  {summary.davies_bouldin:.3f}")
     print(f"tiers:           {tiers}")
+    raised = ", ".join(f"{rule} {n}" for rule, n in summary.raised_by_rule.items() if n) or "none"
+    print(f"raised by rules: {raised}")
     print(f"model version:   {summary.model_version}")
     print(f"report:          {summary.report_path}")
     print(f"warehouse:       {warehouse}")
@@ -150,6 +162,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """`segmentation explain CUSTOMER_ID [--as-of T] [--json]`: the rating a customer had, from the history."""
     from datetime import datetime
 
+    from segmentation_pipeline.stages.tiering import TIER_RANK
     from segmentation_pipeline.warehouse import Warehouse, snapshots
 
     warehouse = Warehouse(_warehouse(args))
@@ -172,10 +185,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(snapshots.to_json(explained))
         return EXIT_OK
-    print(f"customer {explained['customer_id']}: {explained['risk_tier']} risk (score {explained['risk_score']:.2f}), "
-          f"cluster {explained['cluster']}")  # fmt: skip
-    print(f"model {explained['model_version']}, snapshot {explained['snapshot']}, "
-          f"published {explained['published_at']}")  # fmt: skip
+    print(f"customer {explained['customer_id']}: {explained['risk_tier']} risk (score {explained['risk_score']:.2f})")
+    basis = {"segment": "its segment's tier", "score": "its own risk score", "rule": "a policy rule"}
+    print(f"  rated {explained['risk_tier']} by {basis.get(str(explained['rating_basis']), 'its segment')}; segment "
+          f"(cluster {explained['cluster']}) is {explained['segment_tier'] or 'unrecorded'}")  # fmt: skip
+    print(f"  model {explained['model_version']}, policy {explained['policy_version'] or 'unrecorded'}, "
+          f"snapshot {explained['snapshot']}, published {explained['published_at']}")  # fmt: skip
+    before = explained["tier_before_rules"]
+    if explained["rating_basis"] == "rule":
+        print(f"  segment and score alone gave {before}; policy rules raised it to {explained['risk_tier']}")
+    rules = explained["rules"]
+    if rules:
+        print("policy rules that apply:")
+        for rule in rules:  # type: ignore[attr-defined]
+            binding = TIER_RANK.get(str(rule["min_tier"]), 9) < TIER_RANK.get(str(before), 9)
+            raised = " [raised the rating]" if binding else ""
+            print(f"  {rule['id']}: {rule['condition']} -> at least {rule['min_tier']}{raised}. {rule['rationale']}")
     print("reasons:")
     for rank, reason in enumerate(explained["reasons"], start=1):  # type: ignore[arg-type]
         typical = f"segment {_number(reason['segment_typical'])}, population {_number(reason['population_typical'])}"
@@ -199,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help=f"xlsx, csv or parquet export (default: {default_input_path()})")
     run.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
     run.add_argument("--sheet", help="sheet to read (default: the one holding the customer table)")
+    run.add_argument("--rules", help="policy rules file (default: $SEGMENTATION_RULES or the bundled "
+                     "policy_rules.toml)")  # fmt: skip
     run.set_defaults(handler=cmd_run)
 
     generate = commands.add_parser("generate", help="write a synthetic export with planted behaviour groups")
@@ -219,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--open", action="store_true", help="open the report in the default web browser")
     report.set_defaults(handler=cmd_report)
 
-    explain = commands.add_parser("explain", help="the tier, score, reasons and model a customer had (history)")
+    explain = commands.add_parser("explain", help="a customer's rating: tier, score, segment, the rules that raised "
+                                  "it, reasons, model and policy (from the history)")
     explain.add_argument("customer_id", type=int)
     explain.add_argument("--as-of", help="a moment in the past (ISO date or timestamp); default: now")
     explain.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")

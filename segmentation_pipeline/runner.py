@@ -28,6 +28,7 @@ class RunSummary:
     silhouette: float = float("nan")
     davies_bouldin: float = float("nan")
     tier_counts: dict[str, int] = field(default_factory=dict)
+    raised_by_rule: dict[str, int] = field(default_factory=dict)
     report_path: str | None = None
     model_version: str | None = None
 
@@ -116,6 +117,7 @@ def summarise(warehouse: Warehouse, run_id: str) -> RunSummary:
     ).iloc[0]
     tiers = warehouse.query("SELECT risk_tier, count(*) AS n FROM cluster_assignments GROUP BY risk_tier")
     report = warehouse.query("SELECT latest_path FROM segment_report ORDER BY created_at DESC LIMIT 1")
+    raised = warehouse.query("SELECT item, customers FROM rating_governance WHERE measure = 'rule_raised'")
     return RunSummary(
         success=True,
         run_id=run_id,
@@ -124,6 +126,7 @@ def summarise(warehouse: Warehouse, run_id: str) -> RunSummary:
         silhouette=float(model["silhouette"]),
         davies_bouldin=float(model["davies_bouldin"]),
         tier_counts={str(t): int(n) for t, n in zip(tiers["risk_tier"], tiers["n"], strict=True)},
+        raised_by_rule={str(r): int(n) for r, n in zip(raised["item"], raised["customers"], strict=True)},
         report_path=str(report["latest_path"].iloc[0]) if len(report) else None,
         model_version=str(model["model_version"]),
     )

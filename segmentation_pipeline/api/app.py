@@ -179,7 +179,8 @@ def create_app(
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=authed, responses={401: _ERRORS[401]}, tags=["model"])
     async def model_info() -> dict[str, object]:
-        """The served model version: its quality metrics, k, training time and the hash of its input file."""
+        """The served model version: its quality metrics, k, training time, the hash of its input file, the score
+        boundaries of its tiers and the policy rules it applies."""
         loaded = cache.current
         model = loaded.model
         return {
@@ -192,6 +193,8 @@ def create_app(
             "reference_date": model.reference_date,
             "run_id": model.run_id,
             "cluster_tiers": {str(c): t for c, t in enumerate(model.tiers.cluster_tiers)},
+            "score_boundaries": {tier: _finite(model.tiers.boundary_of(tier)) for tier in ("High", "Medium")},
+            "policy": {**model.policy.to_dict(), "sha256": model.policy.sha256},
             "loaded_at": loaded.loaded_at,
         }
 
@@ -355,7 +358,8 @@ def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]
                        table.contribution))  # fmt: skip
     ids = scored.customer_id.tolist()
     results = list(
-        map(ScoreResultOut, ids, scored.cluster.tolist(), scored.risk_tier.tolist(),
+        map(ScoreResultOut, ids, scored.cluster.tolist(), scored.risk_tier.tolist(), scored.segment_tier.tolist(),
+            scored.tier_before_rules.tolist(), scored.rating.basis.tolist(), scorer.rule_ids(scored),
             scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), repeat(version),
             table.per_customer_lists(reasons))  # fmt: skip
     )
@@ -376,8 +380,10 @@ _ENCODER = msgspec.json.Encoder()
 
 
 _ASSIGNMENT_SQL = (
-    "SELECT customer_id, cluster, risk_tier, risk_score, distance_to_centroid, pc1, pc2, model_version, run_id "
-    "FROM cluster_assignments WHERE customer_id = ? ORDER BY model_version DESC NULLS LAST LIMIT 1"
+    "SELECT customer_id, cluster, risk_tier, segment_tier, tier_before_rules, rating_basis, "
+    "coalesce(rule_ids, []) AS rule_ids, risk_score, distance_to_centroid, pc1, pc2, model_version, "
+    "policy_version, run_id FROM cluster_assignments WHERE customer_id = ? "
+    "ORDER BY model_version DESC NULLS LAST LIMIT 1"
 )
 
 
@@ -388,7 +394,7 @@ def _latest_assignment(store: Any, customer_id: int) -> dict[str, object] | None
     with store.connect(read_only=True) as connection:
         try:
             cursor = connection.execute(_ASSIGNMENT_SQL, [customer_id])
-        except duckdb.CatalogException:  # nothing published yet
+        except (duckdb.CatalogException, duckdb.BinderException):  # nothing published yet, or before this version
             return None
         row = cursor.fetchone()
         if row is None:

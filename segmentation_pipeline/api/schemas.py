@@ -122,18 +122,40 @@ class Reason(BaseModel):
 
 class ScoreResult(BaseModel):
     customer_id: int
-    cluster: int
-    risk_tier: Literal["High", "Medium", "Low"]
+    cluster: int = Field(description="the behaviour segment (K-means cluster)")
+    risk_tier: Literal["High", "Medium", "Low"] = Field(
+        description="the customer's rating: its segment's tier, raised by its own score and by policy rules")
+    segment_tier: Literal["High", "Medium", "Low"] = Field(description="the tier of the customer's segment")
+    tier_before_rules: Literal["High", "Medium", "Low"] = Field(
+        description="the rating from segment and score alone: the riskier of the segment's tier and the score's")
+    rating_basis: Literal["segment", "score", "rule"] = Field(
+        description="what decided the rating: the segment's tier, the customer's score, or a policy rule")
+    rule_ids: list[str] = Field(description="the policy rules that apply to the customer; they raised the rating "
+                                "when rating_basis is 'rule' (their text: /v1/model)")
     distance_to_centroid: float
     risk_score: float = Field(description="the customer's own weighted indicator score (higher = riskier)")
     model_version: str
-    reasons: list[Reason] = Field(description="top 3 indicators behind the tier")
+    reasons: list[Reason] = Field(description="top 3 indicators behind the rating")
 
 
 class ScoreBatchResponse(BaseModel):
     model_version: str
     count: int
     results: list[ScoreResult]
+
+
+class PolicyRuleInfo(BaseModel):
+    id: str
+    condition: str
+    min_tier: Literal["High", "Medium"]
+    rationale: str
+
+
+class PolicyInfo(BaseModel):
+    version: str
+    source: str = Field(description="the rules file the model was fitted with")
+    sha256: str = Field(description="SHA-256 of the rules (canonical JSON)")
+    rules: list[PolicyRuleInfo]
 
 
 class ModelInfo(BaseModel):
@@ -146,6 +168,9 @@ class ModelInfo(BaseModel):
     reference_date: date = Field(description="the date ages and tenures are computed at")
     run_id: str | None
     cluster_tiers: dict[str, str]
+    score_boundaries: dict[str, float | None] = Field(
+        description="a customer scoring at or above a tier's boundary is rated at least that tier")
+    policy: PolicyInfo = Field(description="the policy rules this model applies")
     loaded_at: datetime = Field(description="when this service loaded the version")
 
 
@@ -167,11 +192,16 @@ class CustomerAssignment(BaseModel):
     customer_id: int
     cluster: int
     risk_tier: str
+    segment_tier: str | None
+    tier_before_rules: str | None
+    rating_basis: str | None
+    rule_ids: list[str]
     risk_score: float | None
     distance_to_centroid: float | None
     pc1: float | None
     pc2: float | None
     model_version: str | None
+    policy_version: str | None
     run_id: str | None
 
 
@@ -209,6 +239,10 @@ class ScoreResultOut(msgspec.Struct, gc=False):
     customer_id: int
     cluster: int
     risk_tier: str
+    segment_tier: str
+    tier_before_rules: str
+    rating_basis: str
+    rule_ids: list[str]
     distance_to_centroid: float
     risk_score: float
     model_version: str

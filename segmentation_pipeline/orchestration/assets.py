@@ -22,6 +22,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import default_input_path
@@ -29,12 +30,14 @@ from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
 from segmentation_pipeline.stages.cleaning import clean_customers
+from segmentation_pipeline.stages.compiled import ScoredBatch
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
-from segmentation_pipeline.stages.model import ModelContractError, fit_model
+from segmentation_pipeline.stages.model import ModelContractError, SegmentationModel, fit_model
+from segmentation_pipeline.stages.policy import PolicyError, governance, load_policy, rule_id_lists
 from segmentation_pipeline.stages.stability import population_profile, stability_report, tier_migrations
 from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry, snapshots
-from segmentation_pipeline.warehouse.models import load_model, model_table_row
+from segmentation_pipeline.warehouse.models import load_model, model_table_row, policy_rules_rows
 from segmentation_pipeline.warehouse.store import WarehouseBusy, WarehouseUnavailable
 
 GROUP = "segmentation"
@@ -194,8 +197,13 @@ def ingest_export(
     segmentation: SegmentationSettings,
 ) -> Iterator[dg.MaterializeResult]:
     """Read the file and clean it (once); a refused file fails here, with one line naming file, sheet, column and
-    row, before anything is written: the warehouse keeps the last good run."""
+    row, before anything is written: the warehouse keeps the last good run. A bad policy rules file stops the run
+    here too, before the file is read."""
     started = datetime.now().astimezone()
+    try:
+        load_policy(segmentation.settings().rules_file)
+    except PolicyError as error:
+        raise _failure(str(error)) from None
     key = context.partition_key if context.has_partition_key else None
     path = _export_file(config, warehouse, key)
     reference = _reference_date(segmentation)
@@ -289,8 +297,12 @@ def kmeans_model(
     reference = pd.Timestamp(cleaned["_reference_date"].iloc[0]).date() if len(cleaned) else _reference_date(
         segmentation)  # fmt: skip
     try:
+        policy = load_policy(settings.rules_file)
+    except PolicyError as error:
+        raise _failure(str(error)) from None
+    try:
         fitted = fit_model(customers, settings, _previous_assignments(warehouse), reference_date=reference,
-                           version=version, input_sha256=input_sha, run_id=context.run_id)  # fmt: skip
+                           version=version, input_sha256=input_sha, run_id=context.run_id, policy=policy)  # fmt: skip
     except ValueError as error:  # too few customers to cluster, and the like: one line
         raise _failure(f"kmeans_model: {error}") from None
     model, labels = fitted.model, fitted.labels
@@ -310,13 +322,14 @@ def kmeans_model(
     k_search = model.k_search.assign(model_version=version, chosen=lambda f: f["k"] == model.k)
     # The registry entry is staged: it enters model_versions (active if it passed) when the snapshot is published.
     candidate = pd.DataFrame([{"model_version": version, "entry": entry.to_json(), "activate": quality.passed}])
-    tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search, snapshots.CANDIDATE_TABLE: candidate}
+    tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search, snapshots.CANDIDATE_TABLE: candidate,
+              "policy_rules": policy_rules_rows(model)}  # fmt: skip
     if stability.previous_model_version is not None:
         tables["model_stability"] = stability.to_frame(run_id=context.run_id, model_version=version,
                                                        created_at=pd.Timestamp(model.trained_at))  # fmt: skip
     write_assets(
         context, store, tables, lineage={"kmeans_model": (["cleaned_customers"], 1)}, started_at=started,
-        input_sha256=input_sha, append=("kmeans_model", "kmeans_k_search", "model_stability"),
+        input_sha256=input_sha, append=("kmeans_model", "kmeans_k_search", "model_stability", "policy_rules"),
     )  # fmt: skip
     status = registry.ACTIVE if quality.passed else registry.REJECTED
     if not quality.passed:
@@ -336,6 +349,10 @@ def kmeans_model(
             "cluster_scores": dg.MetadataValue.json({str(c): round(float(s), 4)
                                                      for c, s in enumerate(tiers.cluster_scores)}),
             "cluster_order": dg.MetadataValue.json(fitted.order),
+            "score_boundaries": dg.MetadataValue.json({t: round(tiers.boundary_of(t), 4) for t in ("High", "Medium")}),
+            "policy_version": policy.version, "policy_source": policy.source,
+            "policy_rules": dg.MetadataValue.md(_markdown_preview(policy_rules_rows(model)[
+                ["rule_id", "condition", "min_tier", "rationale"]], rows=50, max_columns=4)),
             "previous_model_version": stability.previous_model_version or "",
             "ari_vs_previous": summary["ari"], "tier_mix_psi": summary["tier_mix_psi"],
             "feature_psi": dg.MetadataValue.json(summary["feature_psi"]),
@@ -377,6 +394,18 @@ def _candidate_note(store: Warehouse) -> str:
             f"{entry.quality.notes})")  # fmt: skip
 
 
+def _rule_id_column(model: SegmentationModel, scored: ScoredBatch) -> pd.api.extensions.ExtensionArray:
+    """The policy rules that apply to each customer, as a list column (DuckDB ``VARCHAR[]``), built without a loop."""
+    offsets, ids = rule_id_lists(scored.rules_matched, model.policy)
+    values = pa.array(ids.tolist(), type=pa.string())
+    return pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values))
+
+
+def _governance_rows(model: SegmentationModel, scored: ScoredBatch, run_id: str) -> pd.DataFrame:
+    rows = pd.DataFrame(governance(scored.rating, scored.risk_score, model.policy))
+    return rows.assign(run_id=run_id, model_version=model.version, policy_version=model.policy.version)
+
+
 def _reason_rows(model: object, scored: object) -> pd.DataFrame:
     """Every customer's reasons, long format (customer_id, rank, indicator, value, typical values, contribution)."""
     table = model.scorer.reason_table(scored)  # type: ignore[attr-defined]
@@ -399,15 +428,20 @@ def _reason_rows(model: object, scored: object) -> pd.DataFrame:
               ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}),
         _spec("pca_embedding", "Every customer's PCA coordinates under the served model (pc1 and pc2 are the plot "
               "coordinates).", ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}),
-        _spec("cluster_assignments", "One row per customer: cluster, risk tier, risk score, distance to its "
-              "centroid, pc1/pc2, model version and run id, computed with the ACTIVE model of the registry by the "
-              "same compiled scorer the API uses. Customers whose tier changed are appended to tier_migrations.",
+        _spec("cluster_assignments", "One row per customer: cluster (behaviour segment) and its tier, the customer's "
+              "rating (risk_tier: the segment's tier raised by the customer's own risk score and by policy rules), "
+              "the rating before rules, what decided it (rating_basis), the policy rules that apply to the customer "
+              "(rule_ids; they raised it when rating_basis is 'rule'), risk score, distance to its "
+              "centroid, pc1/pc2, model and policy version and run id, computed with the ACTIVE model of the "
+              "registry by the same compiled scorer the API uses. Customers whose rating changed are appended to "
+              "tier_migrations; the run's governance figures go to rating_governance.",
               ["kmeans_model", "cleaned_customers"], {"duckdb"}),
         _spec("rating_reasons", "Every customer's top reasons (indicator, the customer's value, the segment's and "
               "the population's typical value, contribution to the score), rank 1 the most telling for its tier.",
               ["kmeans_model", "cleaned_customers"], {"duckdb"}),
-        _spec("segment_profiles", "Per cluster of the model that made the assignments: tier, risk score, every "
-              "term of the score and the typical (median) value of every indicator.", ["kmeans_model"], {"duckdb"}),
+        _spec("segment_profiles", "Per cluster of the model that made the assignments: tier, risk score, the score "
+              "boundary of its tier (any customer scoring at or above it is rated at least that tier), every term of "
+              "the score and the typical (median) value of every indicator.", ["kmeans_model"], {"duckdb"}),
     ],  # fmt: skip
     pool=WAREHOUSE_POOL,
 )
@@ -429,14 +463,19 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     embedding.insert(0, "customer_id", ids)
     assignments = pd.DataFrame({
         "customer_id": ids, "cluster": scored.cluster, "risk_tier": scored.risk_tier.astype(str),
-        "risk_score": scored.risk_score, "distance_to_centroid": scored.distance_to_centroid,
-        "pc1": scored.embedding[:, 0], "pc2": scored.embedding[:, 1], "model_version": model.version,
+        "segment_tier": scored.segment_tier.astype(str), "tier_before_rules": scored.tier_before_rules.astype(str),
+        "rating_basis": scored.rating.basis.astype(str),
+        "rule_ids": _rule_id_column(model, scored), "risk_score": scored.risk_score,
+        "distance_to_centroid": scored.distance_to_centroid, "pc1": scored.embedding[:, 0],
+        "pc2": scored.embedding[:, 1], "model_version": model.version, "policy_version": model.policy.version,
         "run_id": context.run_id,
     })  # fmt: skip
     reasons = _reason_rows(model, scored)
+    figures = _governance_rows(model, scored, context.run_id)
     previous = _previous_assignments(warehouse)
     tables = {"customer_features": features, "pca_embedding": embedding, "cluster_assignments": assignments,
-              "rating_reasons": reasons, "segment_profiles": model.profiles()}  # fmt: skip
+              "rating_reasons": reasons, "segment_profiles": model.profiles(),
+              "rating_governance": figures}  # fmt: skip
     if previous is not None:
         tables["tier_migrations"] = tier_migrations(previous, assignments, run_id=context.run_id)
     upstream = ["kmeans_model", "cleaned_customers"]
@@ -457,9 +496,15 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         embedding, model_version=model.version, n_components=len(ratios), explained_variance_total=sum(ratios),
         explained_variance_ratio=dg.MetadataValue.json(ratios)))  # fmt: skip
     tier_counts = assignments["risk_tier"].value_counts().to_dict()
+    measures = {m: dict(zip(g["item"], g["customers"].astype(int), strict=True)) for m, g in figures.groupby("measure")}
     yield dg.MaterializeResult(asset_key="cluster_assignments", metadata=table_metadata(
-        assignments, model_version=model.version,
+        assignments, model_version=model.version, policy_version=model.policy.version,
         tier_counts=dg.MetadataValue.json({k: int(v) for k, v in tier_counts.items()}),
+        tier_mix_segment=dg.MetadataValue.json(measures["tier_mix_segment"]),
+        tier_mix_before_rules=dg.MetadataValue.json(measures["tier_mix_before_rules"]),
+        tier_mix_after_rules=dg.MetadataValue.json(measures["tier_mix_after_rules"]),
+        raised_by_rule=dg.MetadataValue.json(measures.get("rule_raised", {})),
+        rank_inversions=int(measures["rank_inversions"][""]),
         tier_migrations=0 if migrations is None else len(migrations),
         tier_moves=dg.MetadataValue.json({str(k): int(v) for k, v in dict(moves).items()})))  # fmt: skip
     yield dg.MaterializeResult(asset_key="rating_reasons",

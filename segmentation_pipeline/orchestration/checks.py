@@ -8,8 +8,12 @@ snapshot is never published. Each check reads what its own run wrote (``Warehous
 import dagster as dg
 
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
-from segmentation_pipeline.schema import NON_NEGATIVE_COLUMNS
+from segmentation_pipeline.schema import ID_COLUMN, NON_NEGATIVE_COLUMNS
+from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.fields import MAX_AGE_YEARS
+from segmentation_pipeline.stages.policy import floor_violations
+from segmentation_pipeline.stages.tiering import indicator_matrix
+from segmentation_pipeline.warehouse.models import load_model
 
 REQUIRED_COLUMNS = ("customer_id",)
 # Columns whose absence makes the tiers meaningless: at least one volume must be present.
@@ -89,4 +93,34 @@ def silhouette_above_floor(
     )
 
 
-SEGMENTATION_CHECKS = [unique_customer_ids, required_columns_present, values_in_range, silhouette_above_floor]
+@dg.asset_check(
+    asset="cluster_assignments",
+    blocking=True,
+    description="No customer is rated below the floor of a policy rule it matches (the rules re-evaluated on the "
+    "cleaned customers with the rules stored in the model that rated them).",
+)
+def ratings_meet_policy_floors(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    store = warehouse.run_store(context.run.run_id)
+    ratings = store.query(f"SELECT {ID_COLUMN}, risk_tier, model_version FROM cluster_assignments")
+    if ratings.empty:
+        return dg.AssetCheckResult(passed=True, description="no customer rated", metadata={"customers": 0})
+    model = load_model(store, str(ratings["model_version"].iloc[0]))
+    cleaned = store.query("SELECT * FROM cleaned_customers")
+    batch = CustomerBatch.from_frame(cleaned)
+    tiers = ratings.set_index(ID_COLUMN)["risk_tier"].reindex(cleaned[ID_COLUMN]).to_numpy()  # unrated: below
+    indicators = indicator_matrix(batch, model.features.derived(batch))
+    below = floor_violations(model.policy, batch, indicators, tiers)
+    described = "; ".join(f"{n} customers match rule {rule} but are rated below its floor" for rule, n in below.items())
+    return dg.AssetCheckResult(
+        passed=not below,
+        description=described or f"every customer meets the floors of the {len(model.policy.rules)} policy rules",
+        metadata={"below_floor": dg.MetadataValue.json(below), "policy_version": model.policy.version,
+                  "customers": len(cleaned)},  # fmt: skip
+    )
+
+
+SEGMENTATION_CHECKS = [
+    unique_customer_ids, required_columns_present, values_in_range, silhouette_above_floor, ratings_meet_policy_floors,
+]  # fmt: skip

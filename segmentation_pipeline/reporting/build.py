@@ -152,6 +152,11 @@ def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportD
     )  # fmt: skip
     data.extra["settings"] = model.settings
     data.extra["code_version"] = __version__
+    data.extra["policy"] = model.policy
+    data.extra["score_boundaries"] = {tier: model.tiers.boundary_of(tier) for tier in ("High", "Medium")}
+    if "rating_governance" in tables:
+        governance = warehouse.read_table("rating_governance")
+        data.extra["governance"] = _matching(governance, [("run_id", run_id), ("model_version", model.version)])
     if "segment_profiles" in tables:
         data.profiles = warehouse.read_table("segment_profiles")
     if "pca_embedding" in tables:
@@ -252,11 +257,14 @@ def _profile_scores_table(profiles: pd.DataFrame) -> str:
             "cluster": int(record["cluster"]),
             "tier": f'<span class="pill {escape(record["risk_tier"])}">{escape(record["risk_tier"])}</span>',
             "risk score": f"{record['risk_score']:+.2f}",
+            "tier from score ≥": (f"{record['tier_score_boundary']:+.2f}" if pd.notna(record.get("tier_score_boundary"))
+                                  else "any score"),
             "largest terms of the score": escape(", ".join(
                 f"{c.removeprefix('contribution_').replace('_', ' ')} {record[c]:+.2f}" for c in top)),
         })  # fmt: skip
     return ('<h3 style="margin:14px 0 2px;font-size:15px">Why each cluster got its tier</h3><p class="note">Risk '
-            "score = Σ weight × cluster mean of the standardised indicator; clusters ranked by score into tiers.</p>"
+            "score = Σ weight × cluster mean of the standardised indicator; clusters ranked by score into tiers. A "
+            "customer of any cluster scoring at or above a tier's boundary is rated at least that tier.</p>"
             + table_html(pd.DataFrame(rows), html_columns=["tier", "largest terms of the score"]))  # fmt: skip
 
 
@@ -301,6 +309,49 @@ def _outlier_section(outliers: pd.DataFrame, customers: int, settings: OutlierSe
                   "by isolation score).</p>", blocks[0],
                   f"<details><summary>Show the other {len(rest):,} flagged customers</summary>{table(rest)}</details>"]
     return Section("outliers", "Outliers", intro, blocks)
+
+
+def _policy_section(data: ReportData) -> Section | None:
+    """How ratings were reached: score boundaries, tier mix before and after the policy rules, each rule's reach."""
+    policy, governance = data.extra.get("policy"), data.extra.get("governance")
+    if policy is None or governance is None or governance.empty:
+        return None
+    figures_ = {(m, i): int(n) for m, i, n in zip(governance["measure"], governance["item"].fillna(""),
+                                                   governance["customers"], strict=True)}  # fmt: skip
+    boundaries = data.extra.get("score_boundaries", {})
+    inversions = figures_.get(("rank_inversions", ""), 0)
+    cards = [
+        ("policy version", str(policy.version)), ("rules", str(len(policy.rules))),
+        *[(f"{tier} from score ≥", f"{value:+.2f}" if np.isfinite(value) else "none")
+          for tier, value in boundaries.items()],
+        ("rank inversions", f"{inversions:,}", "" if inversions == 0 else "tier-High"),
+    ]  # fmt: skip
+    stages = (("segment tier alone", "tier_mix_segment"), ("segment and score", "tier_mix_before_rules"),
+              ("after policy rules", "tier_mix_after_rules"))  # fmt: skip
+    mix = pd.DataFrame([{"rating": label, **{t: f"{figures_.get((m, t), 0):,}" for t in ("High", "Medium", "Low")}}
+                        for label, m in stages])  # fmt: skip
+    rules = pd.DataFrame([{
+        "rule": rule.id, "condition": rule.condition, "at least": rule.min_tier,
+        "customers matching": f"{figures_.get(('rule_matched', rule.id), 0):,}",
+        "customers raised": f"{figures_.get(('rule_raised', rule.id), 0):,}", "rationale": rule.rationale,
+    } for rule in policy.rules], columns=["rule", "condition", "at least", "customers matching", "customers raised",
+                                          "rationale"])  # fmt: skip
+    segment_inversions = figures_.get(("rank_inversions_segment_only", ""), 0)
+    intro = (
+        "A customer's rating is its segment's tier, raised by its own risk score (a score at or above a tier's "
+        "boundary reaches that tier: the boundary is the lowest score of any training customer whose segment has "
+        "that tier or a riskier one), then raised to the floor of every policy rule it matches. Rank inversions "
+        f"count customers rated below someone with a lower score before rules (target 0; the segment tier alone "
+        f"would have {segment_inversions:,}). Rules raise ratings regardless of score, by design."
+    )
+    return Section("policy", "Policy and overrides", intro, [
+        cards_html(cards), '<h3 style="margin:10px 0 2px;font-size:15px">Tier mix at each step</h3>',
+        table_html(mix, text_columns=["rating"]),
+        f'<h3 style="margin:14px 0 2px;font-size:15px">Rules in force ({escape(policy.source)}, version '
+        f"{escape(policy.version)})</h3>",
+        table_html(rules, text_columns=["rule", "condition", "at least", "rationale"]) if len(rules)
+        else '<p class="note">The rules file has no rules: ratings come from segments and scores alone.</p>',
+    ])  # fmt: skip
 
 
 def _shared_customers(stability: pd.DataFrame | None) -> int | None:
@@ -426,6 +477,9 @@ def build_report(data: ReportData, *, max_scatter_points: int | None = figures.M
                            _profile_table(segmented)]),
         _outlier_section(outliers, len(segmented), outlier_settings),
     ]  # fmt: skip
+    policy = _policy_section(data)
+    if policy is not None:
+        sections.insert(1, policy)
     drift = _drift_section(data)
     if drift is not None:
         sections.append(drift)

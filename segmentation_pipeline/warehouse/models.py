@@ -81,8 +81,32 @@ def model_table_row(model: SegmentationModel) -> pd.DataFrame:
                 "config": json.dumps(model.settings, default=str),
                 "cluster_tiers": json.dumps({str(c): t for c, t in enumerate(model.tiers.cluster_tiers)}),
                 "feature_contract": json.dumps(model.contract),
+                "high_score_boundary": model.tiers.boundary_of("High"),
+                "medium_score_boundary": model.tiers.boundary_of("Medium"),
+                "policy_version": model.policy.version,
+                "policy_sha256": model.policy.sha256,
                 "code_version": model.code_version,
                 "model_blob": model.to_bytes(),
             }
         ]
     )
+
+
+def policy_rules_rows(model: SegmentationModel) -> pd.DataFrame:
+    """The ``policy_rules`` rows of a fitted model: the rules in force for it, in the order they are applied."""
+    policy = model.policy
+    return pd.DataFrame(
+        {
+            "model_version": model.version,
+            "policy_version": policy.version,
+            "policy_sha256": policy.sha256,
+            "policy_source": policy.source,
+            "position": pd.array(range(1, len(policy.rules) + 1), dtype="int32"),
+            "rule_id": [rule.id for rule in policy.rules],
+            "condition": [rule.condition for rule in policy.rules],
+            "min_tier": [rule.min_tier for rule in policy.rules],
+            "rationale": [rule.rationale for rule in policy.rules],
+        },
+        columns=["model_version", "policy_version", "policy_sha256", "policy_source", "position", "rule_id",
+                 "condition", "min_tier", "rationale"],
+    )  # fmt: skip

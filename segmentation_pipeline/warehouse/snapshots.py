@@ -38,12 +38,12 @@ from segmentation_pipeline.warehouse.store import (
 # Public names: one view each, on the published snapshot's table.
 PUBLIC_TABLES: tuple[str, ...] = (
     "raw_workbook", "cleaned_customers", "quarantined_customers", "customer_features", "pca_embedding",
-    "cluster_assignments", "rating_reasons", "segment_profiles",
+    "cluster_assignments", "rating_reasons", "segment_profiles", "rating_governance",
 )  # fmt: skip
 # Logs: staged in the snapshot, appended to main's table of the same name when it is published.
 LOG_TABLES: tuple[str, ...] = (
     "lineage", "ingestion_report", "kmeans_model", "kmeans_k_search", "model_stability", "tier_migrations",
-    "segment_report",
+    "segment_report", "policy_rules",
 )  # fmt: skip
 CANDIDATE_TABLE = "model_candidate"  # the run's new model version, registered at publication
 SNAPSHOTS_TABLE = "snapshots"
@@ -71,11 +71,21 @@ CREATE TABLE IF NOT EXISTS main.rating_history (
     snapshot_id VARCHAR, published_at TIMESTAMPTZ, customer_id BIGINT, cluster INTEGER, risk_tier VARCHAR,
     risk_score DOUBLE, distance_to_centroid DOUBLE, model_version VARCHAR
 );
+ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS segment_tier VARCHAR;
+ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS tier_before_rules VARCHAR;
+ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS rating_basis VARCHAR;
+ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS rule_ids VARCHAR[];
+ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS policy_version VARCHAR;
 CREATE TABLE IF NOT EXISTS main.reason_history (
     snapshot_id VARCHAR, customer_id BIGINT, rank INTEGER, indicator VARCHAR, value DOUBLE,
     segment_typical DOUBLE, population_typical DOUBLE, contribution DOUBLE
 );
 """
+# The rating columns of cluster_assignments kept in rating_history.
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "customer_id", "cluster", "risk_tier", "risk_score", "distance_to_centroid", "model_version", "segment_tier",
+    "tier_before_rules", "rating_basis", "rule_ids", "policy_version",
+)  # fmt: skip
 DEFAULT_KEEP_SNAPSHOTS = 2  # published + the one before: intermediate tables of older ones are dropped
 DEFAULT_HISTORY_DAYS = 3650  # ratings and reasons kept ten years (record-keeping rules ask for five or more)
 KEEP_SNAPSHOTS_ENV, HISTORY_DAYS_ENV = "SEGMENTATION_KEEP_SNAPSHOTS", "SEGMENTATION_HISTORY_DAYS"
@@ -281,8 +291,8 @@ def publish(
                 [now, model_version, customers, report_path, snapshot.snapshot_id],
             )  # fmt: skip
             connection.execute(
-                "INSERT INTO main.rating_history SELECT ?, ?, customer_id, cluster, risk_tier, risk_score, "
-                "distance_to_centroid, model_version FROM main.cluster_assignments", [snapshot.snapshot_id, now],
+                f"INSERT INTO main.rating_history BY NAME SELECT ? AS snapshot_id, ? AS published_at, "
+                f"{', '.join(HISTORY_COLUMNS)} FROM main.cluster_assignments", [snapshot.snapshot_id, now],
             )  # fmt: skip
             connection.execute(
                 "INSERT INTO main.reason_history SELECT ?, customer_id, rank, indicator, value, segment_typical, "
@@ -382,7 +392,9 @@ def explain(warehouse: Warehouse, customer_id: int, as_of: datetime | None = Non
         if snapshot is None:
             return None
         cursor = connection.execute(
-            "SELECT customer_id, risk_tier, risk_score, cluster, distance_to_centroid, model_version "
+            "SELECT customer_id, risk_tier, risk_score, segment_tier, tier_before_rules, rating_basis, cluster, "
+            "distance_to_centroid, "
+            "model_version, policy_version, coalesce(rule_ids, []) AS rule_ids "
             "FROM main.rating_history WHERE snapshot_id = ? AND customer_id = ?", [snapshot[0], customer_id],
         )  # fmt: skip
         row = cursor.fetchone()
@@ -393,8 +405,10 @@ def explain(warehouse: Warehouse, customer_id: int, as_of: datetime | None = Non
             "SELECT indicator, value, segment_typical, population_typical, contribution FROM main.reason_history "
             "WHERE snapshot_id = ? AND customer_id = ? ORDER BY rank", [snapshot[0], customer_id],
         ).fetchall()  # fmt: skip
+        rules = _rules_of(connection, str(rating["model_version"]), list(rating["rule_ids"]))
     return {
         **rating,
+        "rules": rules,
         "snapshot": snapshot[0],
         "published_at": snapshot[1].isoformat() if snapshot[1] else None,
         "export": snapshot[2],
@@ -403,6 +417,19 @@ def explain(warehouse: Warehouse, customer_id: int, as_of: datetime | None = Non
             for r in reasons
         ],
     }
+
+
+def _rules_of(connection: duckdb.DuckDBPyConnection, model_version: str, rule_ids: list[str]
+              ) -> list[dict[str, object]]:  # fmt: skip
+    """The stored text of the rules that apply to a rating (as in force for its model), in the order applied."""
+    if not rule_ids:
+        return []
+    rows = connection.execute(
+        "SELECT rule_id, condition, min_tier, rationale FROM main.policy_rules WHERE model_version = ? "
+        "AND list_contains(?, rule_id) ORDER BY position", [model_version, rule_ids],
+    ).fetchall()  # fmt: skip
+    found = {r[0]: dict(zip(("id", "condition", "min_tier", "rationale"), r, strict=True)) for r in rows}
+    return [found.get(i, {"id": i, "condition": None, "min_tier": None, "rationale": None}) for i in rule_ids]
 
 
 def to_json(explained: dict[str, object]) -> str:
