@@ -73,9 +73,11 @@ def dagster_dev(folder: Path, env: Mapping[str, str]) -> Iterator[str]:
                 time.sleep(1)
             yield url
         finally:
-            os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+            # dagster dev shuts its webserver and daemon down on SIGINT, but waits for its code server's grace
+            # period (tens of seconds) before it exits: the tests' temporary instance needs none of that.
+            os.killpg(process.pid, signal.SIGINT)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
