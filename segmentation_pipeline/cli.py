@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="a customer's rating: tier, score, segment, the rules that raised "
                                   "it, reasons, model and policy (from the history)")
-    explain.add_argument("customer_id", type=int)
+    explain.add_argument("customer_id", help="the customer id as exported (text; leading zeros count)")
     explain.add_argument("--as-of", help="a moment in the past (ISO date or timestamp); default: now")
     explain.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")

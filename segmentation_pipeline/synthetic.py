@@ -147,7 +147,7 @@ class SyntheticExport:
 
     header: list[str]
     rows: pd.DataFrame
-    labels: pd.DataFrame  # customer_id (int64), planted_group ("low" / "medium" / "high"), one row per customer
+    labels: pd.DataFrame  # customer_id (text), planted_group ("low" / "medium" / "high"), one row per customer
 
     def to_frame(self) -> pd.DataFrame:
         """The rows with the export's header as column names (duplicate names kept, as in the file)."""
@@ -195,7 +195,8 @@ def generate_export(
     frame = pd.concat(columns, axis=1, ignore_index=True)
     frame.columns = pd.RangeIndex(len(names))
 
-    labels = pd.DataFrame({"customer_id": customers["CustomerID"].to_numpy(np.int64), "planted_group": groups})
+    ids = customers["CustomerID"].astype(str).to_numpy(object)  # ids are text, as the pipeline reads them
+    labels = pd.DataFrame({"customer_id": ids, "planted_group": groups})
     labels = labels.sort_values("customer_id", ignore_index=True)
     return SyntheticExport(header=names, rows=frame, labels=labels)
 

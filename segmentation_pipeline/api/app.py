@@ -47,7 +47,9 @@ from segmentation_pipeline.api.schemas import (
     SegmentsResponse,
 )
 from segmentation_pipeline.api.security import API_KEY_HEADER, ApiKeyVerifier
+from segmentation_pipeline.stages import fields
 from segmentation_pipeline.stages.customers import CustomerBatch
+from segmentation_pipeline.stages.fields import MAX_ID_LENGTH
 from segmentation_pipeline.stages.records import RecordsInvalid, parse_columns, parse_records
 from segmentation_pipeline.warehouse.store import WarehouseBusy
 
@@ -58,7 +60,6 @@ except ImportError:  # pragma: no cover - orjson is a dependency, the fallback k
 
 log = logging.getLogger("segmentation.api")
 
-_INT64 = 2**63
 _ERRORS = {
     401: {"model": ErrorResponse, "description": "missing or invalid API key"},
     413: {"model": ErrorResponse, "description": f"body over the byte limit, or more than {MAX_BATCH} customers"},
@@ -218,10 +219,15 @@ def create_app(
         },
         tags=["customers"],
     )
-    def customer(customer_id: Annotated[int, PathParam(ge=-_INT64, le=_INT64 - 1)]) -> dict[str, object]:
-        """The customer's latest assignment as published by the pipeline (table `cluster_assignments`)."""
+    def customer(customer_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)]) -> dict[str, object]:
+        """The customer's latest assignment as published by the pipeline (table `cluster_assignments`); the id as
+        text, exactly as exported (leading zeros count)."""
+        parsed = fields.customer_id(customer_id)
+        if type(parsed) is fields.Bad or parsed is None:
+            reason = parsed.reason if type(parsed) is fields.Bad else "customer id is required"
+            raise HTTPException(422, [_error(["path", "customer_id"], reason, "value_error")])
         try:
-            row = _latest_assignment(assignments_store, customer_id)
+            row = _latest_assignment(assignments_store, str(parsed))
         except WarehouseBusy:
             raise HTTPException(503, "the warehouse is busy (a pipeline run is writing); retry shortly",
                                 headers={"Retry-After": "1"}) from None  # fmt: skip
@@ -387,7 +393,7 @@ _ASSIGNMENT_SQL = (
 )
 
 
-def _latest_assignment(store: Any, customer_id: int) -> dict[str, object] | None:
+def _latest_assignment(store: Any, customer_id: str) -> dict[str, object] | None:
     """One short read-only query; None when the customer (or the table) is not there."""
     import duckdb
 

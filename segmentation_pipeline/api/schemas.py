@@ -15,7 +15,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages.fields import FIELD_KINDS, MAX_AMOUNT, MAX_ID, MAX_TEXT_LENGTH, Kind
+from segmentation_pipeline.stages.fields import FIELD_KINDS, MAX_AMOUNT, MAX_ID_LENGTH, MAX_TEXT_LENGTH, Kind
 from segmentation_pipeline.stages.records import field_name_for
 
 MAX_BATCH = 10_000
@@ -54,8 +54,10 @@ def _field(canonical: str) -> tuple[Any, Any]:
     aliases = ", ".join(f'"{a}"' for a in schema.COLUMN_ALIASES[canonical][1:]) or "none"
     note = f"Also accepted as: {aliases} (any case, spacing or punctuation)."
     if canonical == schema.ID_COLUMN:
-        whole = Annotated[int, Field(ge=-MAX_ID, le=MAX_ID)]
-        return (whole | Text, Field(description=f"Customer number (required). {note}"))
+        whole = Annotated[int, Field(ge=0, lt=2**63)]
+        text = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+        return (text | whole, Field(description="Customer id (required): text as exported (leading zeros kept), or a "
+                                    f"whole number; answered as text. {note}"))
     if kind is Kind.FLAG:
         return (
             bool | Literal[0, 1] | Text | None,
@@ -121,7 +123,7 @@ class Reason(BaseModel):
 
 
 class ScoreResult(BaseModel):
-    customer_id: int
+    customer_id: str = Field(description="the customer id as text, exactly as sent (trimmed)")
     cluster: int = Field(description="the behaviour segment (K-means cluster)")
     risk_tier: Literal["High", "Medium", "Low"] = Field(
         description="the customer's rating: its segment's tier, raised by its own score and by policy rules")
@@ -189,7 +191,7 @@ class SegmentsResponse(BaseModel):
 
 
 class CustomerAssignment(BaseModel):
-    customer_id: int
+    customer_id: str
     cluster: int
     risk_tier: str
     segment_tier: str | None
@@ -236,7 +238,7 @@ class ReasonOut(msgspec.Struct, gc=False):
 
 
 class ScoreResultOut(msgspec.Struct, gc=False):
-    customer_id: int
+    customer_id: str
     cluster: int
     risk_tier: str
     segment_tier: str

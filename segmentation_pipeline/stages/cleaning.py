@@ -35,6 +35,8 @@ class CleaningReport:
     aliases_applied: dict[str, str] = field(default_factory=dict)
     unparseable_values: dict[str, int] = field(default_factory=dict)
     conflicting_duplicate_columns: dict[str, int] = field(default_factory=dict)
+    # How text was read where a file could be written more than one way: decimal marks, day/month order.
+    formats: dict[str, str] = field(default_factory=dict)
 
     def count_rows(self, reason: str, n: int) -> None:
         if n:
@@ -79,16 +81,66 @@ def canonicalise_columns(raw: pd.DataFrame, report: CleaningReport) -> pd.DataFr
     return pd.DataFrame(by_name, index=raw.index)
 
 
-def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str) -> pd.DataFrame:
-    """Every column through its kind's parser (``stages/fields.py``), over its distinct values; dates become
-    datetime64 (NaT where missing or unreadable)."""
+def _number_formats(frame: pd.DataFrame, report: CleaningReport, file: str) -> dict[str, str]:
+    """The decimal mark of every number column, proven by its values ("1,5", "1.234,56": comma); a column whose
+    values cannot tell takes the mark the file's other columns prove (else the decimal point). A column whose
+    values prove both is refused: there is no right reading of it."""
+    marks: dict[str, set[str]] = {}
+    for name in frame.columns:
+        if fields.kind_of(name) is Kind.NUMBER:
+            found, examples = fields.decimal_marks(pd.unique(frame[name].to_numpy(dtype=object)))
+            if not found:
+                raise IngestionError(f"numbers written two ways ({examples[0]!r} reads with a decimal point, "
+                                     f"{examples[1]!r} with a decimal comma): export one number format",
+                                     file=file, column=name)  # fmt: skip
+            marks[name] = found
+    proven = {next(iter(m)) for m in marks.values() if len(m) == 1}
+    default = fields.DECIMAL_COMMA if proven == {fields.DECIMAL_COMMA} else fields.DECIMAL_POINT
+    decided = {name: next(iter(m)) if len(m) == 1 else default for name, m in marks.items()}
+    for name, mark in decided.items():
+        if mark == fields.DECIMAL_COMMA:
+            report.formats[name] = "decimal comma (1.234,56)"
+    return decided
+
+
+def _date_formats(frame: pd.DataFrame, report: CleaningReport, file: str, default_order: str) -> dict[str, str]:
+    """The day/month order of every date column, proven by a value whose day is above 12; a column that cannot
+    tell follows ``default_order`` (said in the report); one that proves both is refused."""
+    decided: dict[str, str] = {}
+    for name in frame.columns:
+        if fields.kind_of(name) is not Kind.DATE:
+            continue
+        orders, examples, numeric = fields.date_orders(pd.unique(frame[name].to_numpy(dtype=object)))
+        if not orders:
+            raise IngestionError(f"dates written two ways ({examples[0]!r} is day-first, {examples[1]!r} month-first): "
+                                 "export one date format", file=file, column=name)  # fmt: skip
+        if len(orders) == 1:
+            decided[name] = next(iter(orders))
+            report.formats[name] = f"{_ORDER_WORDS[decided[name]]} (proven by {examples[0]!r})"
+        else:
+            decided[name] = default_order
+            if numeric:
+                report.formats[name] = f"{_ORDER_WORDS[default_order]} (the default: no value tells the order)"
+    return decided
+
+
+_ORDER_WORDS = {fields.DAY_FIRST: "day-first", fields.MONTH_FIRST: "month-first"}
+
+
+def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str, *,
+                   reference_date: date, date_order: str) -> pd.DataFrame:  # fmt: skip
+    """Every column through its kind's parser (``stages/fields.py``), over its distinct values, with the number
+    and date formats its values prove; dates become datetime64 (NaT where missing or unreadable)."""
     parsed: dict[str, object] = {}
+    decimals = _number_formats(frame, report, file)
+    orders = _date_formats(frame, report, file, date_order)
     for name in frame.columns:
         kind = fields.kind_of(name)
-        column = fields.parse_column(kind, frame[name].to_numpy(dtype=object))
+        column = fields.parse_column(kind, frame[name].to_numpy(dtype=object), decimal=decimals.get(name, "."),
+                                     order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
         if kind is Kind.ID:
             _check_customer_ids(column, frame[name], source_rows, file)
-            parsed[name] = column.values.astype("int64")
+            parsed[name] = column.values
             continue
         if len(column.bad):
             report.unparseable_values[name] = len(column.bad)
@@ -98,7 +150,7 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
 
 def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str) -> None:
     """Every row needs a readable customer id: the first row without one refuses the file."""
-    missing = np.isnan(column.values)
+    missing = np.equal(column.values, None)
     if not missing.any():
         return
     position = int(np.flatnonzero(missing)[0])
@@ -122,7 +174,7 @@ def _merge_channel_rows(
     distinct = others.drop_duplicates()
     conflicting = distinct[schema.ID_COLUMN][distinct[schema.ID_COLUMN].duplicated(keep=False)].unique()
     if len(conflicting):
-        shown = ", ".join(str(int(i)) for i in conflicting[:10])
+        shown = ", ".join(str(i) for i in conflicting[:10])
         more = f" and {len(conflicting) - 10} more" if len(conflicting) > 10 else ""
         first_row = int(source_rows[frame[schema.ID_COLUMN] == conflicting[0]].iloc[1])
         raise IngestionError(
@@ -136,12 +188,12 @@ def _merge_channel_rows(
     merged = others[first].copy()
     if has_channels:
         # Union of each customer's channels: a plain dict pass is O(rows) and beats a groupby over ~n groups.
-        channel_sets: dict[int, set[str]] = {}
+        channel_sets: dict[str, set[str]] = {}
         for customer_id, cell in zip(frame[schema.ID_COLUMN].to_numpy(), frame[schema.CHANNEL_COLUMN], strict=True):
             if cell:
-                channel_sets.setdefault(int(customer_id), set()).update(cell)
+                channel_sets.setdefault(customer_id, set()).update(cell)
         merged[schema.CHANNEL_COLUMN] = [
-            sorted(channel_sets.get(int(customer_id), ())) for customer_id in merged[schema.ID_COLUMN].to_numpy()
+            sorted(channel_sets.get(customer_id, ())) for customer_id in merged[schema.ID_COLUMN].to_numpy()
         ]
     return merged, source_rows[first]
 
@@ -159,7 +211,7 @@ def _quarantine(
     problems = [
         pd.DataFrame(
             {
-                "customer_id": frame[schema.ID_COLUMN].to_numpy(dtype="int64")[found.rows],
+                "customer_id": frame[schema.ID_COLUMN].to_numpy(dtype=object)[found.rows],
                 "source_row": source_rows.to_numpy(dtype="int64")[found.rows],
                 "column": found.column,
                 "value": _shown_values(frame[found.column].iloc[found.rows]),
@@ -222,12 +274,14 @@ def clean_customers(
     source_rows: np.ndarray | None = None,
     source_file: str = "input",
     drop_uninformative: bool = True,
+    date_order: str = fields.DAY_FIRST,
 ) -> CleaningResult:
     """Clean a raw export (text cells, original headers) into one typed row per customer.
 
     ``source_rows`` are the rows' numbers in the file, used to name rows in errors and quarantine records.
     ``drop_uninformative=False`` keeps empty and constant columns: scoring a handful of customers must not drop
-    a column just because the handful agree on it.
+    a column just because the handful agree on it. ``date_order``: the day/month order of a date column whose
+    values do not prove one.
     """
     report = CleaningReport(rows_read=len(raw))
     rows = pd.Series(
@@ -238,7 +292,8 @@ def clean_customers(
     if schema.ID_COLUMN not in canonical.columns:
         looked_for = ", ".join(schema.COLUMN_ALIASES[schema.ID_COLUMN][:3])
         raise IngestionError(f"no customer id column (looked for {looked_for}, ...)", file=source_file)
-    typed = _parse_columns(canonical, report, rows.to_numpy(), source_file)
+    typed = _parse_columns(canonical, report, rows.to_numpy(), source_file, reference_date=reference_date,
+                           date_order=date_order)  # fmt: skip
 
     duplicated = typed.duplicated()
     report.count_rows("exact duplicate row", int(duplicated.sum()))

@@ -84,7 +84,7 @@ class CustomerBatch:
                 categories[str(name)] = np.where(pd.isna(values), None, values)
             elif kind is Kind.CHANNELS:
                 channels = [_channel_tuple(cell) for cell in column]
-        ids = customers[schema.ID_COLUMN].to_numpy(dtype=np.int64)
+        ids = customers[schema.ID_COLUMN].astype(str).to_numpy(dtype=object)
         return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
 
     def to_columns(self) -> dict[str, list[object]]:
@@ -111,7 +111,7 @@ class CustomerBatch:
                 categories[name] = np.array(values, dtype=object)
             else:
                 numbers[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        ids = np.asarray(columns[schema.ID_COLUMN], dtype=np.int64)
+        ids = np.array([str(i) for i in columns[schema.ID_COLUMN]], dtype=object)
         return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
 
 

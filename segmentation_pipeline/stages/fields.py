@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Final
 
 import numpy as np
@@ -36,7 +36,8 @@ TRUE_TOKENS: Final = frozenset({"1", "1.0", "y", "yes", "true", "t"})
 FALSE_TOKENS: Final = frozenset({"0", "0.0", "n", "no", "false", "f"})
 DAYS_PER_YEAR: Final = 365.25  # ages and tenures in years: days / 365.25
 MAX_AGE_YEARS: Final = 120  # a birth date more than 120 years before the reference date is impossible
-MAX_ID: Final = 2**53  # customer ids are whole numbers; beyond 2^53 a float64 would silently change them
+MAX_EXACT_INTEGER: Final = 2**53  # a number cell holding an id beyond this has already lost digits (float64)
+MAX_ID_LENGTH: Final = 64  # characters of a customer id (bank ids are far shorter; longer is not an id)
 MAX_AMOUNT: Final = 1e15  # volumes and counts above this are not a customer (and would overflow the ratios)
 MAX_TEXT_LENGTH: Final = 1_000  # text longer than this in one field is refused (no real export cell is near it)
 FIRST_DATE: Final = date(1800, 1, 1)  # dates outside these bounds are placeholders (0001-01-01, 9999-12-31)
@@ -48,9 +49,23 @@ _FIRST_DAY: Final = FIRST_DATE.toordinal()
 _LAST_DAY: Final = LAST_DATE.toordinal()
 _BIG: Final = 10**300  # integers beyond this are not numbers a customer record can hold
 
-# A plain decimal number once thousands separators and spaces are removed.
+# A plain decimal number (no grouping).
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_SEPARATORS = re.compile(r"[,\s]+")
+# Numbers as exports write them, for each decimal mark: thousands grouped by comma / dot, space (also no-break and
+# narrow no-break) or apostrophe in groups of three, or not grouped at all. "1,234.56" and "1'234.56" read with a
+# decimal point; "1.234,56" and "1 234,56" with a decimal comma; "1234" and "1,234" could be either.
+DECIMAL_POINT, DECIMAL_COMMA = ".", ","
+_GROUP = {DECIMAL_POINT: ",' \u00a0\u202f", DECIMAL_COMMA: ".' \u00a0\u202f"}
+# South Asian grouping (lakh, crore: "12,34,567.50") is read with the decimal point too.
+_NUMBER_IN = {
+    mark: re.compile(rf"[+-]?(?:[0-9]{{1,3}}(?:[{group}][0-9]{{3}})+|[0-9]+"
+                     + (r"|[0-9]{1,2}(?:,[0-9]{2})+,[0-9]{3}" if mark == "." else "") + rf")(?:\{mark}[0-9]*)?"
+                     + (r"(?:[eE][+-]?[0-9]+)?|[+-]?\.[0-9]+(?:[eE][+-]?[0-9]+)?" if mark == "." else r"|[+-]?,[0-9]+"))
+    for mark, group in _GROUP.items()
+}  # fmt: skip
+_NUMBER_LIKE = re.compile(r"[+-]?[0-9.,' \u00a0\u202f]*[0-9][0-9.,' \u00a0\u202f]*(?:[eE][+-]?[0-9]+)?")
+_UNGROUP = {mark: str.maketrans({**dict.fromkeys(group, None), ",": "."} if mark == "," else dict.fromkeys(group, None))
+            for mark, group in _GROUP.items()}  # fmt: skip
 
 
 class Kind(StrEnum):
@@ -127,8 +142,10 @@ def _text(value: str) -> str | None | Bad:
 # --- the per-value parsers ----------------------------------------------------------------------------------------
 
 
-def number(value: object) -> float | None | Bad:
-    """A number as banks export it ("1,000", " 2500 ", 3.5, "N/A") -> float; finite only."""
+def number(value: object, decimal: str = DECIMAL_POINT) -> float | None | Bad:
+    """A number as banks export it ("1,000", " 2500 ", 3.5, "N/A") -> float; finite only. Text is read with the
+    ``decimal`` mark (a file's column: the one :func:`decimal_marks` proved; a request: the decimal point), its
+    thousands grouped in threes; text that fits no such reading ("1,5" with a decimal point) is not a number."""
     kind = type(value)
     if value is None:
         return None
@@ -142,9 +159,8 @@ def number(value: object) -> float | None | Bad:
         text = _text(value)  # type: ignore[arg-type]
         if text is None or type(text) is Bad:
             return text
-        compact = _SEPARATORS.sub("", text)  # type: ignore[arg-type]
-        if _PLAIN_NUMBER.fullmatch(compact):
-            parsed = float(compact)
+        if _NUMBER_IN[decimal].fullmatch(text):  # type: ignore[arg-type]
+            parsed = float(text.translate(_UNGROUP[decimal]))  # type: ignore[union-attr]
             return parsed if parsed - parsed == 0 else Bad("must be a finite number")
         return Bad(f"not a number: {shown(value)}", "float_parsing")
     if isinstance(value, np.floating | np.integer) and not isinstance(value, bool):
@@ -152,14 +168,87 @@ def number(value: object) -> float | None | Bad:
     return Bad(f"expected a number, got {json_type(value)}", "float_type")
 
 
-def customer_id(value: object) -> int | None | Bad:
-    """A customer id: a whole number of at most 2^53 (an Excel float cell 1504161.0 is 1504161)."""
-    parsed = number(value)
-    if parsed is None or type(parsed) is Bad:
-        return parsed  # type: ignore[return-value]
-    if parsed != round(parsed) or abs(parsed) > MAX_ID:  # type: ignore[arg-type]
-        return Bad(f"customer id {shown(value)} is not a whole number of at most {MAX_ID}")
-    return int(parsed)  # type: ignore[arg-type]
+_ID_TEXT = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z._/-]*[0-9A-Za-z])?")
+_WHOLE_FLOAT_TEXT = re.compile(r"([0-9]+)\.0+")  # "1504161.0": an id that went through a float column
+_EXPONENT_TEXT = re.compile(r"[+-]?[0-9]*\.?[0-9]+[eE][+-]?[0-9]+")
+
+
+def decimal_marks(texts: Sequence[object]) -> tuple[set[str], list[str]]:
+    """The decimal marks under which every number-like text of a column reads as a number: {".", ","} when the
+    values cannot tell (plain integers, "1,234"), one mark when they prove it ("1,5" or "1.234,56": comma;
+    "1.5" or "1,234.56": point), none when they contradict each other. Also returns up to two example values that
+    prove each reading (for the message when they contradict)."""
+    fits = {DECIMAL_POINT: [], DECIMAL_COMMA: []}  # values only that reading accepts
+    for value in texts:
+        if type(value) is not str:
+            continue
+        text = value.strip()
+        if not text or not _NUMBER_LIKE.fullmatch(text):
+            continue
+        point, comma = bool(_NUMBER_IN["."].fullmatch(text)), bool(_NUMBER_IN[","].fullmatch(text))
+        if point and not comma:
+            fits["."].append(text)
+        elif comma and not point:
+            fits[","].append(text)
+    marks = {mark for mark in fits if not fits[DECIMAL_COMMA if mark == DECIMAL_POINT else DECIMAL_POINT]}
+    return marks, [*fits["."][:1], *fits[","][:1]]
+
+
+def customer_id(value: object) -> str | None | Bad:
+    """A customer id is text, exactly as exported: trimmed, leading zeros kept, any digits (no number limit).
+    A number cell (Excel, Parquet, JSON) holding a whole number is that number's digits (1504161.0 -> "1504161").
+    Refused: negative numbers, exponent notation (a spreadsheet that turned a long id into 1.23E+19 has already
+    lost its digits), fractions, a number beyond 2^53 (digits already lost), and text with spaces or symbols."""
+    kind = type(value)
+    if kind is str:
+        text = _text(value)  # type: ignore[arg-type]
+        if text is None or type(text) is Bad:
+            return text
+        if text.isdigit() and len(text) <= MAX_ID_LENGTH:  # type: ignore[union-attr]
+            return text  # type: ignore[return-value]
+        return _id_text(text)  # type: ignore[arg-type]
+    if value is None:
+        return None
+    if kind is bool:
+        return Bad("expected a customer id (text or a whole number), got a boolean", "string_type")
+    if kind is int:
+        if value < 0:  # type: ignore[operator]
+            return Bad(f"customer id {value} is negative")
+        if value >= 2**63:  # type: ignore[operator]  # JSON decoders disagree beyond int64: text is exact everywhere
+            return Bad(f"customer id {value} is too large to send as a number: send it as text")
+        digits = str(value)
+        return digits if len(digits) <= MAX_ID_LENGTH else Bad(f"customer id longer than {MAX_ID_LENGTH} digits")
+    if kind is float:
+        if value != value:  # NaN: missing
+            return None
+        if value < 0:  # type: ignore[operator]
+            return Bad(f"customer id {value:g} is negative")
+        if value != round(value) or value - value != 0:  # type: ignore[arg-type, operator]
+            return Bad(f"customer id {value!r} is not a whole number")
+        if value > MAX_EXACT_INTEGER:  # type: ignore[operator]
+            return Bad(f"customer id {value:.17g} was stored as a number too large to be exact: export ids as text")
+        return str(int(value))  # type: ignore[arg-type]
+    if isinstance(value, np.floating | np.integer):
+        return customer_id(value.item())
+    return Bad(f"expected a customer id (text or a whole number), got {json_type(value)}", "string_type")
+
+
+def _id_text(text: str) -> str | Bad:
+    whole = _WHOLE_FLOAT_TEXT.fullmatch(text)
+    if whole:
+        return whole.group(1)
+    if text.startswith("-") and text[1:].replace(".", "", 1).isdigit():
+        return Bad(f"customer id {shown(text)} is negative")
+    if _EXPONENT_TEXT.fullmatch(text):
+        return Bad(f"customer id {shown(text)} is in exponent notation (a spreadsheet turned it into a number and "
+                   "lost digits): export the id column as text")  # fmt: skip
+    if len(text) > MAX_ID_LENGTH:
+        return Bad(f"customer id longer than {MAX_ID_LENGTH} characters")
+    if text.replace(".", "", 1).isdigit():
+        return Bad(f"customer id {shown(text)} is not a whole number")
+    if not _ID_TEXT.fullmatch(text):
+        return Bad(f"customer id {shown(text)} holds spaces or symbols (letters, digits and . _ / - only)")
+    return text
 
 
 _FLAG_OF: Final[dict[object, float]] = {**dict.fromkeys(TRUE_TOKENS, 1.0), **dict.fromkeys(FALSE_TOKENS, 0.0)}
@@ -187,9 +276,49 @@ def flag(value: object) -> float | None | Bad:
     return parsed
 
 
-def date_ordinal(value: object) -> int | None | Bad:
+DAY_FIRST, MONTH_FIRST = "DMY", "MDY"
+DATE_ORDERS: Final = (DAY_FIRST, MONTH_FIRST)
+# dd/mm/yyyy, mm-dd-yy, dd.mm.yyyy ... (a time of day may follow)
+_NUMERIC_DATE = re.compile(r"([0-9]{1,2})[/.-]([0-9]{1,2})[/.-]([0-9]{4}|[0-9]{2})(?:[ T].*)?")
+
+
+def date_orders(texts: Sequence[object]) -> tuple[set[str], list[str], bool]:
+    """The orders (``DAY_FIRST``, ``MONTH_FIRST``) under which every numeric date of a column is a real date: a
+    first number above 12 proves day-first, a second above 12 month-first; both kinds of value: no order fits.
+    Returns the orders, up to one example value proving each, and whether the column has numeric dates at all."""
+    proof: dict[str, str] = {}
+    numeric = False
+    for value in texts:
+        if type(value) is not str:
+            continue
+        match = _NUMERIC_DATE.fullmatch(value.strip())
+        if match is None:
+            continue
+        numeric = True
+        first, second = int(match.group(1)), int(match.group(2))
+        if first > 12 >= second:
+            proof.setdefault(DAY_FIRST, value.strip())
+        elif second > 12 >= first:
+            proof.setdefault(MONTH_FIRST, value.strip())
+        if len(proof) == 2:
+            break
+    if len(proof) == 2:
+        return set(), [proof[DAY_FIRST], proof[MONTH_FIRST]], numeric
+    return (set(proof) or set(DATE_ORDERS)), list(proof.values()), numeric
+
+
+def past_year(two_digits: int, latest_year: int) -> int:
+    """A two-digit year as the latest year ending in those digits that is not after ``latest_year`` (customer
+    dates lie in the past: "60" is 1960 in 2026, "23" is 2023)."""
+    year = latest_year - (latest_year - two_digits) % 100
+    return year
+
+
+def date_ordinal(value: object, order: str = DAY_FIRST, latest_year: int | None = None) -> int | None | Bad:
     """A date -> its day number (``date.toordinal``). ISO text (time of day ignored), Excel serial numbers (as
-    numbers or text) and day-first text (02/01/1980 is 2 January, 30-Jun-1975); dates outside 1800-2199 are
+    numbers or text) and numeric text in ``order`` (day-first by default: 02/01/1980 is 2 January; a file's column
+    uses the order its values prove, see :func:`date_orders`) or with a month name (30-Jun-1975). A two-digit
+    year is the latest such year not after ``latest_year`` (default: this year). Dates outside 1800-2199 are
     placeholders, not dates."""
     kind = type(value)
     if value is None:
@@ -201,7 +330,7 @@ def date_ordinal(value: object) -> int | None | Bad:
             text = _text(value)  # type: ignore[arg-type]
             if text is None or type(text) is Bad:
                 return text  # type: ignore[return-value]
-            day = _date_text(text)  # type: ignore[arg-type]
+            day = _date_text(text, order, latest_year or date.today().year)  # type: ignore[arg-type]
             if day is None:
                 return Bad(f"not a date: {shown(value)}", "date_parsing")
     elif isinstance(value, date):  # datetime too (a date subclass): the calendar day
@@ -224,17 +353,32 @@ def _serial(number_: float) -> int | None:
     return _EXCEL_EPOCH + int(round(number_))
 
 
-def _date_text(text: str) -> int | None:
+def _date_text(text: str, order: str, latest_year: int) -> int | None:
     try:
         return datetime.fromisoformat(text).toordinal()
     except ValueError:
         pass
     if _PLAIN_NUMBER.fullmatch(text):
         return _serial(float(text))
+    numeric = _NUMERIC_DATE.fullmatch(text)
+    if numeric is not None:
+        first, second, year_text = numeric.groups()
+        day, month = (first, second) if order == DAY_FIRST else (second, first)
+        year = int(year_text) if len(year_text) == 4 else past_year(int(year_text), latest_year)
+        try:
+            return date(year, int(month), int(day)).toordinal()
+        except ValueError:
+            return None
     try:
-        return _dateutil.parse(text, dayfirst=True).toordinal()
+        parsed = _dateutil.parse(text, dayfirst=order == DAY_FIRST)
     except (ValueError, OverflowError):
         return None
+    if not _FOUR_DIGITS.search(text):  # a two-digit year ("30-Jun-75"): in the past, not dateutil's guess
+        parsed = parsed.replace(year=past_year(parsed.year % 100, latest_year))
+    return parsed.toordinal()
+
+
+_FOUR_DIGITS = re.compile(r"[0-9]{4}")
 
 
 def category(value: object) -> str | None | Bad:
@@ -284,8 +428,8 @@ PARSERS: Final[dict[Kind, Callable[[object], object]]] = {
 class ParsedColumn:
     """A column's parsed values and the positions of those that could not be read (with the reasons).
 
-    ``values``: float64 for ids, numbers, flags and dates (day numbers; NaN = missing or unreadable), an object
-    array of str/None for categories, of tuples for channels."""
+    ``values``: float64 for numbers, flags and dates (day numbers; NaN = missing or unreadable), an object array
+    of str/None for ids and categories, of tuples for channels."""
 
     values: np.ndarray
     bad_rows: np.ndarray  # int positions
@@ -296,18 +440,31 @@ _NO_ROWS: Final = np.zeros(0, dtype=np.intp)
 _SMALL = 64  # up to this many values, one by one beats finding the distinct ones
 
 
-def parse_column(kind: Kind, values: Sequence[object] | np.ndarray) -> ParsedColumn:
-    """Parse one column with its kind's parser: per value for a few values, over the distinct values for many."""
+def parse_column(
+    kind: Kind,
+    values: Sequence[object] | np.ndarray,
+    *,
+    decimal: str = DECIMAL_POINT,
+    order: str = DAY_FIRST,
+    latest_year: int | None = None,
+) -> ParsedColumn:
+    """Parse one column with its kind's parser: per value for a few values, over the distinct values for many.
+    ``decimal`` is the decimal mark of a number column's text, ``order`` the day/month order of a date column and
+    ``latest_year`` the latest year a two-digit year may mean (see :func:`number`, :func:`date_ordinal`)."""
     parse = PARSERS[kind]
+    if kind is K_NUMBER and decimal != DECIMAL_POINT:
+        parse = partial(number, decimal=decimal)
+    elif kind is K_DATE and (order != DAY_FIRST or latest_year is not None):
+        parse = partial(date_ordinal, order=order, latest_year=latest_year)
     n = len(values)
     if n <= _SMALL:  # a request's few values: one by one, no hashing
         parsed = [parse(value) for value in values]
         codes = None
     else:
-        if kind in (K_NUMBER, K_ID):
+        if kind is K_NUMBER:
             fast = _native_numbers(values)
             if fast is not None:
-                return fast if kind is K_NUMBER else _ids_from_numbers(fast, values)
+                return fast
         # np.fromiter: an object array whose items stay as they are (slice assignment would read tuples as rows).
         items = map(_channel_key, values) if kind is K_CHANNELS else values
         array = np.fromiter(items, dtype=object, count=n)
@@ -316,7 +473,7 @@ def parse_column(kind: Kind, values: Sequence[object] | np.ndarray) -> ParsedCol
     missing = () if kind is K_CHANNELS else None
     bad_positions = [i for i, p in enumerate(parsed) if type(p) is Bad]
     clean = [missing if type(p) is Bad else p for p in parsed] if bad_positions else parsed
-    if kind in (K_CATEGORY, K_CHANNELS):
+    if kind in (K_CATEGORY, K_CHANNELS, K_ID):
         table = np.empty(len(clean) + (codes is not None), dtype=object)
         table[: len(clean)] = clean
         if codes is not None:
@@ -368,18 +525,6 @@ def _native_numbers(values: Sequence[object] | np.ndarray) -> ParsedColumn | Non
     reasons = [number(float(array[row])) for row in infinite]
     array[infinite] = np.nan
     return ParsedColumn(array, infinite, reasons)  # type: ignore[arg-type]
-
-
-def _ids_from_numbers(column: ParsedColumn, values: Sequence[object] | np.ndarray) -> ParsedColumn:
-    ids = column.values
-    wrong = np.flatnonzero(~np.isnan(ids) & ((ids != np.round(ids)) | (np.abs(ids) > MAX_ID)))
-    if wrong.size == 0:
-        return column
-    rows = np.union1d(column.bad_rows, wrong)
-    reasons = [customer_id(values[row]) for row in rows]
-    ids = ids.copy()
-    ids[rows] = np.nan
-    return ParsedColumn(ids, rows, reasons)  # type: ignore[arg-type]
 
 
 # --- what dates mean ----------------------------------------------------------------------------------------------

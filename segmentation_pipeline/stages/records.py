@@ -231,7 +231,7 @@ def _parse(
         label = spelled.get(found.column, field_name_for(found.column))
         for row in found.rows.tolist():
             problems.add(row, label, found.reason)
-    missing_ids = np.flatnonzero(np.isnan(ids))
+    missing_ids = np.flatnonzero(np.equal(ids, None))
     if missing_ids.size:
         id_label = spelled.get(schema.ID_COLUMN, field_name_for(schema.ID_COLUMN))
         flagged = {p.row for p in problems.items if p.field == id_label}
@@ -243,7 +243,7 @@ def _parse(
     for name, years in fields.YEARS_OF_DATE.items():
         if name in dates:
             numbers[years] = fields.years_before(reference_date, dates[name])
-    return CustomerBatch(customer_ids=ids.astype(np.int64), numbers=numbers, categories=categories, channels=channels)
+    return CustomerBatch(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
 
 
 _Columns = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list | None, np.ndarray]
@@ -259,7 +259,7 @@ def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], proble
     channels = None
     day_names: list[str] = []
     day_values: list[float] = []
-    customer_id = np.nan
+    customer_id = None
     for name, (value,) in columns.items():
         kind = FIELD_KINDS[name]
         parsed = parsers[kind](value)
@@ -271,7 +271,7 @@ def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], proble
         elif kind is K_CHANNELS:
             channels = [parsed]
         elif kind is K_ID:
-            customer_id = np.nan if parsed is None else parsed
+            customer_id = parsed
         elif kind is K_DATE:
             day_names.append(name)
             day_values.append(np.nan if parsed is None else parsed)  # type: ignore[arg-type]
@@ -282,7 +282,9 @@ def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], proble
     days = np.array(day_values, dtype=np.float64)
     numbers = {name: numeric[i : i + 1] for i, name in enumerate(numeric_names)}
     dates = {name: days[i : i + 1] for i, name in enumerate(day_names)}
-    return numbers, dates, categories, channels, np.array([customer_id], dtype=np.float64)
+    ids = np.empty(1, dtype=object)
+    ids[0] = customer_id
+    return numbers, dates, categories, channels, ids
 
 
 def _parse_many(columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems) -> _Columns:
@@ -291,7 +293,7 @@ def _parse_many(columns: dict[str, list[object]], spelled: dict[str, str], n: in
     dates: dict[str, np.ndarray] = {}
     categories: dict[str, np.ndarray] = {}
     channels = None
-    ids = np.full(n, np.nan)
+    ids = np.full(n, None, dtype=object)
     for name, values in columns.items():
         kind = FIELD_KINDS[name]
         if n > 16 and values[0] is None and values[-1] is None and values.count(None) == n:

@@ -39,7 +39,7 @@ DRIFT_COLUMNS: tuple[str, ...] = (
 TIER_MIX_SUBJECT = "tier_mix"
 
 MIGRATION_COLUMNS = {
-    "customer_id": "int64",
+    "customer_id": "str",
     "old_tier": "str",
     "new_tier": "str",
     "old_cluster": "int32",
@@ -124,8 +124,10 @@ def match_previous(
     empty = np.empty(0, dtype="int64")
     if previous is None or previous.empty:
         return Continuity(list(range(k)), empty, empty)
-    ids = np.asarray(customer_ids, dtype="int64")
-    old = previous.drop_duplicates("customer_id").set_index("customer_id")["cluster"]
+    ids = np.asarray(customer_ids).astype(str)
+    # Ids are text; a warehouse written before they were keeps them as numbers: compared as their digits.
+    old = previous.assign(customer_id=previous["customer_id"].astype(str)).drop_duplicates("customer_id")
+    old = old.set_index("customer_id")["cluster"]
     shared = pd.Index(ids).isin(old.index)
     previous_labels = old.reindex(ids[shared]).to_numpy(dtype="int64")
     versions = previous["model_version"].dropna().astype(str) if "model_version" in previous else pd.Series([])
@@ -337,13 +339,14 @@ def tier_migrations(previous: pd.DataFrame, current: pd.DataFrame, *, run_id: st
     customers in both are compared. Returns one row per migrated customer with old/new tier, cluster and model
     version, sorted by customer id."""
     columns = ["customer_id", "cluster", "risk_tier", "model_version"]
-    merged = previous[columns].merge(current[columns], on="customer_id", suffixes=("_old", "_new"))
+    old, new = (frame[columns].assign(customer_id=frame["customer_id"].astype(str)) for frame in (previous, current))
+    merged = old.merge(new, on="customer_id", suffixes=("_old", "_new"))
     moved = merged[merged["risk_tier_old"].astype(str) != merged["risk_tier_new"].astype(str)]
     if moved.empty:
         return empty_migrations()
     out = pd.DataFrame(
         {
-            "customer_id": moved["customer_id"].to_numpy(dtype="int64"),
+            "customer_id": moved["customer_id"].to_numpy(dtype=object),
             "old_tier": moved["risk_tier_old"].astype(str).to_numpy(dtype=object),
             "new_tier": moved["risk_tier_new"].astype(str).to_numpy(dtype=object),
             "old_cluster": moved["cluster_old"].to_numpy(dtype="int32"),

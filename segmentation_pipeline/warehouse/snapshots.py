@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS main.{SNAPSHOTS_TABLE} (
 """
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS main.rating_history (
-    snapshot_id VARCHAR, published_at TIMESTAMPTZ, customer_id BIGINT, cluster INTEGER, risk_tier VARCHAR,
+    snapshot_id VARCHAR, published_at TIMESTAMPTZ, customer_id VARCHAR, cluster INTEGER, risk_tier VARCHAR,
     risk_score DOUBLE, distance_to_centroid DOUBLE, model_version VARCHAR
 );
 ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS segment_tier VARCHAR;
@@ -77,7 +77,7 @@ ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS rating_basis VARCHAR;
 ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS rule_ids VARCHAR[];
 ALTER TABLE main.rating_history ADD COLUMN IF NOT EXISTS policy_version VARCHAR;
 CREATE TABLE IF NOT EXISTS main.reason_history (
-    snapshot_id VARCHAR, customer_id BIGINT, rank INTEGER, indicator VARCHAR, value DOUBLE,
+    snapshot_id VARCHAR, customer_id VARCHAR, rank INTEGER, indicator VARCHAR, value DOUBLE,
     segment_typical DOUBLE, population_typical DOUBLE, contribution DOUBLE
 );
 """
@@ -131,6 +131,13 @@ class Snapshot:
 def ensure_tables(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(SNAPSHOTS_DDL)
     connection.execute(HISTORY_DDL)
+    for table in ("rating_history", "reason_history"):  # ids were numbers before they were text: widen once
+        kind = connection.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
+            "AND column_name = 'customer_id'", [table],
+        ).fetchone()  # fmt: skip
+        if kind is not None and kind[0] != "VARCHAR":
+            connection.execute(f"ALTER TABLE main.{table} ALTER customer_id TYPE VARCHAR")
 
 
 def published(connection: duckdb.DuckDBPyConnection) -> dict[str, object] | None:
@@ -380,7 +387,7 @@ def sync_latest_report(warehouse: Warehouse, latest: Path) -> bool:
 # --- history --------------------------------------------------------------------------------------------------
 
 
-def explain(warehouse: Warehouse, customer_id: int, as_of: datetime | None = None) -> dict[str, object] | None:
+def explain(warehouse: Warehouse, customer_id: str, as_of: datetime | None = None) -> dict[str, object] | None:
     """The rating ``customer_id`` had at ``as_of`` (now when None): the snapshot published last at or before
     that moment, and the customer's tier, score, cluster, model and reasons in it. None when there is none."""
     moment = as_of or datetime.now().astimezone()

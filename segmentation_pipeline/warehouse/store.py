@@ -244,11 +244,14 @@ class Warehouse:
 
 
 def add_missing_columns(connection: duckdb.DuckDBPyConnection, target: str, source: str) -> None:
-    """Columns of ``source`` that ``target`` lacks are added to it (later versions add columns, never drop)."""
-    existing = {row[0] for row in connection.execute(f"DESCRIBE {target}").fetchall()}
+    """Columns of ``source`` that ``target`` lacks are added to it, and a column ``source`` holds as text becomes
+    text in ``target`` (later versions add columns and may widen one to text, e.g. customer ids; never drop)."""
+    existing = {row[0]: row[1] for row in connection.execute(f"DESCRIBE {target}").fetchall()}
     for column, dtype, *_ in connection.execute(f"DESCRIBE {source}").fetchall():
         if column not in existing:
             connection.execute(f'ALTER TABLE {target} ADD COLUMN "{column}" {dtype}')
+        elif dtype == "VARCHAR" and existing[column] != "VARCHAR":
+            connection.execute(f'ALTER TABLE {target} ALTER "{column}" TYPE VARCHAR')
 
 
 def _check_identifier(name: str) -> None:
