@@ -69,9 +69,21 @@ class PipelineSettings(BaseModel):
     )
     risk_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RISK_WEIGHTS))
     silhouette_floor: float = Field(0.1, description="a model whose silhouette is below this is flagged (warn)")
+    max_imputed_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="data quality gate: largest share of customers with more than half their behaviour blank",
+    )  # fmt: skip
+    min_complete_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="data quality gate: smallest share of customers with all behaviour filled"
+    )
+    min_cluster_size: int = Field(10, ge=1, description="data quality gate: fewest customers a cluster may hold")
     reference_date: str | None = Field(
         None, description="ISO date ages and tenures are computed at; None = the day of the run"
     )
+    date_order: str = Field(
+        "DMY", pattern="^(DMY|MDY)$",
+        description="day/month order of a date column whose values do not prove one (DMY: 02/01/1980 is 2 January)",
+    )  # fmt: skip
     rules_file: str | None = Field(
         None, description="policy rules file (TOML); None = $SEGMENTATION_RULES, else the bundled policy_rules.toml"
     )

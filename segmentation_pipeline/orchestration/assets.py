@@ -207,6 +207,7 @@ def ingest_export(
     key = context.partition_key if context.has_partition_key else None
     path = _export_file(config, warehouse, key)
     reference = _reference_date(segmentation)
+    date_order = segmentation.settings().date_order
     try:
         warehouse.store().check_usable()  # a directory or a read-only folder: said now, not after the whole file
         raw: RawTable = read_customer_file(path, sheet=config.sheet, name=config.name)
@@ -218,7 +219,7 @@ def ingest_export(
         raise _failure(str(error)) from None
     try:
         result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
-                                 source_file=raw.source_file)  # fmt: skip
+                                 source_file=raw.source_file, date_order=date_order)  # fmt: skip
     except IngestionError as error:
         error.sheet = error.sheet or raw.sheet
         raise _reject(error) from None
@@ -242,7 +243,8 @@ def ingest_export(
         "run_id": context.run_id, "source_file": raw.source_file, "sheet": raw.sheet, "file_sha256": raw.sha256,
         "rows_read": report.rows_read, "rows_kept": report.rows_kept, "rows_dropped": json.dumps(report.dropped_rows),
         "columns_dropped": json.dumps(report.dropped_columns), "aliases_applied": json.dumps(report.aliases_applied),
-        "unparseable_values": json.dumps(report.unparseable_values), "created_at": pd.Timestamp.now(tz="UTC"),
+        "unparseable_values": json.dumps(report.unparseable_values), "formats": json.dumps(report.formats),
+        "created_at": pd.Timestamp.now(tz="UTC"),
     }])  # fmt: skip
     write_assets(
         context, store,
@@ -268,6 +270,7 @@ def ingest_export(
             dropped_columns=dg.MetadataValue.json(report.dropped_columns),
             aliases_applied=dg.MetadataValue.json(report.aliases_applied),
             unparseable_values=dg.MetadataValue.json(report.unparseable_values),
+            formats=dg.MetadataValue.json(report.formats),
         ),
     )  # fmt: skip
 

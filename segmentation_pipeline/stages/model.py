@@ -31,6 +31,7 @@ from segmentation_pipeline.stages.customers import CustomerBatch, as_batch
 from segmentation_pipeline.stages.embedding import fit_pca
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.policy import Policy, PolicyError, load_policy, rate
+from segmentation_pipeline.stages.quality import check_before_fit, check_clusters
 from segmentation_pipeline.stages.stability import match_previous
 from segmentation_pipeline.stages.tiering import INDICATORS, TIERS, RiskTierModel, fit_risk_tiers, indicator_matrix
 
@@ -251,6 +252,8 @@ def fit_model(
     applies (default: ``settings.rules_file``, else the bundled rules); they are stored with it."""
     policy = policy if policy is not None else load_policy(settings.rules_file)
     batch = as_batch(customers)
+    quality = check_before_fit(batch, max_imputed_share=settings.max_imputed_share,
+                               min_complete_share=settings.min_complete_share)  # fmt: skip
     transformer = transformer_class(
         knn_neighbors=settings.knn_neighbors, rare_level_share=settings.rare_level_share,
         random_state=settings.random_state,
@@ -262,6 +265,7 @@ def fit_model(
         random_state=settings.random_state, n_init=settings.n_init,
         silhouette_sample_size=settings.silhouette_sample_size,
     )  # fmt: skip
+    smallest = check_clusters(clustering.labels, clustering.k, min_cluster_size=settings.min_cluster_size)
     indicators = indicator_matrix(batch, derived)
     provisional = fit_risk_tiers(indicators, clustering.labels, clustering.k, settings.risk_weights)
     by_risk = [int(c) for c in np.argsort(-provisional.cluster_scores, kind="stable")]
@@ -276,7 +280,8 @@ def fit_model(
         version=version, features=transformer, pca_components=np.asarray(pca.components_, dtype=np.float64),
         pca_mean=np.asarray(pca.mean_, dtype=np.float64),
         explained_variance_ratio=np.asarray(pca.explained_variance_ratio_, dtype=np.float64), centers=centers,
-        tiers=tiers, policy=policy, reference_date=reference_date, metrics=clustering.metrics,
+        tiers=tiers, policy=policy, reference_date=reference_date,
+        metrics={**clustering.metrics, **quality.metrics(), "smallest_cluster": float(smallest)},
         k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=batch.n,
         settings=settings.model_dump(), input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
     )  # fmt: skip
