@@ -237,7 +237,7 @@ def _ratings(warehouse: Path) -> pd.DataFrame:
 def test_flagged_customers_are_rated_by_the_rules(flagged: dict[str, object]) -> None:
     ratings = _ratings(flagged["warehouse"])  # type: ignore[arg-type]
     groups: dict[str, list[str]] = flagged["groups"]  # type: ignore[assignment]
-    ids = {name: [int(i) for i in values] for name, values in groups.items()}
+    ids = {name: [str(i) for i in values] for name, values in groups.items()}
     rules_of = ratings["rule_ids"].map(list)
     for column, rule in (("isPep", "pep"), ("PreviouslyReported", "previously_reported")):
         assert (ratings.loc[ids[column], "risk_tier"] == "High").all()
@@ -263,7 +263,7 @@ def test_explain_and_the_api_name_the_rules(flagged: dict[str, object], capsys: 
     warehouse: Path = flagged["warehouse"]  # type: ignore[assignment]
     ratings = _ratings(warehouse)
     raised = ratings[ratings["rating_basis"] == "rule"]
-    customer = int(raised.index[0])
+    customer = str(raised.index[0])
     assert cli.main(["explain", str(customer), "--warehouse", str(warehouse)]) == 0
     text = capsys.readouterr().out
     first_rule = list(raised["rule_ids"].iloc[0])[0]
@@ -289,7 +289,7 @@ def test_explain_and_the_api_name_the_rules(flagged: dict[str, object], capsys: 
         stop_server(process)
     assert len(results) == len(flagged_ids)
     for result in results:
-        stored = ratings.loc[int(result["customer_id"])]
+        stored = ratings.loc[result["customer_id"]]
         assert (result["risk_tier"], result["rating_basis"], result["rule_ids"]) == (
             stored["risk_tier"], stored["rating_basis"], list(stored["rule_ids"]))
     assert [rule["id"] for rule in model["policy"]["rules"]][-1] == "many_alerts"

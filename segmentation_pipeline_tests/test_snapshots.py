@@ -43,7 +43,7 @@ def test_explain_reconstructs_the_rating_at_any_moment(
 ) -> None:
     store = Warehouse(warehouse_copy)
     low = store.query("SELECT min(customer_id) FROM cluster_assignments WHERE risk_tier = 'Low'")
-    customer = int(low.iloc[0, 0])
+    customer = str(low.iloc[0, 0])
     first = snapshots.explain(store, customer)
     assert first is not None and first["risk_tier"] == "Low" and len(first["reasons"]) == 3
     between = datetime.now().astimezone()

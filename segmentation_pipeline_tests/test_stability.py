@@ -139,7 +139,7 @@ def test_tier_migrations_lists_exactly_the_changed_customers() -> None:
          "model_version": "v2"}
     )  # fmt: skip
     moved = tier_migrations(previous, current, run_id="run-2")
-    assert moved["customer_id"].tolist() == [2, 4]  # 1 left, 3 unchanged, 5 is new
+    assert moved["customer_id"].tolist() == ["2", "4"]  # 1 left, 3 unchanged, 5 is new
     assert moved[["old_tier", "new_tier"]].values.tolist() == [["Medium", "High"], ["Low", "Medium"]]
     assert moved[["old_cluster", "new_cluster"]].values.tolist() == [[1, 0], [2, 1]]
     assert set(moved["old_model_version"]) == {"v1"} and set(moved["new_model_version"]) == {"v2"}
@@ -154,7 +154,7 @@ def _variant(base: SyntheticExport, *, drop_share: float, new_seed: int, new_cus
     rng = np.random.default_rng(new_seed)
     gone = set(rng.choice(ids, size=int(len(ids) * drop_share), replace=False).tolist())
     id_column = base.header.index("CustomerID")
-    kept = base.rows[~base.rows[id_column].astype("int64").isin(gone)]
+    kept = base.rows[~base.rows[id_column].astype(str).isin(gone)]
     extra = generate_export(new_customers, seed=new_seed)
     rows = pd.concat([kept, extra.rows], ignore_index=True)
     labels = pd.concat([base.labels[~base.labels["customer_id"].isin(gone)], extra.labels], ignore_index=True)
