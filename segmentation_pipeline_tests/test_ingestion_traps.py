@@ -1,12 +1,15 @@
 """Files that would read as silently wrong values (issue 13): every cell is read right or the file is refused.
 
 Parquet nested types, dates and timestamps (naive, zoned, legacy INT96), numbers under date headers, headers that
-differ only in case (DuckDB folds case). Every file is written here, on disk, with pyarrow.
+differ only in case (DuckDB folds case), and xlsx zips whose directory lies about an entry's size. Every file is
+written here, on disk, with pyarrow / openpyxl / zipfile.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import struct
+import zipfile
 from pathlib import Path
 
 import duckdb
@@ -20,6 +23,7 @@ from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
 from segmentation_pipeline.stages.raw_table import unique_labels
 from segmentation_pipeline.stages.readers_parquet import _arrow_column_text, _Column, type_refusal
+from segmentation_pipeline.stages.readers_workbook import check_zip_entries
 
 IDS = [1000001, 1000002, 1000003]
 
@@ -316,3 +320,130 @@ def test_case_colliding_parquet_headers_survive_into_duckdb(tmp_path: Path) -> N
         path,
     )  # fmt: skip
     _assert_case_colliding_columns_survive(read_customer_file(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. An xlsx zip whose directory lies about an entry's size
+# ---------------------------------------------------------------------------------------------------------------
+
+SHEET = "xl/worksheets/sheet1.xml"
+LYING_LARGER = "not a valid xlsx workbook (an entry is larger than its zip directory says); refused"
+
+
+def _workbook(path: Path, *, padding: int = 0) -> Path:
+    """A small valid workbook; ``padding`` bytes of spaces inside the sheet XML (deflates ~1000:1, like a bomb)."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Customers"
+    ws.append(["CustomerID", "City", "Gender"])
+    for i in range(50):
+        ws.append([1_000_001 + i, "LAHORE", "MF"[i % 2]])
+    wb.save(path)
+    if padding:
+        with zipfile.ZipFile(path) as src:
+            parts = [(info, src.read(info)) for info in src.infolist()]
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info, data in parts:
+                if info.filename == SHEET:
+                    data = data.replace(b"</worksheet>", b" " * padding + b"</worksheet>")
+                dst.writestr(info.filename, data)
+    return path
+
+
+def _patch_entry(path: Path, entry: str, *, size: int | None = None, crc: int | None = None) -> None:
+    """Rewrite an entry's uncompressed size and/or CRC-32 in both the central directory and its local header."""
+    data = bytearray(path.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack_from("<II", data, eocd + 12)
+    pos, found = cd_offset, False
+    while pos < cd_offset + cd_size:
+        assert data[pos : pos + 4] == b"PK\x01\x02"
+        n, m, k = struct.unpack_from("<HHH", data, pos + 28)
+        if data[pos + 46 : pos + 46 + n].decode() == entry:
+            local = struct.unpack_from("<I", data, pos + 42)[0]
+            assert data[local : local + 4] == b"PK\x03\x04"
+            if size is not None:
+                struct.pack_into("<I", data, pos + 24, size)
+                struct.pack_into("<I", data, local + 22, size)
+            if crc is not None:
+                struct.pack_into("<I", data, pos + 16, crc)
+                struct.pack_into("<I", data, local + 14, crc)
+            found = True
+        pos += 46 + n + m + k
+    assert found
+    path.write_bytes(bytes(data))
+
+
+def _entry_sizes(path: Path) -> dict[str, int]:
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename: info.file_size for info in zf.infolist()}
+
+
+def test_zip_directory_understating_an_entry_is_refused_before_inflating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _workbook(tmp_path / "customers.xlsx", padding=30_000_000)  # 30 MB of sheet XML in ~30 KB
+    real = _entry_sizes(path)
+    assert real[SHEET] > 30_000_000
+    _patch_entry(path, SHEET, size=20_000)  # the directory now says 20 KB: within every limit
+    stated = _entry_sizes(path)
+    assert sum(stated.values()) < 100_000
+
+    inflated = 0
+    read = zipfile.ZipExtFile.read
+
+    def counting_read(self, n=-1):
+        nonlocal inflated
+        data = read(self, n)
+        inflated += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting_read)
+    assert _refusal(path) == f"customers.xlsx: {LYING_LARGER}"
+    assert inflated <= sum(stated.values()) + len(stated)  # never more than the directory owned up to
+
+
+def test_zip_directory_understating_the_total_cannot_pass_the_limit(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "customers.xlsx", padding=3_000_000)
+    _patch_entry(path, SHEET, size=50_000)
+    with pytest.raises(IngestionError) as info:
+        read_customer_file(path, max_uncompressed_bytes=1_000_000)  # the stated total is within it; the real one not
+    assert str(info.value) == f"customers.xlsx: {LYING_LARGER}"
+
+
+def test_zip_directory_overstating_an_entry_is_refused(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "customers.xlsx")
+    _patch_entry(path, SHEET, size=_entry_sizes(path)[SHEET] + 1)
+    assert _refusal(path) == (
+        "customers.xlsx: not a valid xlsx workbook (an entry is smaller than its zip directory says); refused"
+    )
+
+
+def test_zip_entry_with_a_wrong_crc_is_one_line(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "customers.xlsx")
+    _patch_entry(path, SHEET, crc=0x12345678)
+    assert _refusal(path) == (
+        f"customers.xlsx: not a valid xlsx workbook (corrupt zip): {SHEET} fails its CRC-32 check"
+    )
+
+
+def test_zip_entry_with_broken_deflate_data_is_one_line(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "customers.xlsx")
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(SHEET)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + 64] = b"\xff" * 64  # garbage where the deflate stream begins
+    path.write_bytes(bytes(data))
+    message = _refusal(path)
+    assert message.startswith("customers.xlsx: not a valid xlsx workbook (corrupt zip): "), message
+    assert "zlib" not in message and "BadZipFile" not in message
+
+
+def test_honest_workbooks_pass_the_entry_check(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "customers.xlsx", padding=1_000)
+    check_zip_entries(path, path.name, max_uncompressed_bytes=10_000_000)
+    table = read_customer_file(path)
+    assert len(table.frame) == 50 and table.frame["City"].eq("LAHORE").all()
