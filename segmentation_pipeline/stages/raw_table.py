@@ -72,10 +72,11 @@ def _rebuild_error(message: str, file: str, sheet: str | None, column: str | Non
 class RawTable:
     """One customer table as read from a file: text cells plus where each row came from.
 
-    ``frame``: data rows only; every column dtype object holding ``str`` or ``None``. Column labels are unique:
-    the header text, a repeated header suffixed ``__2``, ``__3``; a column with data under an empty header cell is
-    labelled ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same columns in
-    order, duplicates kept, an empty header cell as ``""``.
+    ``frame``: data rows only; every column dtype object holding ``str`` or ``None``. Column labels are unique even
+    ignoring case (DuckDB's column names are case-insensitive): the header text, a repeated header suffixed ``__2``,
+    ``__3`` ("City", "CITY" -> "City", "CITY__2"); a column with data under an empty header cell is labelled
+    ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same columns in order,
+    duplicates kept, an empty header cell as ``""``.
     """
 
     frame: pd.DataFrame
@@ -126,22 +127,33 @@ def excel_column_letter(index: int) -> str:
 
 
 def unique_labels(headers: list[str], column_indices: list[int]) -> list[str]:
-    """Column labels: header text, "column_<letter>" for an empty header, repeats suffixed "__2", "__3"."""
+    """Column labels: header text, "column_<letter>" for an empty header, repeats suffixed "__2", "__3".
+
+    A repeat is judged ignoring case: DuckDB column names are case-insensitive, so "City" and "CITY" (or "isPep"
+    and "ISPEP") would collide in the warehouse; the second becomes "CITY__2". Labels are distinct under both
+    ``str.lower`` and ``str.casefold``; the header text itself is kept in :attr:`RawTable.headers`.
+    """
     labels: list[str] = []
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
+    seen: set[str] = set()  # every label taken, lower-cased and case-folded
+    counts: dict[str, int] = {}  # last suffix used per case-folded base
     for header, idx in zip(headers, column_indices, strict=True):
         base = header if header.strip() else f"column_{excel_column_letter(idx)}"
         label = base
-        if label in seen:
-            k = counts.get(base, 1)
-            while label in seen:
+        if _taken(label, seen):
+            key = base.casefold()
+            k = counts.get(key, 1)
+            while _taken(label, seen):
                 k += 1
                 label = f"{base}__{k}"
-            counts[base] = k
-        seen.add(label)
+            counts[key] = k
+        seen.add(label.lower())
+        seen.add(label.casefold())
         labels.append(label)
     return labels
+
+
+def _taken(label: str, seen: set[str]) -> bool:
+    return label.lower() in seen or label.casefold() in seen
 
 
 def assemble_table(

@@ -1,6 +1,7 @@
 """Workbook readers: xlsx / xlsm (a zip) and legacy .xls (an OLE2 compound file), both read with python-calamine.
 
-A zip is checked for zip bombs from its central directory alone, before any byte is decompressed (:func:`check_zip`).
+A zip is checked for zip bombs from its central directory first, before any byte is decompressed; then every entry
+is inflated once, streamed and counted, to prove the directory told the truth (:func:`check_zip`).
 An OLE2 file is a password-protected OOXML workbook (refused) or a legacy ``.xls`` (:func:`classify_ole`). Without a
 sheet name, the customer sheet is the worksheet with a customer id header and the most known headers. Row numbers are
 1-based physical rows of the sheet, i.e. what Excel shows in its row margin.
@@ -8,7 +9,9 @@ sheet name, the customer sheet is the worksheet with a customer id header and th
 
 from __future__ import annotations
 
+import copy
 import zipfile
+import zlib
 from pathlib import Path
 
 from segmentation_pipeline.stages.cell_text import convert_rows
@@ -34,10 +37,16 @@ _PER_ENTRY_RATIO_MIN_BYTES = 1_000_000
 
 PASSWORD_PROTECTED = "workbook is password-protected; remove the password and export again"
 CORRUPT_XLSX = "not a valid xlsx workbook (corrupt zip)"
+LYING_ZIP = "not a valid xlsx workbook (an entry is {} than its zip directory says); refused"
+_STREAM_CHUNK = 1 << 20  # bytes inflated per read when the entries are checked
 
 
 def check_zip(path: Path, name: str, max_uncompressed_bytes: int, max_compression_ratio: float) -> None:
-    """Refuse corrupt zips, zips that are not workbooks and zip bombs, from the central directory alone."""
+    """Refuse corrupt zips, zips that are not workbooks and zip bombs.
+
+    The sizes the central directory states are judged first, before any byte is inflated; then
+    :func:`check_zip_entries` inflates every entry to prove them true.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -68,6 +77,57 @@ def check_zip(path: Path, name: str, max_uncompressed_bytes: int, max_compressio
             "(possible zip bomb); refused without decompressing",
             file=name,
         )
+    check_zip_entries(path, name, max_uncompressed_bytes)
+
+
+def check_zip_entries(path: Path, name: str, max_uncompressed_bytes: int) -> None:
+    """Inflate every entry, streamed in 1 MiB chunks and counted, and refuse the workbook unless each entry holds
+    exactly the bytes (and the CRC-32) its central directory states, before calamine reads it.
+
+    The limits in :func:`check_zip` judge the sizes the directory states; a directory that understates them would
+    let a bomb through. No entry is inflated beyond one byte more than its stated size, so a lying directory is
+    caught having inflated at most ``max_uncompressed_bytes`` plus one byte per entry. The actual total is held to
+    ``max_uncompressed_bytes`` as it grows too, so the check is safe on its own.
+    """
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                # zipfile stops at the size the directory states and then checks the CRC, so a larger entry would
+                # look merely corrupt: it is asked for one byte more, and the CRC is checked here instead.
+                probe = copy.copy(info)
+                probe.file_size = info.file_size + 1
+                del probe.CRC
+                size, crc = 0, 0
+                with zf.open(probe) as entry:
+                    while chunk := entry.read(_STREAM_CHUNK):
+                        size += len(chunk)
+                        total += len(chunk)
+                        if size > info.file_size:
+                            raise IngestionError(LYING_ZIP.format("larger"), file=name)
+                        if total > max_uncompressed_bytes:  # only when the stated total was not judged first
+                            raise IngestionError(
+                                f"workbook expands to more than the {max_uncompressed_bytes / 1e6:,.0f} MB limit "
+                                "(possible zip bomb); refused",
+                                file=name,
+                            )
+                        crc = zlib.crc32(chunk, crc)
+                if size < info.file_size:
+                    raise IngestionError(LYING_ZIP.format("smaller"), file=name)
+                if crc != info.CRC:
+                    raise IngestionError(f"{CORRUPT_XLSX}: {info.filename} fails its CRC-32 check", file=name)
+    except IngestionError:
+        raise
+    except Exception as exc:  # whatever zipfile or zlib raise (bad header, bad data, encryption): the one line
+        raise IngestionError(f"{CORRUPT_XLSX}: {_zip_error_text(exc)}", file=name) from None
+
+
+def _zip_error_text(exc: BaseException) -> str:
+    """zipfile's and zlib's complaint as words, without the exception class."""
+    text = " ".join(str(exc).split())
+    return text or "unreadable entry"
 
 
 def classify_ole(path: Path, name: str) -> str:
