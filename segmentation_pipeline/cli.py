@@ -274,10 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as error:  # the last line of defence: one line, no traceback
+    except Exception as error:  # the last line of defence: one line, no traceback, no class name
         if os.environ.get("SEGMENTATION_DEBUG"):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        from segmentation_pipeline.orchestration.failures import plain_error
+
+        print(f"error: {plain_error(type(error).__name__, str(error))}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -51,8 +51,22 @@ def default_rules_path() -> Path:
     return Path(os.environ.get(RULES_ENV) or DEFAULT_RULES)
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line naming the setting and the problem."""
+
+
 class PipelineSettings(BaseModel):
     """Every tunable of a segmentation run, with its default."""
+
+    @classmethod
+    def checked(cls, **values: object) -> PipelineSettings:
+        """The settings, or :class:`SettingsError` naming the first bad one in a sentence."""
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "settings"
+            raise SettingsError(f"setting {where}: {first['msg']} (got {first.get('input')!r})") from None
 
     knn_neighbors: int = Field(5, ge=1, le=100, description="k of the K-nearest-neighbour imputer")
     pca_variance: float = Field(0.9, gt=0.0, le=1.0, description="share of variance the PCA embedding keeps")

@@ -205,3 +205,37 @@ def test_a_cluster_below_the_minimum_size_is_refused(export: pd.DataFrame, tmp_p
 def test_ingestion_errors_name_file_column_and_row() -> None:
     error = IngestionError("customer id '-42' is negative", file="x.csv", column="customer_id", row=5)
     assert str(error) == "x.csv, column 'customer_id', row 5: customer id '-42' is negative"
+
+
+# --- plausibility and messages -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1e300", "inf", "2e15"])
+def test_absurd_amounts_quarantine_the_customer(export: pd.DataFrame, tmp_path: Path, value: str) -> None:
+    frame = export.copy()
+    customer = frame["CustomerID"].iloc[0]
+    frame.loc[frame["CustomerID"] == customer, "ExpVolume"] = value
+    result = _clean(frame, tmp_path / "huge.csv")
+    assert customer not in set(result.customers["customer_id"])
+    reasons = result.quarantined.set_index("customer_id").loc[[customer], "reason"]
+    assert set(reasons) == {"exp_volume above 1e+15"}
+
+
+def test_api_ids_are_exact_text() -> None:
+    from segmentation_pipeline.stages.records import parse_records
+
+    batch = parse_records([{"CustomerID": 9007199254740993}, {"CustomerID": "006908318"}, {"CustomerID": " 77 "}],
+                          reference_date=REFERENCE)  # fmt: skip
+    assert batch.customer_ids.tolist() == ["9007199254740993", "006908318", "77"]
+
+
+def test_unexpected_errors_and_bad_settings_read_as_sentences() -> None:
+    from segmentation_pipeline.config import SettingsError
+    from segmentation_pipeline.orchestration.failures import plain_error
+
+    assert plain_error("KeyError", "KeyError: 'gender'") == (
+        "an internal step found no 'gender' where it expected one (a bug: please report it)")
+    assert plain_error("ValueError", "ValueError: Input X contains infinity") == "Input X contains infinity"
+    with pytest.raises(SettingsError) as caught:
+        PipelineSettings.checked(n_clusters=1)
+    assert str(caught.value) == "setting n_clusters: Input should be greater than or equal to 2 (got 1)"

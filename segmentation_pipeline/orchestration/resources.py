@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, create_model
 from pydantic.fields import FieldInfo
 
-from segmentation_pipeline.config import PipelineSettings
+from segmentation_pipeline.config import PipelineSettings, SettingsError
 from segmentation_pipeline.warehouse import Warehouse, snapshots
 
 
@@ -47,5 +47,8 @@ class SegmentationSettings(_PipelineSettingsResource):
 
     def settings(self) -> PipelineSettings:
         """Validated core settings. The range checks run here, inside the step that reads the settings, so a bad
-        launchpad value fails that step with pydantic's message (the run's failure reason)."""
-        return PipelineSettings(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
+        launchpad value fails that step with one line naming the setting (the run's failure reason)."""
+        try:
+            return PipelineSettings.checked(**{name: getattr(self, name) for name in PipelineSettings.model_fields})
+        except SettingsError as error:
+            raise dg.Failure(description=str(error)) from None

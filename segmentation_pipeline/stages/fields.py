@@ -143,16 +143,16 @@ def _text(value: str) -> str | None | Bad:
 
 
 def number(value: object, decimal: str = DECIMAL_POINT) -> float | None | Bad:
-    """A number as banks export it ("1,000", " 2500 ", 3.5, "N/A") -> float; finite only. Text is read with the
-    ``decimal`` mark (a file's column: the one :func:`decimal_marks` proved; a request: the decimal point), its
-    thousands grouped in threes; text that fits no such reading ("1,5" with a decimal point) is not a number."""
+    """A number as banks export it ("1,000", " 2500 ", 3.5, "N/A") -> float. Text is read with the ``decimal``
+    mark (a file's column: the one :func:`decimal_marks` proved; a request: the decimal point), its thousands
+    grouped in threes; text that fits no such reading ("1,5" with a decimal point) is not a number. Infinity ("inf",
+    1e400) is read as what it is, and :func:`impossible_values` refuses it like any absurd amount: the customer is
+    quarantined, never given an imputed value."""
     kind = type(value)
     if value is None:
         return None
     if kind is float:
-        if value != value:  # NaN: what pandas and Parquet mean by "missing"
-            return None
-        return value if value - value == 0 else Bad("must be a finite number")  # type: ignore[return-value,operator]
+        return None if value != value else value  # type: ignore[return-value]  # NaN: what pandas means by missing
     if kind is int:
         return float(value) if -_BIG < value < _BIG else Bad("number out of range")  # type: ignore[operator,arg-type]
     if kind is str:
@@ -160,8 +160,9 @@ def number(value: object, decimal: str = DECIMAL_POINT) -> float | None | Bad:
         if text is None or type(text) is Bad:
             return text
         if _NUMBER_IN[decimal].fullmatch(text):  # type: ignore[arg-type]
-            parsed = float(text.translate(_UNGROUP[decimal]))  # type: ignore[union-attr]
-            return parsed if parsed - parsed == 0 else Bad("must be a finite number")
+            return float(text.translate(_UNGROUP[decimal]))  # type: ignore[union-attr]
+        if text.lower().lstrip("+-") in ("inf", "infinity"):  # type: ignore[union-attr]
+            return float(text)  # type: ignore[arg-type]
         return Bad(f"not a number: {shown(value)}", "float_parsing")
     if isinstance(value, np.floating | np.integer) and not isinstance(value, bool):
         return number(value.item())
@@ -369,9 +370,15 @@ def _date_text(text: str, order: str, latest_year: int) -> int | None:
             return date(year, int(month), int(day)).toordinal()
         except ValueError:
             return None
+    if text[0] in "+-":  # "-1968-01-02" is no date (dateutil would read it as 1 February 1968)
+        return None
     try:
-        parsed = _dateutil.parse(text, dayfirst=order == DAY_FIRST)
+        # A text missing its day, month or year ("05:06:07", "July 1960") takes them from year 1: out of range,
+        # refused, instead of today's date.
+        parsed = _dateutil.parse(text, dayfirst=order == DAY_FIRST, default=_NO_DATE)
     except (ValueError, OverflowError):
+        return None
+    if parsed.year == 1 or parsed.day == 1 and not re.search(r"(?<![0-9])0?1(?![0-9])", text):
         return None
     if not _FOUR_DIGITS.search(text):  # a two-digit year ("30-Jun-75"): in the past, not dateutil's guess
         parsed = parsed.replace(year=past_year(parsed.year % 100, latest_year))
@@ -379,6 +386,7 @@ def _date_text(text: str, order: str, latest_year: int) -> int | None:
 
 
 _FOUR_DIGITS = re.compile(r"[0-9]{4}")
+_NO_DATE = datetime(1, 1, 1)
 
 
 def category(value: object) -> str | None | Bad:
@@ -509,7 +517,7 @@ _NATIVE_NUMBER_TYPES: Final = frozenset({float, int, type(None)})
 
 
 def _native_numbers(values: Sequence[object] | np.ndarray) -> ParsedColumn | None:
-    """Many JSON numbers (no text): converted in one call, then checked with :func:`number`'s rules."""
+    """Many JSON numbers (no text): converted in one call (infinity stays infinite, as :func:`number` reads it)."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
         array = values.astype(np.float64)
     else:
@@ -519,12 +527,7 @@ def _native_numbers(values: Sequence[object] | np.ndarray) -> ParsedColumn | Non
             array = np.array(values, dtype=np.float64)  # None -> NaN
         except OverflowError:
             return None  # an integer beyond float64: the per-value path names it
-    infinite = np.flatnonzero(np.isinf(array))
-    if infinite.size == 0:
-        return ParsedColumn(array, infinite, [])
-    reasons = [number(float(array[row])) for row in infinite]
-    array[infinite] = np.nan
-    return ParsedColumn(array, infinite, reasons)  # type: ignore[arg-type]
+    return ParsedColumn(array, _NO_ROWS, [])
 
 
 # --- what dates mean ----------------------------------------------------------------------------------------------
