@@ -4,7 +4,8 @@ Routes are thin: ``/v1/score`` parses records with ``records.parse_records`` (th
 through) and scores them with the :class:`CompiledScorer` of exactly the fitted model the pipeline stored; the read-only
 routes show the served model, its segment profiles and the warehouse's published assignments.
 
-Order of checks on ``POST /v1/score``: API key (401) -> body size (413, before reading it) -> JSON (422) ->
+Order of checks on ``POST /v1/score``: API key (401) -> body size (413, before reading it) and time (408, see
+``limits``) -> JSON (422) ->
 batch size (413) -> field validation (422, every bad field named) -> scoring. No client input reaches a 5xx: the
 OpenAPI schema is fuzzed with schemathesis in the tests.
 """
@@ -29,6 +30,7 @@ from pydantic import TypeAdapter
 
 from segmentation_pipeline.api.batch_json import batch_columns
 from segmentation_pipeline.api.batching import SingleRecordBatcher
+from segmentation_pipeline.api.limits import BODY_TIMEOUT_SECONDS, BodyRefused, read_body
 from segmentation_pipeline.api.model_cache import LoadedModel, ModelCache, _finite
 from segmentation_pipeline.api.schemas import (
     MAX_BATCH,
@@ -82,6 +84,7 @@ def create_app(
     check_interval: float = 2.0,
     max_batch: int = MAX_BATCH,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     cache: ModelCache | None = None,
 ) -> FastAPI:
     """The scoring service over a warehouse.
@@ -164,7 +167,7 @@ def create_app(
             return Response(_UNAUTHORIZED, status_code=401, media_type="application/json",
                             headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
         try:
-            body = await _read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes, body_timeout)
             if len(body) > 65_536:  # big bodies: decode, score and encode off the event loop
                 loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
                 status, encoded = await run_in_threadpool(_score_body_encoded, body, loaded, max_batch)
@@ -176,6 +179,8 @@ def create_app(
                 status, payload = await singles.score(records[0])
         except _BodyError as error:
             status, payload = error.status, {"detail": error.detail}
+        except BodyRefused as refused:  # too big (413), too slow (408, and the connection closed), client gone
+            return refused.response()
         return Response(_dumps(payload), status_code=status, media_type="application/json")
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=authed, responses={401: _ERRORS[401]}, tags=["model"])
@@ -255,20 +260,6 @@ def create_app(
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyError(413, f"request body over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _no_constants(name: str) -> float:

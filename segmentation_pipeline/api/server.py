@@ -1,4 +1,7 @@
-"""``segmentation serve``: the scoring API on uvicorn (one worker; uvloop and httptools when installed)."""
+"""``segmentation serve``: the scoring API on uvicorn (one worker; uvloop and httptools when installed).
+
+What a client can make it read is bounded (``limits``): request heads by size, field count and time (431 / 408),
+bodies by size (413) and time (408); idle keep-alive connections close after uvicorn's 5 s."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from segmentation_pipeline.api import limits
 from segmentation_pipeline.api.security import KEYS_ENV, KEYS_FILE_ENV, load_api_keys
 
 
@@ -25,8 +29,13 @@ def serve(
     insecure_no_auth: bool = False,
     check_interval: float = 2.0,
     access_log: bool = False,
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
 ) -> None:
-    """Start the API and block until it is stopped (Ctrl-C / SIGTERM)."""
+    """Start the API and block until it is stopped (Ctrl-C / SIGTERM).
+
+    ``header_timeout`` / ``body_timeout``: seconds a client has to send a request's head / body; by default
+    ``$SEGMENTATION_API_HEADER_TIMEOUT`` / ``$SEGMENTATION_API_BODY_TIMEOUT``, else 10 s (see ``limits``)."""
     import uvicorn
 
     from segmentation_pipeline.api.app import create_app
@@ -41,10 +50,18 @@ def serve(
             f"no API key configured: set {KEYS_ENV} (comma-separated) or {KEYS_FILE_ENV} (a file of keys), "
             "or start with --insecure-no-auth for a local test"
         )
+    try:
+        if header_timeout is None:
+            header_timeout = limits.seconds_from_env(limits.HEADER_TIMEOUT_ENV, limits.HEADER_TIMEOUT_SECONDS)
+        if body_timeout is None:
+            body_timeout = limits.seconds_from_env(limits.BODY_TIMEOUT_ENV, limits.BODY_TIMEOUT_SECONDS)
+    except ValueError as error:
+        raise ServeError(str(error)) from None
     if not warehouse_path.exists():
         raise ServeError(f"no warehouse at {warehouse_path}: run the pipeline first (segmentation run)")
     try:
-        app = create_app(warehouse_path, None if insecure_no_auth else keys, check_interval=check_interval)
+        app = create_app(warehouse_path, None if insecure_no_auth else keys, check_interval=check_interval,
+                         body_timeout=body_timeout)  # fmt: skip
     except (LookupError, ModelContractError) as error:  # nothing this code can serve: one line, exit 1
         raise ServeError(str(error)) from None
     # Everything loaded so far (libraries, the model) lives as long as the process: move it out of the cyclic
@@ -57,13 +74,21 @@ def serve(
     # threads spin after every call, which cost a 10,000-customer batch ~30 % more CPU than the products
     # themselves (measured: 0.26 vs 0.19 CPU-seconds a batch on one core).
     threadpool_limits(1)
+    # Request heads: uvicorn's httptools protocol bounds neither their size, nor their fields, nor their time;
+    # limits.limited_httptools_protocol adds all three (431 / 408). h11, the fallback, has a size limit (answered
+    # 400) and nothing else.
+    if importlib.util.find_spec("httptools"):
+        http: type | str = limits.limited_httptools_protocol(header_timeout=header_timeout)
+    else:  # pragma: no cover - httptools is a dependency
+        http = "h11"
     uvicorn.run(
         app,
         host=host,
         port=port,
         workers=1,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=http,
+        h11_max_incomplete_event_size=limits.MAX_HEADER_BYTES,
         access_log=access_log,  # off by default: it costs throughput (and paths carry customer ids)
         log_level="info",
         timeout_graceful_shutdown=5,
