@@ -113,7 +113,7 @@ def _score_ok(port: int) -> float:
     response = httpx.post(f"http://127.0.0.1:{port}/v1/score", content=RECORD, timeout=10,
                           headers={"X-API-Key": API_KEY, "Content-Type": "application/json"})  # fmt: skip
     assert response.status_code == 200, response.text
-    assert response.json()["customer_id"] == 1
+    assert response.json()["customer_id"] == "1"
     return time.monotonic() - started
 
 

@@ -2,7 +2,6 @@
 
 import dagster as dg
 import pytest
-from pydantic import ValidationError
 
 from segmentation_pipeline.config import PipelineSettings
 from segmentation_pipeline.definitions import defs
@@ -30,7 +29,8 @@ def test_launchpad_defaults_are_the_core_defaults() -> None:
 def test_keyword_construction_and_core_range_checks() -> None:
     settings = SegmentationSettings(n_init=3, reference_date="2026-06-30").settings()
     assert (settings.n_init, settings.reference_date, settings.k_max) == (3, "2026-06-30", 8)
-    with pytest.raises(ValidationError, match="n_init"):
+    with pytest.raises(dg.Failure) as caught:  # the step's failure: one sentence naming the setting
         SegmentationSettings(n_init=0).settings()
-    with pytest.raises(ValidationError, match="k_max"):
+    assert caught.value.description == "setting n_init: Input should be greater than or equal to 1 (got 0)"
+    with pytest.raises(dg.Failure, match="setting k_max: Value error, k_max \\(4\\) must be >= k_min \\(6\\)"):
         SegmentationSettings(k_min=6, k_max=4).settings()
