@@ -77,8 +77,8 @@ def test_customers_and_labels(export: SyntheticExport, frame: pd.DataFrame) -> N
     assert not ids.is_monotonic_increasing
     labels = export.labels
     assert list(labels.columns) == ["customer_id", "planted_group"]
-    assert labels["customer_id"].dtype == np.int64
-    assert set(labels["customer_id"]) == set(ids)
+    assert all(type(i) is str for i in labels["customer_id"])  # ids are text, as the pipeline reads them
+    assert set(labels["customer_id"]) == set(ids.astype(str))
     shares = labels["planted_group"].value_counts(normalize=True)
     assert shares["low"] == pytest.approx(0.6, abs=0.04)
     assert shares["medium"] == pytest.approx(0.3, abs=0.04)
@@ -149,12 +149,12 @@ def test_kmeans_recovers_planted_groups(export: SyntheticExport, frame: pd.DataF
     )
     features = features.fillna(features.median())
     clusters = KMeans(n_clusters=3, n_init=10, random_state=0).fit_predict(StandardScaler().fit_transform(features))
-    planted = export.labels.set_index("customer_id").loc[customers["CustomerID"], "planted_group"]
+    planted = export.labels.set_index("customer_id").loc[customers["CustomerID"].astype(str), "planted_group"]
     assert adjusted_rand_score(planted, clusters) >= 0.9
 
 
 def test_planted_groups_not_one_flag(export: SyntheticExport, frame: pd.DataFrame) -> None:
-    customers = _customers(frame).merge(export.labels, left_on="CustomerID", right_on="customer_id")
+    customers = _customers(frame).assign(customer_id=lambda f: f["CustomerID"].astype(str)).merge(export.labels)
     by_group = customers.groupby("planted_group")
     # No flag alone identifies the high group; the high group is cash-heavy with actual >> expected.
     for flag in ("isPep", "CTRMatch", "PreviouslyReported", "HighIncomeHW"):
@@ -193,7 +193,7 @@ def test_csv_and_parquet(tmp_path: Path) -> None:
     assert list(parquet.columns) == list(dict.fromkeys(export.header))
     assert len(parquet) == len(export.rows)
 
-    labels = pd.read_csv(write_labels(export, tmp_path / "labels.csv"))
+    labels = pd.read_csv(write_labels(export, tmp_path / "labels.csv"), dtype={"customer_id": str})
     pd.testing.assert_frame_equal(labels, export.labels, check_dtype=False)
 
     with pytest.raises(ValueError, match="unsupported"):
