@@ -61,14 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from segmentation_pipeline.synthetic import generate_export, write_export, write_labels
+    from segmentation_pipeline.synthetic import generate_export, save_export, write_labels
 
     out = Path(args.out)
     export = generate_export(args.rows, seed=args.seed, header=args.header)
-    write_export(export, out)
+    written = save_export(export, out)  # counts what was written: customers, rows and, for xlsx, sheets
     labels = out.with_name(out.stem + ".labels.csv")
     write_labels(export, labels)
-    print(f"wrote {args.rows} customers to {out} (planted groups: {labels})")
+    print(f"{written.describe()} (planted groups: {labels})")
     return EXIT_OK
 
 

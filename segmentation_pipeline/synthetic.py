@@ -104,6 +104,11 @@ _HEADER_2022_BY_2023: Final[dict[str, str]] = {
     "City": "City",
 }
 
+SHEET_MAX_ROWS = 1_048_576
+"""Rows of one Excel sheet, header row included (Excel's maximum). An xlsx export with more rows continues on
+further sheets, "Customers (2)", ... (a module constant so that tests can lower it)."""
+SHEET_NAME: Final = "Customers"
+
 _DATE_HEADERS: Final[frozenset[str]] = frozenset({"DateofBirth", "CustomerSince", "IncorporatedSince"})
 _EXCEL_EPOCH: Final = np.datetime64("1899-12-30", "D")
 
@@ -352,24 +357,55 @@ def _expand_channels(customers: pd.DataFrame, rng: np.random.Generator, channel_
     return rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class WrittenExport:
+    """What :func:`save_export` wrote: counted from the rows written, not from what was asked for."""
+
+    path: Path
+    customers: int  # distinct customer ids written
+    rows: int  # data rows written (header rows not counted)
+    sheets: tuple[tuple[str, int], ...] = ()  # xlsx: (sheet name, data rows) per sheet, in order; else empty
+
+    def describe(self) -> str:
+        """One line: customers, rows and (xlsx) sheets written, e.g. for the ``generate`` command."""
+        text = f"wrote {self.customers} customers in {self.rows} rows to {self.path}"
+        if not self.sheets:
+            return text
+        each = ", ".join(f"{name!r} {rows} rows" for name, rows in self.sheets)
+        if len(self.sheets) == 1:
+            return f"{text} on 1 sheet: {each} (plus the header row)"
+        return f"{text} on {len(self.sheets)} sheets: {each} (plus a header row each)"
+
+
 def write_export(export: SyntheticExport, path: str | Path) -> Path:
+    """Write ``export`` to ``path`` (see :func:`save_export`) and return the path written."""
+    return save_export(export, path).path
+
+
+def save_export(export: SyntheticExport, path: str | Path) -> WrittenExport:
     """Write ``export`` to ``path``; the format follows the suffix (``.xlsx``, ``.csv`` or ``.parquet``).
 
-    * ``.xlsx``: one sheet "Customers", streamed row by row with xlsxwriter's constant-memory mode (fast and
+    * ``.xlsx``: sheet "Customers", streamed row by row with xlsxwriter's constant-memory mode (fast and
       flat in memory; pandas ``to_excel`` with that mode silently drops cells, so it is not used). Dates are
-      real Excel dates, blanks are empty cells.
+      real Excel dates, blanks are empty cells. An export longer than a sheet (:data:`SHEET_MAX_ROWS` rows with
+      the header) continues on "Customers (2)", "Customers (3)", ..., each with the header row; all the rows of
+      one customer (one per subscribed channel) are on the same sheet (see :func:`sheet_rows`).
     * ``.csv``: the header as-is, duplicate ``DateofBirth`` included; dates as ``YYYY-MM-DD``.
     * ``.parquet``: Parquet cannot hold duplicate column names, so the second ``DateofBirth`` copy is dropped.
 
     Returns:
-        The path written.
+        The path, and the customers, rows and sheets written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
+    ids = export.rows[export.header.index("CustomerID")].to_numpy()
     if suffix == ".xlsx":
-        _write_xlsx(export, path)
-    elif suffix == ".csv":
+        sheets = _write_xlsx(export, path)
+        customers = sum(len(pd.unique(ids[rows])) for _, rows in sheets)  # no customer is on two sheets
+        return WrittenExport(path, customers, sum(len(rows) for _, rows in sheets),
+                             tuple((name, len(rows)) for name, rows in sheets))  # fmt: skip
+    if suffix == ".csv":
         export.to_frame().to_csv(path, index=False, date_format="%Y-%m-%d", lineterminator="\n")
     elif suffix == ".parquet":
         keep = [i for i, name in enumerate(export.header) if name not in export.header[:i]]
@@ -378,7 +414,33 @@ def write_export(export: SyntheticExport, path: str | Path) -> Path:
         frame.to_parquet(path, index=False, engine="pyarrow")
     else:
         raise ValueError(f"unsupported export format {suffix!r} (use .xlsx, .csv or .parquet)")
-    return path
+    return WrittenExport(path, len(pd.unique(ids)), len(export.rows))
+
+
+def sheet_rows(export: SyntheticExport) -> list[np.ndarray]:
+    """The row positions each xlsx sheet holds, in order: all rows when they fit on one sheet
+    (:data:`SHEET_MAX_ROWS` rows with the header), else as many whole customers per sheet as fit, taken in the
+    order they first appear, never one customer's channel rows on two sheets. Rows keep their order on each sheet.
+    """
+    capacity = SHEET_MAX_ROWS - 1  # the header row takes one
+    n = len(export.rows)
+    if n <= capacity:
+        return [np.arange(n)]
+    codes, _ = pd.factorize(export.rows[export.header.index("CustomerID")].to_numpy())  # first-appearance order
+    sizes = np.bincount(codes)
+    if sizes.max() > capacity:
+        raise ValueError(f"a customer has {sizes.max()} rows, more than a sheet of {SHEET_MAX_ROWS} rows holds")
+    ends = np.cumsum(sizes)  # rows up to and including each customer
+    sheet_of_customer = np.empty(len(sizes), dtype=np.int64)
+    start, taken, sheet = 0, 0, 0
+    while start < len(sizes):
+        stop = int(np.searchsorted(ends, taken + capacity, side="right"))  # customers start..stop-1 fit
+        sheet_of_customer[start:stop] = sheet
+        taken, start, sheet = int(ends[stop - 1]), stop, sheet + 1
+    sheet_of_row = sheet_of_customer[codes]
+    order = np.argsort(sheet_of_row, kind="stable")
+    bounds = np.searchsorted(sheet_of_row[order], np.arange(1, sheet))
+    return np.split(order, bounds)
 
 
 def write_labels(export: SyntheticExport, path: str | Path) -> Path:
@@ -389,8 +451,9 @@ def write_labels(export: SyntheticExport, path: str | Path) -> Path:
     return path
 
 
-def _write_xlsx(export: SyntheticExport, path: Path) -> None:
-    """Stream the export into an xlsx workbook with xlsxwriter in constant-memory mode."""
+def _write_xlsx(export: SyntheticExport, path: Path) -> list[tuple[str, np.ndarray]]:
+    """Stream the export into an xlsx workbook with xlsxwriter in constant-memory mode, one sheet per
+    :func:`sheet_rows` part; returns (sheet name, row positions) per sheet written."""
     import xlsxwriter  # local import: only the xlsx writer needs it
 
     # Column-wise conversion to plain Python objects (None for blanks) up front; the per-row loop then only zips
@@ -407,19 +470,28 @@ def _write_xlsx(export: SyntheticExport, path: Path) -> None:
             values = col.astype(object).tolist()
         columns.append([None if v is None or v is pd.NA or v != v else v for v in values])  # v != v: NaN
 
+    parts = sheet_rows(export)
+    written: list[tuple[str, np.ndarray]] = []
     # Cell values are data, never formulas or links: turning the string checks off is both faster and safer.
     options = {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
     workbook = xlsxwriter.Workbook(str(path), options)
     try:
         # A fixed creation time keeps the file byte-identical across runs (xlsxwriter stamps "now" otherwise).
         workbook.set_properties({"created": dt.datetime.combine(REFERENCE_DATE, dt.time())})
-        sheet = workbook.add_worksheet("Customers")
         date_format = workbook.add_format({"num_format": "yyyy-mm-dd"})
-        for i, name in enumerate(export.header):
-            if name in _DATE_HEADERS:
-                sheet.set_column(i, i, 11, date_format)
-        sheet.write_row(0, 0, export.header)
-        for r, row in enumerate(zip(*columns, strict=True), start=1):
-            sheet.write_row(r, 0, row)
+        for number, rows in enumerate(parts, start=1):
+            name = SHEET_NAME if number == 1 else f"{SHEET_NAME} ({number})"
+            sheet = workbook.add_worksheet(name)
+            for i, header in enumerate(export.header):
+                if header in _DATE_HEADERS:
+                    sheet.set_column(i, i, 11, date_format)
+            sheet.write_row(0, 0, export.header)
+            # This sheet's rows, in their order (all of them when the export fits on one sheet).
+            part = columns if len(parts) == 1 else [[column[i] for i in rows.tolist()] for column in columns]
+            for r, row in enumerate(zip(*part, strict=True), start=1):
+                sheet.write_row(r, 0, row)
+            written.append((name, rows))
+            del part
     finally:
         workbook.close()
+    return written

@@ -217,11 +217,14 @@ def ingest_export(
         raise _failure(f"{path}: file not found") from None
     except WarehouseUnavailable as error:
         raise _failure(str(error)) from None
+    for warning in raw.warnings:  # e.g. a full sheet: the export was probably cut off
+        context.log.warning(warning)
     try:
         result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
-                                 source_file=raw.source_file, date_order=date_order)  # fmt: skip
+                                 source_sheets=raw.source_sheets, source_file=raw.source_file,
+                                 date_order=date_order)  # fmt: skip
     except IngestionError as error:
-        error.sheet = error.sheet or raw.sheet
+        error.sheet = error.sheet or (raw.sheet if len(raw.sheets) <= 1 else None)  # several sheets: not a guess
         raise _reject(error) from None
     if key is not None and export_key(raw.sha256) != key:
         raise _failure(f"{raw.source_file}: its content is not export {key} (its SHA-256 starts {raw.sha256[:16]}); "
@@ -229,7 +232,7 @@ def ingest_export(
     _, store = run_snapshot(context, warehouse, rebuild=True, source_path=path)
     table = raw.frame.copy()
     table["_source_file"] = raw.source_file
-    table["_sheet"] = raw.sheet
+    table["_sheet"] = raw.source_sheets if raw.source_sheets is not None else raw.sheet  # each row's own sheet
     table["_source_row"] = np.asarray(raw.source_rows, dtype="int64")
     table["_file_sha256"] = raw.sha256
     table["_ingested_at"] = pd.Timestamp.now(tz="UTC")
@@ -259,8 +262,9 @@ def ingest_export(
         context.log.warning(f"{quarantined} customers quarantined for impossible values (table quarantined_customers)")
     yield dg.MaterializeResult(
         asset_key="raw_workbook",
-        metadata=table_metadata(table, source_file=raw.source_file, sheet=raw.sheet or "", header_row=raw.header_row,
-                                file_sha256=raw.sha256, original_headers=dg.MetadataValue.json(list(raw.headers))),
+        metadata=table_metadata(table, source_file=raw.source_file, sheet=", ".join(raw.sheets),
+                                header_row=raw.header_row, file_sha256=raw.sha256,
+                                original_headers=dg.MetadataValue.json(list(raw.headers))),
     )  # fmt: skip
     yield dg.MaterializeResult(
         asset_key="cleaned_customers",
@@ -271,6 +275,7 @@ def ingest_export(
             aliases_applied=dg.MetadataValue.json(report.aliases_applied),
             unparseable_values=dg.MetadataValue.json(report.unparseable_values),
             formats=dg.MetadataValue.json(report.formats),
+            warnings=dg.MetadataValue.json(list(raw.warnings)),
         ),
     )  # fmt: skip
 

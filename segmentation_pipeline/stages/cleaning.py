@@ -128,7 +128,8 @@ _ORDER_WORDS = {fields.DAY_FIRST: "day-first", fields.MONTH_FIRST: "month-first"
 
 
 def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str, *,
-                   reference_date: date, date_order: str) -> pd.DataFrame:  # fmt: skip
+                   reference_date: date, date_order: str,
+                   source_sheets: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
     """Every column through its kind's parser (``stages/fields.py``), over its distinct values, with the number
     and date formats its values prove; dates become datetime64 (NaT where missing or unreadable)."""
     parsed: dict[str, object] = {}
@@ -139,7 +140,7 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
         column = fields.parse_column(kind, frame[name].to_numpy(dtype=object), decimal=decimals.get(name, "."),
                                      order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
         if kind is Kind.ID:
-            _check_customer_ids(column, frame[name], source_rows, file)
+            _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
             parsed[name] = column.values
             continue
         if len(column.bad):
@@ -148,7 +149,8 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
     return pd.DataFrame(parsed, index=frame.index)
 
 
-def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str) -> None:
+def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str,
+                        source_sheets: np.ndarray | None = None) -> None:  # fmt: skip
     """Every row needs a readable customer id: the first row without one refuses the file."""
     missing = np.equal(column.values, None)
     if not missing.any():
@@ -159,13 +161,13 @@ def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_
     what = "customer id is blank" if reason is None else reason
     if reason is not None and reason.startswith("not a number"):
         what = f"customer id {fields.shown(value)} is not a number"
-    raise IngestionError(
-        f"{what} ({int(missing.sum())} rows in all)", file=file, column="customer_id", row=int(source_rows[position])
-    )
+    sheet = None if source_sheets is None else source_sheets[position]
+    raise IngestionError(f"{what} ({int(missing.sum())} rows in all)", file=file, sheet=sheet, column="customer_id",
+                         row=int(source_rows[position]))  # fmt: skip
 
 
 def _merge_channel_rows(
-    frame: pd.DataFrame, source_rows: pd.Series, report: CleaningReport, file: str
+    frame: pd.DataFrame, source_rows: pd.Series, report: CleaningReport, file: str, source_sheets: pd.Series | None
 ) -> tuple[pd.DataFrame, pd.Series]:
     """One row per customer: rows that differ only in their channel become one row with the set of channels.
     Rows of one customer id that differ in anything else are a broken export: refused, naming the ids."""
@@ -176,10 +178,12 @@ def _merge_channel_rows(
     if len(conflicting):
         shown = ", ".join(str(i) for i in conflicting[:10])
         more = f" and {len(conflicting) - 10} more" if len(conflicting) > 10 else ""
-        first_row = int(source_rows[frame[schema.ID_COLUMN] == conflicting[0]].iloc[1])
+        second = frame[schema.ID_COLUMN] == conflicting[0]
+        first_row = int(source_rows[second].iloc[1])
         raise IngestionError(
             f"{len(conflicting)} customer ids appear on several rows with conflicting values: {shown}{more}",
             file=file,
+            sheet=None if source_sheets is None else source_sheets[second].iloc[1],
             column="customer_id",
             row=first_row,
         )
@@ -272,13 +276,16 @@ def clean_customers(
     *,
     reference_date: date,
     source_rows: np.ndarray | None = None,
+    source_sheets: np.ndarray | None = None,
     source_file: str = "input",
     drop_uninformative: bool = True,
     date_order: str = fields.DAY_FIRST,
 ) -> CleaningResult:
     """Clean a raw export (text cells, original headers) into one typed row per customer.
 
-    ``source_rows`` are the rows' numbers in the file, used to name rows in errors and quarantine records.
+    ``source_rows`` are the rows' numbers in the file, used to name rows in errors and quarantine records;
+    ``source_sheets`` the sheet of each row when a workbook's table spans several sheets (rows are numbered per
+    sheet), used to name the sheet in those errors.
     ``drop_uninformative=False`` keeps empty and constant columns: scoring a handful of customers must not drop
     a column just because the handful agree on it. ``date_order``: the day/month order of a date column whose
     values do not prove one.
@@ -288,18 +295,20 @@ def clean_customers(
         np.asarray(source_rows, dtype="int64") if source_rows is not None else np.arange(2, len(raw) + 2),
         index=raw.index,
     )
+    sheets = None if source_sheets is None else pd.Series(np.asarray(source_sheets, dtype=object), index=raw.index)
     canonical = canonicalise_columns(raw, report)
     if schema.ID_COLUMN not in canonical.columns:
         looked_for = ", ".join(schema.COLUMN_ALIASES[schema.ID_COLUMN][:3])
         raise IngestionError(f"no customer id column (looked for {looked_for}, ...)", file=source_file)
     typed = _parse_columns(canonical, report, rows.to_numpy(), source_file, reference_date=reference_date,
-                           date_order=date_order)  # fmt: skip
+                           date_order=date_order, source_sheets=source_sheets)  # fmt: skip
 
     duplicated = typed.duplicated()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
     typed, rows = typed[~duplicated], rows[~duplicated]
+    sheets = None if sheets is None else sheets[~duplicated]
 
-    customers, rows = _merge_channel_rows(typed, rows, report, source_file)
+    customers, rows = _merge_channel_rows(typed, rows, report, source_file, sheets)
     customers, quarantined = _quarantine(customers, rows, reference_date, report)
 
     for column, years in fields.YEARS_OF_DATE.items():

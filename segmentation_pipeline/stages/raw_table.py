@@ -9,8 +9,8 @@ its schema, shares the column labelling (:func:`unique_labels`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,11 @@ class RawTable:
     ``__3`` ("City", "CITY" -> "City", "CITY__2"); a column with data under an empty header cell is labelled
     ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same columns in order,
     duplicates kept, an empty header cell as ``""``.
+
+    A workbook's customer table may continue over several sheets (same header row on each): ``sheet`` and
+    ``header_row`` are then those of the first sheet, ``source_rows`` are numbered per sheet (each row's physical
+    row in its own sheet) and ``source_sheets`` names each row's sheet. ``source_sheets`` is None for CSV and
+    Parquet. ``warnings`` are one-sentence notes about the file the user must see (e.g. a sheet that is full).
     """
 
     frame: pd.DataFrame
@@ -87,6 +92,15 @@ class RawTable:
     source_rows: np.ndarray
     sha256: str
     file_format: str  # "xlsx" | "xls" | "csv" | "parquet"
+    source_sheets: np.ndarray | None = None  # per row: the sheet it was read from (workbooks only)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def sheets(self) -> list[str]:
+        """The sheets the rows were read from, in workbook order (empty for CSV and Parquet)."""
+        if self.source_sheets is None or not len(self.source_sheets):
+            return [] if self.sheet is None else [self.sheet]
+        return [str(s) for s in pd.unique(self.source_sheets)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,41 +184,50 @@ def assemble_table(
     ``rows`` yields (1-based physical row number, converted cells). ``col_offset`` is the 0-based sheet column
     of each row's first cell (for "column_<letter>" labels).
     """
-    head: list[tuple[int, list[str | None]]] = []
-    for item in rows:
-        head.append(item)
-        if len(head) >= HEADER_SCAN_ROWS:
-            break
+    return assemble_sheets([(sheet, rows)], file=file, file_format=file_format, sha256=sha256, col_offset=col_offset)
 
-    h = find_header([cells for _, cells in head])
-    if h is None:
-        if not any(any(c is not None for c in cells) for _, cells in head):
-            raise IngestionError("sheet is empty" if sheet is not None else "file has no rows", file=file, sheet=sheet)
-        raise IngestionError(f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=file, sheet=sheet)
-    header_row, header_cells = head[h]
 
+def assemble_sheets(
+    parts: Iterable[tuple[str | None, Iterator[tuple[int, list[str | None]]]]],
+    *,
+    file: str,
+    file_format: str,
+    sha256: str,
+    col_offset: int = 0,
+) -> RawTable:
+    """One table from one or more sheets that each hold the same header row: (sheet, rows) per sheet, in order.
+
+    Each sheet's rows are as for :func:`assemble_table`; the table's header is the first sheet's, and every row
+    keeps its own sheet and row number. A later sheet without data rows adds nothing; the table as a whole needs
+    at least one data row. ``parts`` is consumed lazily, one sheet at a time.
+    """
     data: list[list[str | None]] = []
     source: list[int] = []
-    width = len(header_cells)
+    counts: list[tuple[str | None, int]] = []  # rows taken from each sheet, in order
+    first: tuple[str | None, int, list[str | None]] | None = None  # (sheet, header row, header cells)
+    width = 0
     ragged = False
-    for number, cells in itertools.chain(head[h + 1 :], rows):
-        for c in cells:
-            if c is not None:
-                break
-        else:
-            continue  # fully blank row: dropped
-        data.append(cells)
-        source.append(number)
-        if len(cells) != width:
-            ragged = True
-            width = max(width, len(cells))
-    del head
+    for sheet, rows in parts:
+        before = len(data)
+        header_row, header_cells, part_width, part_ragged = _collect_rows(rows, file=file, sheet=sheet, data=data,
+                                                                           source=source)  # fmt: skip
+        counts.append((sheet, len(data) - before))
+        if first is None:
+            first = (sheet, header_row, header_cells)
+            width = part_width
+        elif part_width != width:
+            part_ragged = True
+            width = max(width, part_width)
+        ragged = ragged or part_ragged
+    if first is None:
+        raise ValueError("assemble_sheets needs at least one sheet")
+    sheet, header_row, header_cells = first
 
     where = f"sheet {sheet!r}" if sheet is not None else "file"
     if not data:
         raise IngestionError(f"{where} has a header but no data rows", file=file, sheet=sheet, row=header_row)
 
-    if ragged:  # CSV lines of differing length: pad with None
+    if ragged:  # CSV lines (or sheets) of differing length: pad with None
         arr = np.full((len(data), width), None, dtype=object)
         for i, cells in enumerate(data):
             arr[i, : len(cells)] = cells
@@ -225,6 +248,13 @@ def assemble_table(
     if len(keep) != width:
         arr = arr[:, keep]
     frame = pd.DataFrame(arr, columns=pd.Index(labels, dtype=object), dtype=object, copy=False)
+    source_sheets = None
+    if sheet is not None:
+        source_sheets = np.empty(len(frame), dtype=object)
+        start = 0
+        for name, n in counts:
+            source_sheets[start : start + n] = name
+            start += n
     return RawTable(
         frame=frame,
         headers=headers,
@@ -234,4 +264,44 @@ def assemble_table(
         source_rows=np.asarray(source, dtype=np.int64),
         sha256=sha256,
         file_format=file_format,
+        source_sheets=source_sheets,
     )
+
+
+def _collect_rows(
+    rows: Iterator[tuple[int, list[str | None]]],
+    *,
+    file: str,
+    sheet: str | None,
+    data: list[list[str | None]],
+    source: list[int],
+) -> tuple[int, list[str | None], int, bool]:
+    """Find the header in the first rows of one sheet and append its non-blank data rows (and their numbers) to
+    ``data`` and ``source``. Returns (header row, header cells, widest row, whether row lengths differ)."""
+    head: list[tuple[int, list[str | None]]] = []
+    for item in rows:
+        head.append(item)
+        if len(head) >= HEADER_SCAN_ROWS:
+            break
+
+    h = find_header([cells for _, cells in head])
+    if h is None:
+        if not any(any(c is not None for c in cells) for _, cells in head):
+            raise IngestionError("sheet is empty" if sheet is not None else "file has no rows", file=file, sheet=sheet)
+        raise IngestionError(f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=file, sheet=sheet)
+    header_row, header_cells = head[h]
+
+    width = len(header_cells)
+    ragged = False
+    for number, cells in itertools.chain(head[h + 1 :], rows):
+        for c in cells:
+            if c is not None:
+                break
+        else:
+            continue  # fully blank row: dropped
+        data.append(cells)
+        source.append(number)
+        if len(cells) != width:
+            ragged = True
+            width = max(width, len(cells))
+    return header_row, header_cells, width, ragged

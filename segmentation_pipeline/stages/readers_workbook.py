@@ -3,15 +3,20 @@
 A zip is checked for zip bombs from its central directory first, before any byte is decompressed; then every entry
 is inflated once, streamed and counted, to prove the directory told the truth (:func:`check_zip`).
 An OLE2 file is a password-protected OOXML workbook (refused) or a legacy ``.xls`` (:func:`classify_ole`). Without a
-sheet name, the customer sheet is the worksheet with a customer id header and the most known headers. Row numbers are
-1-based physical rows of the sheet, i.e. what Excel shows in its row margin.
+sheet name, the customer sheet is the worksheet with a customer id header and the most known headers; an export too
+long for one sheet continues on further sheets, so every other worksheet with the very same header row (same headers
+in the same columns) and the same visibility is read with it as one table, in workbook order. Row numbers are 1-based
+physical rows of each row's own sheet, i.e. what Excel shows in its row margin. A sheet whose last used row is the
+format's last row (Excel's 1,048,576; 65,536 in a legacy .xls) was probably cut off: the table carries a warning.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from segmentation_pipeline.stages.cell_text import convert_rows
@@ -21,7 +26,7 @@ from segmentation_pipeline.stages.raw_table import (
     NOT_A_TABLE,
     IngestionError,
     RawTable,
-    assemble_table,
+    assemble_sheets,
     find_header,
     score_header,
 )
@@ -39,6 +44,14 @@ PASSWORD_PROTECTED = "workbook is password-protected; remove the password and ex
 CORRUPT_XLSX = "not a valid xlsx workbook (corrupt zip)"
 LYING_ZIP = "not a valid xlsx workbook (an entry is {} than its zip directory says); refused"
 _STREAM_CHUNK = 1 << 20  # bytes inflated per read when the entries are checked
+
+# The last row of a sheet: a sheet used down to it was most likely cut off by the program that wrote it.
+EXCEL_MAX_ROWS = 1_048_576  # xlsx / xlsm (Excel 2007 and later)
+XLS_MAX_ROWS = 65_536  # legacy .xls (BIFF8)
+FULL_SHEET = (
+    "the sheet is full ({rows:,} rows, {what}'s maximum): the export was probably cut off; "
+    "check that every customer is in the file"
+)
 
 
 def check_zip(path: Path, name: str, max_uncompressed_bytes: int, max_compression_ratio: float) -> None:
@@ -191,8 +204,23 @@ def _sheet_head(sh) -> list[list[str | None]]:
     return list(convert_rows(sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)))
 
 
+def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
+    """What makes two sheets one table: the header cells at the same columns (trailing empty cells ignored)."""
+    cells = list(head[h])
+    while cells and cells[-1] is None:
+        cells.pop()
+    return sh.start[1], tuple(cells)
+
+
+def _sheet_rows(sh) -> Iterator[tuple[int, list[str | None]]]:
+    # iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns
+    # start at the used range's first column (sh.start[1]).
+    return enumerate(convert_rows(sh.iter_rows()), start=1)
+
+
 def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
-    """The customer sheet of an xlsx/xls workbook (``sheet`` by name, else the best-scoring worksheet)."""
+    """The customer table of an xlsx/xls workbook: ``sheet`` by name (that sheet only), else the best-scoring
+    worksheet together with the worksheets that continue it (same header row, same visibility), in workbook order."""
     import python_calamine as pc
 
     wb = _open_workbook(path, name, file_format)
@@ -205,23 +233,27 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
                 available = ", ".join(repr(s) for s in wb.sheet_names)
                 raise IngestionError(f"sheet {sheet!r} not found; available sheets: {available}", file=name)
             chosen = sheet
-            sh = cand_sh = _load_sheet(wb, chosen, name, file_format)
+            sh = _load_sheet(wb, chosen, name, file_format)
+            group = [chosen]
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
             # known headers (ties: visible before hidden, then more rows, then workbook order).
             visible = {m.name: m.visible == pc.SheetVisibleEnum.Visible for m in wb.sheets_metadata}
             best_key: tuple | None = None
-            chosen, sh, cand_sh = None, None, None
+            chosen, sh = None, None
+            header_keys: dict[str, tuple] = {}
             for pos, candidate in enumerate(worksheets):
                 cand_sh = _load_sheet(wb, candidate, name, file_format)
                 head = _sheet_head(cand_sh)
                 h = find_header(head)
                 if h is None:
                     continue
+                header_keys[candidate] = (_header_key(cand_sh, head, h), visible.get(candidate, True))
                 _, known = score_header(head[h])
                 key = (known, visible.get(candidate, True), cand_sh.height, -pos)
                 if best_key is None or key > best_key:
                     best_key, chosen, sh = key, candidate, cand_sh
+            cand_sh = None
             if sh is None:
                 checked = ", ".join(repr(s) for s in worksheets)
                 if len(worksheets) == 1:
@@ -229,15 +261,38 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
                         f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=name, sheet=worksheets[0]
                     )
                 raise IngestionError(f"{NO_ID_COLUMN} in any sheet (checked {checked})", file=name)
+            group = [c for c in worksheets if header_keys.get(c) == header_keys[chosen]]
         if sh.start is None:
             raise IngestionError("sheet is empty", file=name, sheet=chosen)
         col_offset = sh.start[1]
-        # iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns
-        # start at the used range's first column (col_offset).
-        rows = enumerate(convert_rows(sh.iter_rows()), start=1)
-        # Only the iterator keeps calamine's in-memory sheet alive now, so it is freed as soon as the last row is
-        # converted, before the DataFrame is built: peak memory is one copy of the cells, not two.
-        sh = cand_sh = None  # noqa: F841
-        return assemble_table(rows, file=name, sheet=chosen, file_format=file_format, sha256=sha, col_offset=col_offset)
+        loaded = {chosen: sh}
+        sh = None
+
+        def parts() -> Iterator[tuple[str, Iterator[tuple[int, list[str | None]]]]]:
+            for member in group:
+                # The chosen sheet is loaded already; the sheets that continue it are loaded one at a time.
+                member_sh = loaded.pop(member) if member in loaded else _load_sheet(wb, member, name, file_format)
+                rows = _sheet_rows(member_sh)
+                # Only the iterator keeps calamine's in-memory sheet alive now, so it is freed as soon as its last
+                # row is converted: peak memory is one sheet's cells plus the rows converted so far.
+                member_sh = None  # noqa: F841
+                yield member, rows
+
+        table = assemble_sheets(parts(), file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
+        warnings = _full_sheet_warnings(table, file_format)
+        return dataclasses.replace(table, warnings=warnings) if warnings else table
     finally:
         wb.close()
+
+
+def _full_sheet_warnings(table: RawTable, file_format: str) -> list[str]:
+    """A warning for the last sheet of the table when its last used row is the format's last row: the rows that
+    did not fit were probably dropped. (A full sheet that the table continues after is not warned about.)"""
+    max_rows, what = (XLS_MAX_ROWS, "Excel 97-2003") if file_format == "xls" else (EXCEL_MAX_ROWS, "Excel")
+    if table.source_sheets is None or not len(table.source_rows):
+        return []
+    last_sheet = table.source_sheets[-1]
+    if int(table.source_rows[-1]) < max_rows:
+        return []
+    message = FULL_SHEET.format(rows=max_rows, what=what)
+    return [f"{table.source_file}, sheet {last_sheet!r}: {message}"]
