@@ -91,6 +91,11 @@ class PipelineSettings(BaseModel):
         0.05, ge=0.0, le=1.0, description="data quality gate: smallest share of customers with all behaviour filled"
     )
     min_cluster_size: int = Field(10, ge=1, description="data quality gate: fewest customers a cluster may hold")
+    fit_sample_size: int | None = Field(
+        250_000, ge=1_000,
+        description="customers a model is fitted on when there are more (a seeded sample stratified by flags and "
+        "volume; every customer is still scored); None = fit on all",
+    )  # fmt: skip
     reference_date: str | None = Field(
         None, description="ISO date ages and tenures are computed at; None = the day of the run"
     )

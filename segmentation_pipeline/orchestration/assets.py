@@ -314,6 +314,8 @@ def kmeans_model(
     except ValueError as error:  # too few customers to cluster, and the like: one line
         raise _failure(f"kmeans_model: {error}") from None
     model, labels = fitted.model, fitted.labels
+    if fitted.rows is not None:  # fitted on a sample: profiles and drift are measured on it
+        cleaned = cleaned.iloc[fitted.rows].reset_index(drop=True)
     new_tiers = np.asarray(model.tiers.cluster_tiers, dtype=object)[labels]
     active_before = registry.active_entry(warehouse.store())
     quality = registry.quality_check(model.metrics, labels, model.k, settings.silhouette_floor)

@@ -32,6 +32,7 @@ from segmentation_pipeline.stages.embedding import fit_pca
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.policy import Policy, PolicyError, load_policy, rate
 from segmentation_pipeline.stages.quality import check_before_fit, check_clusters
+from segmentation_pipeline.stages.sampling import stratified_sample
 from segmentation_pipeline.stages.stability import match_previous
 from segmentation_pipeline.stages.tiering import INDICATORS, TIERS, RiskTierModel, fit_risk_tiers, indicator_matrix
 
@@ -232,6 +233,7 @@ class FittedModel:
     previous_labels: np.ndarray
     new_labels: np.ndarray
     previous_model_version: str | None = None
+    rows: np.ndarray | None = None  # the customers fitted on (positions), when a sample; ``labels`` are theirs
 
 
 def fit_model(
@@ -249,11 +251,17 @@ def fit_model(
     """Fit features, PCA, K-means and tiers on cleaned customers. ``previous``: the last published assignments
     (customer_id, cluster, model_version), whose cluster ids the new clusters keep (customer overlap, Hungarian
     method); without them clusters are numbered by risk score, 0 the riskiest. ``policy``: the rules the model
-    applies (default: ``settings.rules_file``, else the bundled rules); they are stored with it."""
+    applies (default: ``settings.rules_file``, else the bundled rules); they are stored with it. More customers
+    than ``settings.fit_sample_size``: the model is fitted on a seeded stratified sample of them
+    (``stages/sampling.py``; ``FittedModel.rows``), after the data-quality gate has measured them all."""
     policy = policy if policy is not None else load_policy(settings.rules_file)
-    batch = as_batch(customers)
-    quality = check_before_fit(batch, max_imputed_share=settings.max_imputed_share,
+    everyone = as_batch(customers)
+    quality = check_before_fit(everyone, max_imputed_share=settings.max_imputed_share,
                                min_complete_share=settings.min_complete_share)  # fmt: skip
+    training_rows = None
+    if settings.fit_sample_size is not None and everyone.n > settings.fit_sample_size:
+        training_rows = stratified_sample(everyone, settings.fit_sample_size, seed=settings.random_state)
+    batch = everyone if training_rows is None else everyone.take(training_rows)
     transformer = transformer_class(
         knn_neighbors=settings.knn_neighbors, rare_level_share=settings.rare_level_share,
         random_state=settings.random_state,
@@ -281,8 +289,9 @@ def fit_model(
         pca_mean=np.asarray(pca.mean_, dtype=np.float64),
         explained_variance_ratio=np.asarray(pca.explained_variance_ratio_, dtype=np.float64), centers=centers,
         tiers=tiers, policy=policy, reference_date=reference_date,
-        metrics={**clustering.metrics, **quality.metrics(), "smallest_cluster": float(smallest)},
-        k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=batch.n,
+        metrics={**clustering.metrics, **quality.metrics(), "smallest_cluster": float(smallest),
+                 "training_customers": float(batch.n)},
+        k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=everyone.n,
         settings=settings.model_dump(), input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
     )  # fmt: skip
     # The sample's expected answers come from the fit itself (its embedding and labels), not from the compiled
@@ -303,4 +312,5 @@ def fit_model(
     return FittedModel(
         model=model, labels=labels, order=continuity.order, previous_labels=continuity.previous_labels,
         new_labels=continuity.new_labels, previous_model_version=continuity.previous_model_version,
+        rows=training_rows,
     )  # fmt: skip
