@@ -132,10 +132,9 @@ READER = textwrap.dedent(
 )
 
 
-def test_reader_process_queries_in_a_loop_while_a_run_materialises(tmp_path: Path) -> None:
-    db = tmp_path / "warehouse.duckdb"
+def test_reader_process_queries_in_a_loop_while_a_run_materialises(warehouse_copy: Path, tmp_path: Path) -> None:
+    db = warehouse_copy  # a published warehouse (the session's trained one) that a new run replaces
     path = write_export(generate_export(1500, seed=1), tmp_path / "export.csv")
-    assert materialize_file(path, db).success
     first = set(Warehouse(db).read_table("cluster_assignments")["model_version"])
 
     stop, ready, out = tmp_path / "stop", tmp_path / "ready", tmp_path / "reader.json"

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import plotly.io as pio
+
+# plotly_white's layout only: its per-trace defaults (colour scales of every trace type) made each figure cost
+# 50 ms to style and embedded them all in every figure; the report's traces set their own colours.
+TEMPLATE = "segmentation_house"
+pio.templates[TEMPLATE] = go.layout.Template(layout=pio.templates["plotly_white"].layout)
 
 FONT = '-apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
 GRID = "#e6e9ef"
@@ -11,7 +17,7 @@ GRID = "#e6e9ef"
 def house_style(figure: go.Figure, title: str, height: int, **layout: object) -> go.Figure:
     """The house style: white, system font, left-aligned title, compact margins."""
     settings: dict[str, object] = {
-        "template": "plotly_white",
+        "template": TEMPLATE,
         "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 16}},
         "font": {"family": FONT, "size": 12, "color": "#1f2937"},
         "height": height,
