@@ -37,3 +37,18 @@ def warehouse_copy(trained_warehouse: TrainedWarehouse, tmp_path: Path) -> Path:
     target = tmp_path / "warehouse.duckdb"
     shutil.copy(trained_warehouse.path, target)
     return target
+
+
+# Seconds each slow module takes on the 2-core CI machine (measured 2026-11-30). `make test` hands whole modules
+# to two workers (`--dist loadfile --no-loadscope-reorder`) in collection order: the longest go first, so the
+# short ones fill the gaps at the end instead of one worker finishing a long module alone.
+MODULE_SECONDS = {
+    "test_faults.py": 90, "test_concurrency.py": 64, "test_snapshots.py": 59, "test_rejections.py": 36,
+    "test_dagster_ui.py": 35, "test_report_browser.py": 35, "test_stability.py": 31, "test_api_server.py": 29,
+    "test_pipeline.py": 22, "test_report_pipeline.py": 21, "test_policy.py": 20, "test_registry.py": 19,
+    "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_sensor.py": 10,
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))  # stable: order within a module kept

@@ -507,7 +507,9 @@ def build_segment_report(
 ) -> ReportArtifacts:
     """Read the current run's tables from ``warehouse`` and build the report (nothing is re-fitted, nothing is
     written). Raises LookupError when the pipeline has not run yet."""
-    return build_report(load_report_data(warehouse, run_id), max_scatter_points=max_scatter_points)
+    with warehouse.reading():  # one connection for every query of the report
+        data = load_report_data(warehouse, run_id)
+    return build_report(data, max_scatter_points=max_scatter_points)
 
 
 def write_report_files(artifacts: ReportArtifacts, reports_dir: Path, run_id: str | None = None) -> Path:
