@@ -43,8 +43,8 @@ def warehouse_copy(trained_warehouse: TrainedWarehouse, tmp_path: Path) -> Path:
 # to two workers (`--dist loadfile --no-loadscope-reorder`) in collection order: the longest go first, so the
 # short ones fill the gaps at the end instead of one worker finishing a long module alone.
 MODULE_SECONDS = {
-    "test_faults.py": 90, "test_concurrency.py": 64, "test_snapshots.py": 59, "test_rejections.py": 36,
-    "test_dagster_ui.py": 35, "test_report_browser.py": 35, "test_stability.py": 31, "test_api_server.py": 29,
+    "test_faults.py": 95, "test_dagster_ui.py": 58, "test_snapshots.py": 50, "test_rejections.py": 36,
+    "test_report_browser.py": 33, "test_stability.py": 32, "test_api_server.py": 30, "test_concurrency.py": 25,
     "test_pipeline.py": 22, "test_report_pipeline.py": 21, "test_policy.py": 20, "test_registry.py": 19,
     "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_sensor.py": 10,
 }  # fmt: skip

@@ -12,20 +12,16 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
-from dagster_graphql import DagsterGraphQLClient
 
-from segmentation_pipeline.config import REPO_ROOT, WAREHOUSE_ENV
+from segmentation_pipeline.config import REPO_ROOT
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS, WAREHOUSE_POOL
-from segmentation_pipeline.orchestration.sensors import INCOMING_ENV
-from segmentation_pipeline.stages.ingestion import file_sha256
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
-from segmentation_pipeline_tests.automation_helpers import FAST, dagster_dev, materialize_file
+from segmentation_pipeline_tests.automation_helpers import materialize_file
 
 pytestmark = pytest.mark.slow  # real servers on 127.0.0.1; `make test` runs them all the same
 
@@ -64,42 +60,6 @@ def test_dagster_yaml_persists_runs_and_sets_up_the_run_queue_and_the_pool(
     assert config.pool_config.pool_granularity.value == "run"
     assert isinstance(team_instance.run_coordinator, dg.QueuedRunCoordinator)
     assert (team_home / ".dagster_home" / "storage" / "history" / "runs.db").exists()  # persistent SQLite storage
-
-
-def test_two_runs_launched_together_through_the_queue_run_one_after_the_other(
-    team_instance: dg.DagsterInstance, team_home: Path
-) -> None:
-    """Two segmentation_job runs submitted back to back to `dagster dev` (webserver, daemon) with the repository's
-    dagster.yaml: the daemon starts the second only once the first has finished, and both succeed on the one
-    DuckDB file. (Without dagster.yaml's concurrency section, or with its pool but not its queue limit on this
-    fresh instance, the daemon starts both at once and this fails.)"""
-    (team_home / "incoming").mkdir()
-    warehouse = team_home / "warehouse.duckdb"
-    export = write_export(generate_export(600, seed=3), team_home / "export.csv")
-    env = {WAREHOUSE_ENV: str(warehouse), INCOMING_ENV: str(team_home / "incoming")}
-    run_config = {
-        "ops": {"raw_workbook": {"config": {"path": str(export)}}},
-        "resources": {"segmentation": {"config": FAST}},
-    }
-    with dagster_dev(team_home, env) as url:
-        address = urlsplit(url)
-        client = DagsterGraphQLClient(address.hostname, port_number=address.port)
-        key = file_sha256(export)[:16]  # the export's partition, as the sensor adds it
-        team_instance.add_dynamic_partitions("exports", [key])
-        run_ids = [client.submit_job_execution("segmentation_job", run_config=run_config,
-                                               tags={"dagster/partition": key}) for _ in range(2)]  # fmt: skip
-        deadline = time.monotonic() + 480
-        while time.monotonic() < deadline:
-            if all(client.get_run_status(run_id) in FINISHED for run_id in run_ids):
-                break
-            time.sleep(2)
-    records = {r.dagster_run.run_id: r for r in team_instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))}
-    assert [records[run_id].dagster_run.status for run_id in run_ids] == [dg.DagsterRunStatus.SUCCESS] * 2, (
-        (team_home / "dagster_dev.log").read_text()[-3000:]
-    )
-    first, second = sorted((records[run_id] for run_id in run_ids), key=lambda record: record.start_time)
-    assert first.end_time <= second.start_time, "the two warehouse-writing runs overlapped"
-    assert Warehouse(warehouse).query("SELECT count(DISTINCT run_id) AS n FROM lineage")["n"].iloc[0] == 2
 
 
 READER = textwrap.dedent(
