@@ -162,6 +162,15 @@ def test_a_date_column_written_both_ways_is_refused(export: pd.DataFrame, tmp_pa
     assert "dates.csv, column 'date_of_birth'" in line and "'23/07/1960' is day-first" in line, line
 
 
+def test_a_date_column_of_epoch_numbers_is_refused_not_dropped(export: pd.DataFrame, tmp_path: Path) -> None:
+    frame = export.copy()
+    births = pd.to_datetime(frame["DateofBirth"], errors="coerce")
+    frame["DateofBirth"] = (births.astype("int64") // 10**6).astype(str)  # epoch milliseconds
+    with pytest.raises(IngestionError) as caught:
+        _clean(frame, tmp_path / "epoch.csv")
+    assert str(caught.value).startswith("epoch.csv, column 'date_of_birth': no value reads as a date (e.g. '")
+
+
 def test_the_api_reads_dates_day_first_and_refuses_a_month_first_one() -> None:
     from segmentation_pipeline.stages.records import RecordsInvalid, parse_records
 

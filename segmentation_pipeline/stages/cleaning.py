@@ -145,6 +145,11 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
             continue
         if len(column.bad):
             report.unparseable_values[name] = len(column.bad)
+            if kind is Kind.DATE and np.isnan(column.values).all():  # not one date: a format, not a typo
+                example = frame[name].iloc[int(column.bad_rows[0])]
+                raise IngestionError(f"no value reads as a date (e.g. {fields.shown(example)}; numbers are not "
+                                     "guessed as epochs): export dates as dates or as text (YYYY-MM-DD)",
+                                     file=file, column=name)  # fmt: skip
         parsed[name] = fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else column.values
     return pd.DataFrame(parsed, index=frame.index)
 
