@@ -248,3 +248,14 @@ def test_unexpected_errors_and_bad_settings_read_as_sentences() -> None:
     with pytest.raises(SettingsError) as caught:
         PipelineSettings.checked(n_clusters=1)
     assert str(caught.value) == "setting n_clusters: Input should be greater than or equal to 2 (got 1)"
+
+
+def test_the_report_keeps_text_ids_as_they_are(trained_warehouse) -> None:  # noqa: ANN001 - the conftest fixture
+    from segmentation_pipeline.reporting.build import load_report_data
+    from segmentation_pipeline.reporting.outliers import find_outliers
+    from segmentation_pipeline.warehouse import Warehouse
+
+    data = load_report_data(Warehouse(trained_warehouse.path))
+    segmented = data.segmented.assign(customer_id="CIF-00" + data.segmented["customer_id"].astype(str))
+    outliers = find_outliers(segmented, data.embedding.drop(columns="customer_id").to_numpy())
+    assert len(outliers) and outliers["customer_id"].str.startswith("CIF-00").all()

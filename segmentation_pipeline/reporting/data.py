@@ -78,7 +78,7 @@ class ReportData:
 
 def tiers_present(segmented: pd.DataFrame) -> list[str]:
     """High / Medium / Low in that order, only those that have customers (k = 2 has no Medium)."""
-    present = set(segmented["risk_tier"].dropna().astype(str))
+    present = {str(t) for t in pd.unique(segmented["risk_tier"].dropna())}  # hashed in C: a million rows in ms
     return [t for t in TIERS if t in present] + sorted(present - set(TIERS))
 
 

@@ -198,7 +198,7 @@ def find_outliers(
         ratio = float(distance.iat[position] / typical) if typical else math.nan
         rows.append(
             {
-                "customer_id": int(frame["customer_id"].iat[position]),
+                "customer_id": str(frame["customer_id"].iat[position]),  # ids are text (leading zeros count)
                 "cluster": int(clusters.iat[position]),
                 "risk_tier": str(frame["risk_tier"].iat[position]),
                 "risk_score": float(frame["risk_score"].iat[position]),
