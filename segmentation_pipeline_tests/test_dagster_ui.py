@@ -65,17 +65,7 @@ def test_run_launched_like_the_ui_materialises_the_warehouse(dagster_dev) -> Non
     workbook = write_export(generate_export(500, seed=8), folder / "ui.xlsx")
     # As in the UI: the export is a partition of `exports` (added with "Add partition"), then materialised.
     key = file_sha256(workbook)[:16]
-    added = _graphql(
-        url,
-        """mutation Add($selector: RepositorySelector!, $key: String!) {
-             addDynamicPartition(repositorySelector: $selector, partitionsDefName: "exports", partitionKey: $key) {
-               __typename
-             }
-           }""",
-        {"selector": {"repositoryLocationName": "segmentation_pipeline", "repositoryName": "__repository__"},
-         "key": key},
-    )["addDynamicPartition"]
-    assert added["__typename"] == "AddDynamicPartitionSuccess", added
+    _add_partition(url, key)
     launched = _graphql(
         url,
         """mutation Launch($params: ExecutionParams!) {
