@@ -269,7 +269,7 @@ def test_outliers_flag_a_planted_customer_with_reasons() -> None:
     frame.loc[low, "distance_to_centroid"] = 9.0
     outliers = find_outliers(frame)
     assert list(outliers.columns[:3]) == ["customer_id", "cluster", "risk_tier"]
-    planted = outliers[outliers["customer_id"] == frame.loc[low, "customer_id"]]
+    planted = outliers[outliers["customer_id"] == str(frame.loc[low, "customer_id"])]  # ids are text
     assert len(planted) == 1
     row = planted.iloc[0]
     assert row["method"] in ("both", "distance to centroid")
