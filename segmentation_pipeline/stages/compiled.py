@@ -157,6 +157,9 @@ class CompiledScorer:
 
     def rule_ids(self, scored: ScoredBatch) -> list[list[str]]:
         """Per customer, the ids of the policy rules that apply to it (it matches their condition), file order."""
+        if len(scored.rules_matched) <= 16:  # a request's few customers: no array bookkeeping
+            names = self.policy.ids
+            return [[names[j] for j in np.flatnonzero(row).tolist()] for row in scored.rules_matched]
         offsets, ids = rule_id_lists(scored.rules_matched, self.policy)
         listed = ids.tolist()
         return [listed[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]

@@ -26,6 +26,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,10 +181,11 @@ def _comparison(op: ast.cmpop, left: _Expr, right: _Expr) -> Callable[[_Columns,
     function, kind = _COMPARISONS[type(op)], left.kind
 
     def compare(c: _Columns, n: int) -> _Truth:
-        a, b = _array(left.evaluate(c, n), n, kind), _array(right.evaluate(c, n), n, kind)
-        known = _known(a, kind) & _known(b, kind)
-        with np.errstate(invalid="ignore"):
-            value = np.asarray(function(a, b), dtype=bool)  # object arrays compare element by element
+        a, b = left.evaluate(c, n), right.evaluate(c, n)  # a literal stays a scalar: it broadcasts
+        if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+            a = _array(a, n, kind)
+        known = _known(a, kind) & _known(b, kind)  # an array: at least one side is
+        value = np.asarray(function(a, b), dtype=bool)  # object arrays compare element by element; NaN is False
         return _Truth(value & known, known)
 
     return compare
@@ -216,7 +218,7 @@ def _array(value: Any, n: int, kind: str) -> np.ndarray:
     return np.full(n, value, dtype=np.float64 if kind == "number" else object)
 
 
-def _known(values: np.ndarray, kind: str) -> np.ndarray:
+def _known(values: np.ndarray | float | str | None, kind: str) -> np.ndarray | np.bool_:
     if kind == "number":
         return ~np.isnan(values)
     return np.not_equal(values, None)
@@ -342,14 +344,19 @@ class Policy:
     def from_dict(cls, stored: Mapping[str, Any]) -> Policy:
         return parse_policy(stored, source=str(stored.get("source") or "stored policy"))
 
+    @cached_property
+    def needed(self) -> frozenset[str]:
+        """The columns the rules read."""
+        return frozenset().union(*(rule.columns for rule in self.rules))
+
     def columns(self, batch: CustomerBatch, indicators: np.ndarray) -> dict[str, np.ndarray]:
-        """What conditions read: the indicators in natural units (blank flag = 0), the other numbers, and text
-        folded as literals are."""
-        columns: dict[str, np.ndarray] = {name: indicators[:, i] for i, name in enumerate(INDICATORS)}
+        """What conditions read (only the columns the rules name): the indicators in natural units (blank flag =
+        0), the other numbers, and text folded as literals are."""
+        needed = self.needed
+        columns: dict[str, np.ndarray] = {name: indicators[:, i] for i, name in enumerate(INDICATORS) if name in needed}
         for name in NUMERIC_COLUMNS:
-            if name not in columns and name in batch.numbers:
+            if name in needed and name not in columns and name in batch.numbers:
                 columns[name] = batch.numbers[name]
-        needed = frozenset().union(*(rule.columns for rule in self.rules)) if self.rules else frozenset()
         for name in TEXT_COLUMNS:
             values = batch.categories.get(name)
             if values is not None and name in needed:
