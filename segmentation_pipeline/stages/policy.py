@@ -325,13 +325,16 @@ class Policy:
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self._rules_json(), sort_keys=True).encode()).hexdigest()
 
-    @property
+    @cached_property
     def ids(self) -> list[str]:
         return [rule.id for rule in self.rules]
 
-    @property
+    @cached_property
     def floors(self) -> np.ndarray:
-        return np.array([rule.floor for rule in self.rules], dtype=np.intp)
+        """Each rule's floor as a tier rank (read-only: computed once, shared by every scored chunk)."""
+        floors = np.array([rule.floor for rule in self.rules], dtype=np.intp)
+        floors.setflags(write=False)
+        return floors
 
     def _rules_json(self) -> list[dict[str, str]]:
         return [{"id": r.id, "condition": r.condition, "min_tier": r.min_tier, "rationale": r.rationale}
