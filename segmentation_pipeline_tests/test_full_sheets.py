@@ -181,7 +181,7 @@ def test_explicit_sheet_reads_that_sheet_only(tmp_path: Path) -> None:
     second = read_customer_file(path, sheet="Customers (2)")
     assert (first.sheet, first.sheets, len(first.frame)) == ("Customers", ["Customers"], 5)
     assert (second.sheet, second.sheets, second.source_rows.tolist()) == ("Customers (2)", ["Customers (2)"], [2, 3, 4])
-    assert second.frame["CustomerID"].tolist() == ["1000006", "1000007", "1000008"]
+    assert second.texts("CustomerID") == ["1000006", "1000007", "1000008"]
 
 
 def test_sheets_with_different_headers_are_not_merged(tmp_path: Path) -> None:

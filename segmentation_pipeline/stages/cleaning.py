@@ -15,9 +15,10 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import arrow_text, fields
 from segmentation_pipeline.stages.fields import Kind
 from segmentation_pipeline.stages.ingestion import IngestionError
 
@@ -88,7 +89,7 @@ def _number_formats(frame: pd.DataFrame, report: CleaningReport, file: str) -> d
     marks: dict[str, set[str]] = {}
     for name in frame.columns:
         if fields.kind_of(name) is Kind.NUMBER:
-            found, examples = fields.decimal_marks(pd.unique(frame[name].to_numpy(dtype=object)))
+            found, examples = fields.decimal_marks(_distinct_texts(frame[name]))
             if not found:
                 raise IngestionError(f"numbers written two ways ({examples[0]!r} reads with a decimal point, "
                                      f"{examples[1]!r} with a decimal comma): export one number format",
@@ -110,7 +111,7 @@ def _date_formats(frame: pd.DataFrame, report: CleaningReport, file: str, defaul
     for name in frame.columns:
         if fields.kind_of(name) is not Kind.DATE:
             continue
-        orders, examples, numeric = fields.date_orders(pd.unique(frame[name].to_numpy(dtype=object)))
+        orders, examples, numeric = fields.date_orders(arrow_text.distinct(frame[name]))
         if not orders:
             raise IngestionError(f"dates written two ways ({examples[0]!r} is day-first, {examples[1]!r} month-first): "
                                  "export one date format", file=file, column=name)  # fmt: skip
@@ -122,6 +123,19 @@ def _date_formats(frame: pd.DataFrame, report: CleaningReport, file: str, defaul
             if numeric:
                 report.formats[name] = f"{_ORDER_WORDS[default_order]} (the default: no value tells the order)"
     return decided
+
+
+def _values(column: pd.Series) -> object:
+    """A column as the parsers take it: Arrow text as it is, anything else as Python values (None = missing)."""
+    texts = arrow_text.text_array(column)
+    return texts if texts is not None else column.to_numpy(dtype=object)
+
+
+def _distinct_texts(column: pd.Series) -> object:
+    texts = arrow_text.text_array(column)
+    if texts is not None:
+        return pc.unique(texts.drop_null())
+    return pd.unique(column.to_numpy(dtype=object))
 
 
 _ORDER_WORDS = {fields.DAY_FIRST: "day-first", fields.MONTH_FIRST: "month-first"}
@@ -137,7 +151,7 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
     orders = _date_formats(frame, report, file, date_order)
     for name in frame.columns:
         kind = fields.kind_of(name)
-        column = fields.parse_column(kind, frame[name].to_numpy(dtype=object), decimal=decimals.get(name, "."),
+        column = fields.parse_column(kind, _values(frame[name]), decimal=decimals.get(name, "."),
                                      order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
         if kind is Kind.ID:
             _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
@@ -178,7 +192,9 @@ def _merge_channel_rows(
     Rows of one customer id that differ in anything else are a broken export: refused, naming the ids."""
     has_channels = schema.CHANNEL_COLUMN in frame.columns
     others = frame.drop(columns=[schema.CHANNEL_COLUMN]) if has_channels else frame
-    distinct = others.drop_duplicates()
+    ids = frame[schema.ID_COLUMN]
+    repeated = ids.duplicated(keep=False).to_numpy()  # only customers on several rows can conflict or merge
+    distinct = others[repeated].drop_duplicates()
     conflicting = distinct[schema.ID_COLUMN][distinct[schema.ID_COLUMN].duplicated(keep=False)].unique()
     if len(conflicting):
         shown = ", ".join(str(i) for i in conflicting[:10])
@@ -192,19 +208,31 @@ def _merge_channel_rows(
             column="customer_id",
             row=first_row,
         )
-    first = ~others[schema.ID_COLUMN].duplicated()
+    first = ~ids.duplicated().to_numpy()
     report.count_rows("merged: one row per subscribed channel", int((~first).sum()))
     merged = others[first].copy()
     if has_channels:
-        # Union of each customer's channels: a plain dict pass is O(rows) and beats a groupby over ~n groups.
-        channel_sets: dict[str, set[str]] = {}
-        for customer_id, cell in zip(frame[schema.ID_COLUMN].to_numpy(), frame[schema.CHANNEL_COLUMN], strict=True):
-            if cell:
-                channel_sets.setdefault(customer_id, set()).update(cell)
-        merged[schema.CHANNEL_COLUMN] = [
-            sorted(channel_sets.get(customer_id, ())) for customer_id in merged[schema.ID_COLUMN].to_numpy()
-        ]
+        merged[schema.CHANNEL_COLUMN] = _channel_union(ids.to_numpy(dtype=object), frame[schema.CHANNEL_COLUMN], first)
     return merged, source_rows[first]
+
+
+def _channel_union(ids: np.ndarray, cells: pd.Series, first: np.ndarray) -> list[list[str]]:
+    """Each customer's channels (the union over its rows), sorted, in the order of its first row (``first``).
+    A set of channels is a bit mask over the file's channel names, so the union is one OR per customer."""
+    cell_codes, cell_values = pd.factorize(cells.to_numpy(dtype=object), use_na_sentinel=True)  # sorted tuples
+    names = sorted({name for cell in cell_values for name in cell})
+    bit = {name: 1 << i for i, name in enumerate(names)}
+    wide = len(names) > 62  # beyond int64: the same ORs on Python integers
+    cell_masks = np.array([sum(bit[name] for name in cell) for cell in cell_values] + [0],
+                          dtype=object if wide else np.int64)  # fmt: skip
+    masks = cell_masks[cell_codes]  # code -1 (no channels) picks the trailing 0
+    customer = pd.factorize(ids)[0]
+    order = np.argsort(customer, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(customer[order]) != 0])
+    union = np.bitwise_or.reduceat(masks[order], starts)  # per customer code 0, 1, 2, ... (first-seen order)
+    mask_codes, mask_values = pd.factorize(union)
+    lists = [[name for i, name in enumerate(names) if int(mask) >> i & 1] for mask in mask_values]
+    return [list(lists[code]) for code in mask_codes]  # customer codes follow first rows: the merged rows' order
 
 
 def _quarantine(

@@ -25,9 +25,12 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dateutil import parser as _dateutil
 
 from segmentation_pipeline import schema
+from segmentation_pipeline.stages import arrow_text
 
 # --- constants: every rule's numbers live here, nowhere else ------------------------------------------------------
 
@@ -64,6 +67,14 @@ _NUMBER_IN = {
     for mark, group in _GROUP.items()
 }  # fmt: skip
 _NUMBER_LIKE = re.compile(r"[+-]?[0-9.,' \u00a0\u202f]*[0-9][0-9.,' \u00a0\u202f]*(?:[eE][+-]?[0-9]+)?")
+# Number-like text with no space in it: surrounding spaces cannot change its reading (matched in bulk by Arrow).
+_PLAIN_NUMBER_LIKE = re.compile(r"[+-]?[0-9.,']*[0-9][0-9.,']*(?:[eE][+-]?[0-9]+)?")
+# Text every reader leaves as it is: plain digits with a decimal point (a number under the decimal point; digits
+# alone under either mark) and ids of digits alone. A column's distinct values of this form are converted by Arrow
+# in one call; ``number`` / ``customer_id`` read them exactly so (float(text), the text itself), as tests prove.
+_CANONICAL_NUMBER = {DECIMAL_POINT: re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?"),
+                     DECIMAL_COMMA: re.compile(r"[0-9]{1,18}")}  # fmt: skip
+_CANONICAL_ID = re.compile(rf"[0-9]{{1,{MAX_ID_LENGTH}}}")
 _UNGROUP = {mark: str.maketrans({**dict.fromkeys(group, None), ",": "."} if mark == "," else dict.fromkeys(group, None))
             for mark, group in _GROUP.items()}  # fmt: skip
 
@@ -179,20 +190,34 @@ def decimal_marks(texts: Sequence[object]) -> tuple[set[str], list[str]]:
     values cannot tell (plain integers, "1,234"), one mark when they prove it ("1,5" or "1.234,56": comma;
     "1.5" or "1,234.56": point), none when they contradict each other. Also returns up to two example values that
     prove each reading (for the message when they contradict)."""
-    fits = {DECIMAL_POINT: [], DECIMAL_COMMA: []}  # values only that reading accepts
-    for value in texts:
+    fits: dict[str, list[tuple[int, str]]] = {DECIMAL_POINT: [], DECIMAL_COMMA: []}  # (position, value) only
+    texts_arrow = arrow_text.text_array(texts)  # that reading accepts
+    if texts_arrow is None:
+        positions: Sequence[int] = range(len(texts))
+        values: Sequence[object] = texts
+    else:  # many values: those written plainly (no spaces) are matched by Arrow, the others one by one below
+        plain = arrow_text.fullmatch(texts_arrow, _PLAIN_NUMBER_LIKE)
+        point = plain & arrow_text.fullmatch(texts_arrow, _NUMBER_IN[DECIMAL_POINT])
+        comma = plain & arrow_text.fullmatch(texts_arrow, _NUMBER_IN[DECIMAL_COMMA])
+        for mark, only in ((DECIMAL_POINT, point & ~comma), (DECIMAL_COMMA, comma & ~point)):
+            first = np.flatnonzero(only)[:1]
+            fits[mark] = [(int(i), texts_arrow[int(i)].as_py()) for i in first]
+        other = ~plain & texts_arrow.is_valid().to_numpy(zero_copy_only=False)
+        positions = np.flatnonzero(other).tolist()
+        values = texts_arrow.take(pa.array(positions, type=pa.int64())).to_pylist()
+    for position, value in zip(positions, values, strict=True):
         if type(value) is not str:
             continue
         text = value.strip()
         if not text or not _NUMBER_LIKE.fullmatch(text):
             continue
-        point, comma = bool(_NUMBER_IN["."].fullmatch(text)), bool(_NUMBER_IN[","].fullmatch(text))
-        if point and not comma:
-            fits["."].append(text)
-        elif comma and not point:
-            fits[","].append(text)
+        point_, comma_ = bool(_NUMBER_IN["."].fullmatch(text)), bool(_NUMBER_IN[","].fullmatch(text))
+        if point_ and not comma_:
+            fits["."].append((position, text))
+        elif comma_ and not point_:
+            fits[","].append((position, text))
     marks = {mark for mark in fits if not fits[DECIMAL_COMMA if mark == DECIMAL_POINT else DECIMAL_POINT]}
-    return marks, [*fits["."][:1], *fits[","][:1]]
+    return marks, [min(fits[mark])[1] for mark in (DECIMAL_POINT, DECIMAL_COMMA) if fits[mark]]
 
 
 def customer_id(value: object) -> str | None | Bad:
@@ -465,7 +490,13 @@ def parse_column(
     elif kind is K_DATE and (order != DAY_FIRST or latest_year is not None):
         parse = partial(date_ordinal, order=order, latest_year=latest_year)
     n = len(values)
-    if n <= _SMALL:  # a request's few values: one by one, no hashing
+    texts = arrow_text.text_array(values)
+    if texts is not None and n <= _SMALL:
+        values, texts = texts.to_pylist(), None
+    if texts is not None:  # a file's column as Arrow text: distinct values found by Arrow
+        codes, uniques = arrow_text.factorize(texts)
+        parsed = _parse_distinct(kind, parse, uniques, decimal)
+    elif n <= _SMALL:  # a request's few values: one by one, no hashing
         parsed = [parse(value) for value in values]
         codes = None
     else:
@@ -503,6 +534,26 @@ def parse_column(
     is_bad[bad_positions] = True
     bad_rows = np.flatnonzero((codes >= 0) & is_bad[np.maximum(codes, 0)])
     return ParsedColumn(out, bad_rows, [parsed[codes[row]] for row in bad_rows])  # type: ignore[misc]
+
+
+def _parse_distinct(kind: Kind, parse: Callable[[object], object], uniques: pa.Array, decimal: str) -> list[object]:
+    """The parsed value of each distinct text: canonical numbers and ids (see ``_CANONICAL_NUMBER``) converted by
+    Arrow in one call, every other value by its kind's parser."""
+    pattern = _CANONICAL_NUMBER[decimal] if kind is K_NUMBER else _CANONICAL_ID if kind is K_ID else None
+    fast = None if pattern is None else arrow_text.fullmatch(uniques, pattern)
+    if fast is None or not fast.any():
+        return [parse(value) for value in uniques.to_pylist()]
+    at, rest = np.flatnonzero(fast), np.flatnonzero(~fast)
+    if kind is K_ID:
+        parsed: list[object] = uniques.to_pylist()
+    else:
+        parsed = [None] * len(uniques)
+        numbers = pc.cast(uniques.take(pa.array(at)), pa.float64()).to_numpy(zero_copy_only=False).tolist()
+        for position, value in zip(at.tolist(), numbers, strict=True):
+            parsed[position] = value
+    for position, value in zip(rest.tolist(), uniques.take(pa.array(rest)).to_pylist(), strict=True):
+        parsed[position] = parse(value)
+    return parsed
 
 
 def _channel_key(value: object) -> object:

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from segmentation_pipeline.schema import COLUMN_ALIASES, ID_COLUMN, canonical_name
+from segmentation_pipeline.stages.arrow_text import TEXT, text_array, text_series
 
 # How many rows from the top of a sheet may hold title lines before the header.
 HEADER_SCAN_ROWS = 30
@@ -72,11 +74,12 @@ def _rebuild_error(message: str, file: str, sheet: str | None, column: str | Non
 class RawTable:
     """One customer table as read from a file: text cells plus where each row came from.
 
-    ``frame``: data rows only; every column dtype object holding ``str`` or ``None``. Column labels are unique even
-    ignoring case (DuckDB's column names are case-insensitive): the header text, a repeated header suffixed ``__2``,
-    ``__3`` ("City", "CITY" -> "City", "CITY__2"); a column with data under an empty header cell is labelled
-    ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same columns in order,
-    duplicates kept, an empty header cell as ``""``.
+    ``frame``: data rows only; every column Arrow text (dtype ``large_string[pyarrow]``, null = no value: one
+    buffer per column, not a Python object per cell; :meth:`texts` gives a column as ``str``/``None``). Column
+    labels are unique even ignoring case (DuckDB's column names are case-insensitive): the header text, a repeated
+    header suffixed ``__2``, ``__3`` ("City", "CITY" -> "City", "CITY__2"); a column with data under an empty
+    header cell is labelled ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same
+    columns in order, duplicates kept, an empty header cell as ``""``.
 
     A workbook's customer table may continue over several sheets (same header row on each): ``sheet`` and
     ``header_row`` are then those of the first sheet, ``source_rows`` are numbered per sheet (each row's physical
@@ -94,6 +97,15 @@ class RawTable:
     file_format: str  # "xlsx" | "xls" | "csv" | "parquet"
     source_sheets: np.ndarray | None = None  # per row: the sheet it was read from (workbooks only)
     warnings: list[str] = field(default_factory=list)
+
+    def texts(self, label: str) -> list[str | None]:
+        """One column's cells as Python text (None where the cell is empty)."""
+        return text_array(self.frame[label]).to_pylist()
+
+    def rows(self, labels: list[str] | None = None) -> list[list[str | None]]:
+        """The table (or the columns ``labels``) as rows of Python text, None where a cell is empty."""
+        columns = [self.texts(label) for label in (self.frame.columns if labels is None else labels)]
+        return [list(row) for row in zip(*columns, strict=True)]
 
     @property
     def sheets(self) -> list[str]:
@@ -245,9 +257,10 @@ def assemble_sheets(
     ]
     headers = [header_cells[j] or "" for j in keep]
     labels = unique_labels(headers, [j + col_offset for j in keep])
-    if len(keep) != width:
-        arr = arr[:, keep]
-    frame = pd.DataFrame(arr, columns=pd.Index(labels, dtype=object), dtype=object, copy=False)
+    frame = pd.DataFrame(
+        {label: text_series(pa.array(arr[:, j], type=TEXT)) for label, j in zip(labels, keep, strict=True)}
+    )
+    del arr
     source_sheets = None
     if sheet is not None:
         source_sheets = np.empty(len(frame), dtype=object)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from segmentation_pipeline.schema import CHANNEL_COLUMN, DATE_COLUMNS, ID_COLUMN, canonical_name
+from segmentation_pipeline.stages.arrow_text import TEXT, text_series
 from segmentation_pipeline.stages.cell_text import cell_text
 from segmentation_pipeline.stages.raw_table import NO_ID_COLUMN, IngestionError, RawTable, unique_labels
 
@@ -106,39 +107,68 @@ def type_refusal(t, header: str) -> str | None:
     return f"holds values of type {t}, which are not read; export it as text"
 
 
-def _arrow_column_text(col, where: _Column, first_row: int) -> list[str | None]:
-    """One pyarrow ChunkedArray (of a type :func:`type_refusal` accepts) -> list of lossless text/None.
-
-    ``first_row`` is the row number of its first value (for refusals)."""
-    out: list[str | None] = []
+def _arrow_column_text(col, where: _Column, first_row: int) -> list:
+    """One pyarrow ChunkedArray (of a type :func:`type_refusal` accepts) -> its lossless text, one Arrow string
+    array per chunk (null: no value). ``first_row`` is the row number of its first value (for refusals)."""
+    out = []
+    row = first_row
     for chunk in col.chunks:
-        out.extend(_chunk_text(chunk, where, first_row + len(out)))
+        out.append(_chunk_text(chunk, where, row))
+        row += len(chunk)
     return out
 
 
-def _chunk_text(chunk, where: _Column, first_row: int) -> list[str | None]:
+def _chunk_text(chunk, where: _Column, first_row: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
     t = chunk.type
     if pa.types.is_dictionary(t):
         return _chunk_text(pc.cast(chunk, t.value_type), where, first_row)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return [v or None for v in chunk.to_pylist()]
+    if _is_text(t):  # an empty string is no value, as an empty cell
+        text = chunk.cast(TEXT)
+        return pc.if_else(pc.equal(text, ""), pa.scalar(None, TEXT), text)
     if pa.types.is_integer(t) or pa.types.is_decimal(t):
-        return chunk.cast(pa.string()).to_pylist()
+        return chunk.cast(TEXT)
+    if pa.types.is_floating(t):
+        return _float_text(chunk)
+    if pa.types.is_boolean(t):
+        return pc.if_else(chunk, pa.scalar("TRUE", TEXT), pa.scalar("FALSE", TEXT))
     if pa.types.is_date(t):
         return _date_text(chunk, where, first_row)
     if pa.types.is_timestamp(t):
         return _timestamp_text(chunk, where, first_row)
     if _is_list(t):
-        return _channels_text(chunk, where, first_row)
+        return pa.array(_channels_text(chunk, where, first_row), type=TEXT)
     if _is_binary(t):
-        return _binary_text(chunk, where, first_row)
-    return [cell_text(v) for v in chunk.to_pylist()]
+        return pa.array(_binary_text(chunk, where, first_row), type=TEXT)
+    return pa.array([cell_text(v) for v in chunk.to_pylist()], type=TEXT)
 
 
-def _date_text(chunk, where: _Column, first_row: int) -> list[str | None]:
+def _float_text(chunk):
+    """Floats as :func:`cell_text` writes them (a whole number without ".0", else the shortest round-trip text),
+    vectorised: whole numbers through int64, other values of ordinary size by Arrow's shortest text (which is
+    Python's ``repr`` there, as the tests prove), and the rest (exponents, infinities) by ``cell_text``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = chunk.cast(pa.float64()).to_numpy(zero_copy_only=False)  # null -> NaN: missing either way
+    size = np.abs(values)
+    missing = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        whole = ~missing & np.isfinite(values) & (values == np.floor(values)) & (size < 2.0**63)
+        ordinary = ~whole & (size >= 1e-4) & (size < 1e16)
+    text = pc.cast(pa.array(values), TEXT)
+    text = pc.if_else(pa.array(whole), pc.cast(pa.array(np.where(whole, values, 0).astype(np.int64)), TEXT), text)
+    exponent = pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
+    special = ~missing & ~whole & (~ordinary | exponent)
+    if special.any():
+        text = pc.replace_with_mask(text, pa.array(special),
+                                    pa.array([cell_text(float(v)) for v in values[special]], type=TEXT))  # fmt: skip
+    return pc.if_else(pa.array(missing), pa.scalar(None, TEXT), text)
+
+
+def _date_text(chunk, where: _Column, first_row: int):
     """date32 / date64 -> "YYYY-MM-DD"."""
     import pyarrow as pa
 
@@ -149,13 +179,10 @@ def _date_text(chunk, where: _Column, first_row: int) -> list[str | None]:
         days = days // 86_400_000  # milliseconds -> days (a date64 is a whole day; floor keeps it one)
     text = np.datetime_as_string(days.astype("datetime64[D]"), unit="D")
     _refuse_before_year_one(days < _DAY_ONE, valid, text, where, first_row)
-    out = text.tolist()
-    for i in np.flatnonzero(~valid):
-        out[i] = None
-    return out
+    return pa.array(text, type=TEXT, mask=~valid)
 
 
-def _timestamp_text(chunk, where: _Column, first_row: int) -> list[str | None]:
+def _timestamp_text(chunk, where: _Column, first_row: int):
     """timestamp[unit] -> "YYYY-MM-DDTHH:MM:SS[.ffffff|.fffffffff]", with "+HH:MM" when the type has a time zone.
 
     A zoned value is written as the wall-clock time in its zone with that moment's offset (daylight saving
@@ -187,16 +214,21 @@ def _timestamp_text(chunk, where: _Column, first_row: int) -> list[str | None]:
                 row=first_row + int(np.flatnonzero(wrapped)[0]),
             )
     seconds, fraction = np.divmod(local, per)
-    text = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-    _refuse_before_year_one(seconds < _DAY_ONE * 86_400, valid, text, where, first_row)
-    out = text.tolist()
-    if per > 1:
-        for i in np.flatnonzero(valid & (fraction != 0)):
-            f = int(fraction[i])
-            if per <= 1_000_000:
-                out[i] += f".{f * (1_000_000 // per):06d}"
-            else:  # nanoseconds: microseconds when they suffice, like pandas shows them
-                out[i] += f".{f // 1_000:06d}" if f % 1_000 == 0 else f".{f:09d}"
+    moments, at = np.unique(seconds, return_inverse=True)  # customers' dates repeat: each written once
+    text = np.datetime_as_string(moments.astype("datetime64[s]"), unit="s")
+    early = (moments < _DAY_ONE * 86_400)[at]
+    if (early & valid).any():
+        _refuse_before_year_one(early, valid, text[at], where, first_row)
+    fractional = valid & (fraction != 0) if per > 1 else np.zeros(len(valid), dtype=bool)
+    if not fractional.any() and t.tz is None:  # the usual case: whole seconds, no zone
+        return pc.if_else(pa.array(valid), pa.array(text, type=TEXT).take(pa.array(at)), pa.scalar(None, TEXT))
+    out = text[at].astype(object)
+    for i in np.flatnonzero(fractional):
+        f = int(fraction[i])
+        if per <= 1_000_000:
+            out[i] += f".{f * (1_000_000 // per):06d}"
+        else:  # nanoseconds: microseconds when they suffice, like pandas shows them
+            out[i] += f".{f // 1_000:06d}" if f % 1_000 == 0 else f".{f:09d}"
     if t.tz is not None:
         shown: dict[int, str] = {}
         offset_seconds = offset // per
@@ -206,9 +238,7 @@ def _timestamp_text(chunk, where: _Column, first_row: int) -> list[str | None]:
             if suffix is None:
                 suffix = shown[s] = _offset_text(s)
             out[i] += suffix
-    for i in np.flatnonzero(~valid):
-        out[i] = None
-    return out
+    return pa.array(out, type=TEXT, mask=~valid)
 
 
 def _offset_text(seconds: int) -> str:
@@ -286,28 +316,35 @@ def read_parquet(path: Path, name: str, sha: str) -> RawTable:
     nrows = pf.metadata.num_rows
     if nrows == 0:
         raise IngestionError("file has a header but no data rows", file=name, row=1)
-    arr = np.empty((nrows, len(headers)), dtype=object)
+    parts: list[list] = [[] for _ in headers]  # per column: Arrow text, one array per row group chunk
     offset = 0
     try:
         for rg in range(pf.num_row_groups):  # one row group at a time keeps arrow's copy bounded
             table = pf.read_row_group(rg)
-            n = table.num_rows
             for j, k in enumerate(positions):
-                arr[offset : offset + n, j] = _arrow_column_text(table.column(k), columns[j], offset + 2)
-            offset += n
+                parts[j].extend(_arrow_column_text(table.column(k), columns[j], offset + 2))
+            offset += table.num_rows
             del table
     except IngestionError:
         raise
     except Exception as exc:
         raise IngestionError(f"not a valid Parquet file: {exc}", file=name) from None
-    nonblank = pd.notna(arr).any(axis=1)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = [pa.chunked_array(chunks, type=TEXT) for chunks in parts]
+    nonblank = np.zeros(nrows, dtype=bool)
+    for text in texts:
+        nonblank |= text.is_valid().to_numpy(zero_copy_only=False)
     source = np.arange(2, nrows + 2, dtype=np.int64)
     if not nonblank.all():
-        arr, source = arr[nonblank], source[nonblank]
-    if len(arr) == 0:
+        keep = pa.array(nonblank)
+        texts = [pc.filter(text, keep) for text in texts]
+        source = source[nonblank]
+    if len(source) == 0:
         raise IngestionError("file has a header but no data rows", file=name, row=1)
     labels = unique_labels(headers, list(range(len(headers))))
-    frame = pd.DataFrame(arr, columns=pd.Index(labels, dtype=object), dtype=object, copy=False)
+    frame = pd.DataFrame({label: text_series(text) for label, text in zip(labels, texts, strict=True)})
     return RawTable(
         frame=frame,
         headers=headers,

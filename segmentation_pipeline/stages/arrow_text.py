@@ -1,0 +1,76 @@
+"""Columns of many text values held in Arrow: found, matched and factorised without a Python object per cell.
+
+A file's raw table keeps every cell as text. Held as Arrow strings (one buffer per column) a million-row export
+is a few hundred megabytes instead of tens of millions of Python objects, and the work the parsers of
+``stages/fields.py`` need per column (its distinct values, which of them match a pattern) runs in Arrow's C++
+kernels. The parsers themselves stay the one definition of how a value reads: these helpers only choose which
+values they see.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TEXT = pa.large_string()
+TEXT_DTYPE = pd.ArrowDtype(TEXT)
+
+
+def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = None) -> pd.Series:
+    """Arrow text as a pandas column (dtype ``large_string[pyarrow]``: missing is null, no copy per cell)."""
+    if not isinstance(values, pa.ChunkedArray):
+        values = pa.chunked_array([values], type=values.type)
+    if values.type != TEXT:
+        values = values.cast(TEXT)
+    return pd.Series(pd.arrays.ArrowExtensionArray(values), index=index, copy=False)
+
+
+def text_array(values: object) -> pa.Array | None:
+    """The Arrow text behind a pandas column or an Arrow array (one contiguous array), or None for anything else
+    (an object array of Python values: the per-value path reads it)."""
+    if isinstance(values, pd.Series):
+        if not isinstance(values.dtype, pd.ArrowDtype):
+            return None
+        values = values.array._pa_array if hasattr(values.array, "_pa_array") else pa.array(values.array)
+    elif isinstance(values, pd.arrays.ArrowExtensionArray):
+        values = values._pa_array
+    if isinstance(values, pa.ChunkedArray):
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            return None
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if isinstance(values, pa.Array) and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values
+    return None
+
+
+def re2(pattern: re.Pattern[str]) -> str:
+    """A Python pattern as an anchored RE2 pattern (Arrow's engine): whole-value match; ``\\uXXXX`` escapes, which
+    RE2 spells ``\\x{XXXX}``, rewritten. Only for the plain patterns of ``fields`` (classes, groups, repeats)."""
+    body = re.sub(r"\\u([0-9a-fA-F]{4})", r"\\x{\1}", pattern.pattern)
+    return f"^(?:{body})$"
+
+
+def fullmatch(texts: pa.Array, pattern: re.Pattern[str]) -> np.ndarray:
+    """Which values match ``pattern`` as a whole (as ``pattern.fullmatch`` would); null matches nothing."""
+    matched = pc.match_substring_regex(texts, re2(pattern))
+    return matched.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def factorize(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(codes, distinct values): ``codes[i]`` is the position of value ``i`` among the distinct values, -1 for null
+    (as ``pd.factorize`` gives them)."""
+    encoded = texts.dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    return codes, encoded.dictionary
+
+
+def distinct(values: object) -> list[object]:
+    """The distinct values of a column (Arrow text or any pandas column), as Python values, nulls left out."""
+    texts = text_array(values)
+    if texts is not None:
+        return pc.unique(texts.drop_null()).to_pylist()
+    return list(pd.unique(np.asarray(values, dtype=object)))
