@@ -336,7 +336,10 @@ def clean_customers(
     typed = _parse_columns(canonical, report, rows.to_numpy(), source_file, reference_date=reference_date,
                            date_order=date_order, source_sheets=source_sheets)  # fmt: skip
 
-    duplicated = typed.duplicated()
+    # A row can only repeat another row of its own customer id: only those rows are compared whole.
+    repeated = typed[schema.ID_COLUMN].duplicated(keep=False).to_numpy()
+    duplicated = np.zeros(len(typed), dtype=bool)
+    duplicated[repeated] = typed[repeated].duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
     typed, rows = typed[~duplicated], rows[~duplicated]
     sheets = None if sheets is None else sheets[~duplicated]
