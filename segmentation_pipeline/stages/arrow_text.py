@@ -21,12 +21,17 @@ TEXT_DTYPE = pd.ArrowDtype(TEXT)
 
 
 def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = None) -> pd.Series:
-    """Arrow text as a pandas column (dtype ``large_string[pyarrow]``: missing is null, no copy per cell)."""
-    if not isinstance(values, pa.ChunkedArray):
-        values = pa.chunked_array([values], type=values.type)
-    if values.type != TEXT:
+    """Arrow text as a pandas column (missing is null, no copy per cell), held compactly: a column whose values
+    repeat (flags, categories, dates: most of an export) as a dictionary of its distinct texts and one int32 code
+    per row, any other as ``large_string``."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if pa.types.is_dictionary(values.type) or values.type != TEXT:
         values = values.cast(TEXT)
-    return pd.Series(pd.arrays.ArrowExtensionArray(values), index=index, copy=False)
+    encoded = values.dictionary_encode()
+    if len(encoded.dictionary) * 2 <= len(values):
+        values = encoded
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([values])), index=index, copy=False)
 
 
 def text_array(values: object) -> pa.Array | None:
@@ -39,12 +44,23 @@ def text_array(values: object) -> pa.Array | None:
     elif isinstance(values, pd.arrays.ArrowExtensionArray):
         values = values._pa_array
     if isinstance(values, pa.ChunkedArray):
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        if not _is_text(values.type):
             return None
         return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    if isinstance(values, pa.Array) and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if isinstance(values, pa.Array) and _is_text(values.type):
         return values
     return None
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def plain(texts: pa.Array) -> pa.Array:
+    """Text as plain strings (a dictionary-encoded column decoded)."""
+    return texts.cast(TEXT) if pa.types.is_dictionary(texts.type) else texts
 
 
 def re2(pattern: re.Pattern[str]) -> str:
@@ -63,7 +79,7 @@ def fullmatch(texts: pa.Array, pattern: re.Pattern[str]) -> np.ndarray:
 def factorize(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """(codes, distinct values): ``codes[i]`` is the position of value ``i`` among the distinct values, -1 for null
     (as ``pd.factorize`` gives them)."""
-    encoded = texts.dictionary_encode()
+    encoded = texts if pa.types.is_dictionary(texts.type) else texts.dictionary_encode()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
     return codes, encoded.dictionary
 
@@ -72,5 +88,13 @@ def distinct(values: object) -> list[object]:
     """The distinct values of a column (Arrow text or any pandas column), as Python values, nulls left out."""
     texts = text_array(values)
     if texts is not None:
-        return pc.unique(texts.drop_null()).to_pylist()
+        return unique(texts).to_pylist()
     return list(pd.unique(np.asarray(values, dtype=object)))
+
+
+def unique(texts: pa.Array) -> pa.Array:
+    """The distinct non-null texts (of a dictionary column: the entries its rows use), as plain strings."""
+    if pa.types.is_dictionary(texts.type):
+        used = pc.unique(texts.indices.drop_null())
+        return plain(texts.dictionary).take(used)
+    return pc.unique(texts.drop_null())

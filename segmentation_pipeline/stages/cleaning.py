@@ -15,7 +15,6 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 
 from segmentation_pipeline import schema
 from segmentation_pipeline.stages import arrow_text, fields
@@ -134,7 +133,7 @@ def _values(column: pd.Series) -> object:
 def _distinct_texts(column: pd.Series) -> object:
     texts = arrow_text.text_array(column)
     if texts is not None:
-        return pc.unique(texts.drop_null())
+        return arrow_text.unique(texts)
     return pd.unique(column.to_numpy(dtype=object))
 
 

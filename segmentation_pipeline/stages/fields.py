@@ -192,6 +192,7 @@ def decimal_marks(texts: Sequence[object]) -> tuple[set[str], list[str]]:
     prove each reading (for the message when they contradict)."""
     fits: dict[str, list[tuple[int, str]]] = {DECIMAL_POINT: [], DECIMAL_COMMA: []}  # (position, value) only
     texts_arrow = arrow_text.text_array(texts)  # that reading accepts
+    texts_arrow = None if texts_arrow is None else arrow_text.plain(texts_arrow)
     if texts_arrow is None:
         positions: Sequence[int] = range(len(texts))
         values: Sequence[object] = texts

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentation_pipeline.schema import COLUMN_ALIASES, ID_COLUMN, canonical_name
-from segmentation_pipeline.stages.arrow_text import TEXT, text_array, text_series
+from segmentation_pipeline.stages.arrow_text import TEXT, plain, text_array, text_series
 
 # How many rows from the top of a sheet may hold title lines before the header.
 HEADER_SCAN_ROWS = 30
@@ -74,8 +74,8 @@ def _rebuild_error(message: str, file: str, sheet: str | None, column: str | Non
 class RawTable:
     """One customer table as read from a file: text cells plus where each row came from.
 
-    ``frame``: data rows only; every column Arrow text (dtype ``large_string[pyarrow]``, null = no value: one
-    buffer per column, not a Python object per cell; :meth:`texts` gives a column as ``str``/``None``). Column
+    ``frame``: data rows only; every column Arrow text (null = no value; see ``arrow_text.text_series``: one buffer
+    per column, not a Python object per cell; :meth:`texts` gives a column as ``str``/``None``). Column
     labels are unique even ignoring case (DuckDB's column names are case-insensitive): the header text, a repeated
     header suffixed ``__2``, ``__3`` ("City", "CITY" -> "City", "CITY__2"); a column with data under an empty
     header cell is labelled ``column_<letter>`` (e.g. ``column_AH``). ``headers`` are the header cells of those same
@@ -100,7 +100,7 @@ class RawTable:
 
     def texts(self, label: str) -> list[str | None]:
         """One column's cells as Python text (None where the cell is empty)."""
-        return text_array(self.frame[label]).to_pylist()
+        return plain(text_array(self.frame[label])).to_pylist()
 
     def rows(self, labels: list[str] | None = None) -> list[list[str | None]]:
         """The table (or the columns ``labels``) as rows of Python text, None where a cell is empty."""
