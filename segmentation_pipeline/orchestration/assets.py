@@ -29,6 +29,7 @@ from segmentation_pipeline.config import default_input_path
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
+from segmentation_pipeline.stages.arrow_text import TEXT, repeated, text_series
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.compiled import ScoredBatch
 from segmentation_pipeline.stages.customers import CustomerBatch
@@ -230,18 +231,22 @@ def ingest_export(
         raise _failure(f"{raw.source_file}: its content is not export {key} (its SHA-256 starts {raw.sha256[:16]}); "
                        "stage it with `segmentation run` or the drop folder")  # fmt: skip
     _, store = run_snapshot(context, warehouse, rebuild=True, source_path=path)
-    table = raw.frame.copy()
-    table["_source_file"] = raw.source_file
-    table["_sheet"] = raw.source_sheets if raw.source_sheets is not None else raw.sheet  # each row's own sheet
-    table["_source_row"] = np.asarray(raw.source_rows, dtype="int64")
-    table["_file_sha256"] = raw.sha256
-    table["_ingested_at"] = pd.Timestamp.now(tz="UTC")
-    table["_run_id"] = context.run_id
+    n = len(raw.frame)
+    if raw.source_sheets is not None:  # each row's own sheet
+        sheets = text_series(pa.array(raw.source_sheets, type=TEXT))
+    else:
+        sheets = repeated(raw.sheet, n) if raw.sheet is not None else text_series(pa.nulls(n, TEXT))
+    table = raw.frame.assign(  # lineage: each row's file, sheet, row, hash, time and run (one text stored once)
+        _source_file=repeated(raw.source_file, n), _sheet=sheets, _source_row=np.asarray(raw.source_rows, "int64"),
+        _file_sha256=repeated(raw.sha256, n), _ingested_at=pd.Timestamp.now(tz="UTC"),
+        _run_id=repeated(context.run_id, n),
+    )  # fmt: skip
     report = result.report
-    customers = result.customers.copy()
-    customers["_reference_date"] = pd.Timestamp(reference)
-    customers["_file_sha256"] = raw.sha256
-    customers["_run_id"] = context.run_id
+    kept = len(result.customers)
+    customers = result.customers.assign(
+        _reference_date=pd.Timestamp(reference), _file_sha256=repeated(raw.sha256, kept),
+        _run_id=repeated(context.run_id, kept),
+    )  # fmt: skip
     ingestion_report = pd.DataFrame([{
         "run_id": context.run_id, "source_file": raw.source_file, "sheet": raw.sheet, "file_sha256": raw.sha256,
         "rows_read": report.rows_read, "rows_kept": report.rows_kept, "rows_dropped": json.dumps(report.dropped_rows),

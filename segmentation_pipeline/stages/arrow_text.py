@@ -34,6 +34,12 @@ def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = Non
     return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([values])), index=index, copy=False)
 
 
+def repeated(value: str, n: int) -> pd.Series:
+    """One text for ``n`` rows (a lineage column: file, hash, run id), stored once with a code per row."""
+    codes = pa.array(np.zeros(n, dtype=np.int32))
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.DictionaryArray.from_arrays(codes, pa.array([value], TEXT))))
+
+
 def text_array(values: object) -> pa.Array | None:
     """The Arrow text behind a pandas column or an Arrow array (one contiguous array), or None for anything else
     (an object array of Python values: the per-value path reads it)."""
