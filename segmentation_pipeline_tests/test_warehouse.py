@@ -66,3 +66,16 @@ def test_rejects_unsafe_table_names(tmp_path: Path) -> None:
     store = Warehouse(tmp_path / "w.duckdb")
     with pytest.raises(ValueError):
         store.write_tables({'x"; DROP TABLE lineage; --': pd.DataFrame({"a": [1]})})
+
+
+def test_duckdb_memory_is_bounded_and_a_bad_setting_is_one_line(tmp_path, monkeypatch) -> None:
+    from segmentation_pipeline.warehouse.store import MEMORY_ENV, WarehouseUnavailable
+
+    store = Warehouse(tmp_path / "w.duckdb")
+    monkeypatch.setenv(MEMORY_ENV, "1GB")
+    with store.connect() as connection:
+        assert connection.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("953.6 MiB", "1.0 GiB")
+    monkeypatch.setenv(MEMORY_ENV, "lots")
+    refused = pytest.raises(WarehouseUnavailable, match=r"^setting SEGMENTATION_DUCKDB_MEMORY: 'lots' is not an amount")
+    with refused, store.connect():
+        pass

@@ -60,6 +60,9 @@ _PERMANENT = (
 
 
 LOCK_WAIT_ENV = "SEGMENTATION_LOCK_WAIT"
+# DuckDB's own memory (its buffer pool; beyond it, work spills to a temporary folder beside the file). DuckDB's default
+# is 80% of the machine, which next to a run's own arrays at ten million customers is more than the machine has.
+MEMORY_ENV, DEFAULT_MEMORY = "SEGMENTATION_DUCKDB_MEMORY", "3GB"
 
 
 def lock_wait_seconds() -> float:
@@ -68,6 +71,14 @@ def lock_wait_seconds() -> float:
         return float(os.environ.get(LOCK_WAIT_ENV) or 30.0)
     except ValueError:
         return 30.0
+
+
+def memory_limit() -> str:
+    """DuckDB's memory limit: $SEGMENTATION_DUCKDB_MEMORY (an amount such as ``8GB``), else 3GB."""
+    value = (os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY).strip()
+    if not re.fullmatch(r"[0-9]+(?:\.[0-9]+)?\s*(?:[KMGT]i?B|B)", value, flags=re.IGNORECASE):
+        raise WarehouseUnavailable(f"setting {MEMORY_ENV}: {value!r} is not an amount of memory (e.g. 8GB)")
+    return value
 
 
 def unavailable_reason(error: BaseException) -> str | None:
@@ -140,11 +151,12 @@ class Warehouse:
             raise FileNotFoundError(f"no warehouse at {self.path}: run the pipeline first (segmentation run)")
         elif self.path.is_dir():
             raise WarehouseUnavailable(f"warehouse {self.path} is a directory, not a DuckDB file")
+        config = {"memory_limit": memory_limit()}
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.02
         while True:
             try:
-                connection = duckdb.connect(str(self.path), read_only=read_only)
+                connection = duckdb.connect(str(self.path), read_only=read_only, config=config)
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as error:
                 reason = unavailable_reason(error)
