@@ -231,7 +231,7 @@ def _channel_union(ids: np.ndarray, cells: pd.Series, first: np.ndarray) -> list
     union = np.bitwise_or.reduceat(masks[order], starts)  # per customer code 0, 1, 2, ... (first-seen order)
     mask_codes, mask_values = pd.factorize(union)
     lists = [[name for i, name in enumerate(names) if int(mask) >> i & 1] for mask in mask_values]
-    return [list(lists[code]) for code in mask_codes]  # customer codes follow first rows: the merged rows' order
+    return [lists[code] for code in mask_codes]  # customers with the same channels share one (read-only) list
 
 
 def _quarantine(
