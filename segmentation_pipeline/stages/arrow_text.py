@@ -24,14 +24,29 @@ def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = Non
     """Arrow text as a pandas column (missing is null, no copy per cell), held compactly: a column whose values
     repeat (flags, categories, dates: most of an export) as a dictionary of its distinct texts and one int32 code
     per row, any other as ``large_string``."""
+    if isinstance(values, pa.ChunkedArray) and pa.types.is_dictionary(values.type):
+        values = values.cast(pa.dictionary(pa.int32(), TEXT)).unify_dictionaries()
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    if pa.types.is_dictionary(values.type) or values.type != TEXT:
+    if pa.types.is_dictionary(values.type):
+        values = _compact_dictionary(values)
+    elif values.type != TEXT:
         values = values.cast(TEXT)
-    encoded = values.dictionary_encode()
-    if len(encoded.dictionary) * 2 <= len(values):
-        values = encoded
+    if not pa.types.is_dictionary(values.type):
+        encoded = values.dictionary_encode()
+        if len(encoded.dictionary) * 2 <= len(values):
+            values = encoded
     return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([values])), index=index, copy=False)
+
+
+def _compact_dictionary(values: pa.DictionaryArray) -> pa.Array:
+    """A dictionary column whose entries are distinct non-null texts (equal texts may come from different values,
+    e.g. 1 and 1.0, or from several row groups); plain text when hardly anything repeats."""
+    texts = values.dictionary.cast(TEXT)
+    distinct = pc.unique(texts.drop_null())
+    indices = pc.take(pc.index_in(texts, value_set=distinct), values.indices)  # null entry or index: null
+    compact = pa.DictionaryArray.from_arrays(indices.cast(pa.int32()), distinct)
+    return compact if len(distinct) * 2 <= len(values) else compact.cast(TEXT)
 
 
 def repeated(value: str, n: int) -> pd.Series:

@@ -120,11 +120,24 @@ def _arrow_column_text(col, where: _Column, first_row: int) -> list:
 
 def _chunk_text(chunk, where: _Column, first_row: int):
     import pyarrow as pa
+
+    t = chunk.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or _is_text(t):
+        # Values that repeat (flags, codes, categories) are written once each: a dictionary of their text. These
+        # types refuse no value, so no row number is needed.
+        encoded = chunk.dictionary_encode() if not pa.types.is_dictionary(t) else chunk
+        if len(encoded.dictionary) * 2 <= len(chunk):
+            return pa.DictionaryArray.from_arrays(encoded.indices, _value_text(encoded.dictionary, where, first_row))
+    return _value_text(chunk, where, first_row)
+
+
+def _value_text(chunk, where: _Column, first_row: int):
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     t = chunk.type
     if pa.types.is_dictionary(t):
-        return _chunk_text(pc.cast(chunk, t.value_type), where, first_row)
+        return _value_text(pc.cast(chunk, t.value_type), where, first_row)
     if _is_text(t):  # an empty string is no value, as an empty cell
         text = chunk.cast(TEXT)
         return pc.if_else(pc.equal(text, ""), pa.scalar(None, TEXT), text)
@@ -143,6 +156,15 @@ def _chunk_text(chunk, where: _Column, first_row: int):
     if _is_binary(t):
         return pa.array(_binary_text(chunk, where, first_row), type=TEXT)
     return pa.array([cell_text(v) for v in chunk.to_pylist()], type=TEXT)
+
+
+def _one_type(chunks: list):
+    """A column's chunks as one chunked array: all dictionaries, or (when its row groups differ) all plain text."""
+    import pyarrow as pa
+
+    if len({chunk.type for chunk in chunks}) > 1:
+        chunks = [chunk.cast(TEXT) for chunk in chunks]
+    return pa.chunked_array(chunks, type=chunks[0].type if chunks else TEXT)
 
 
 def _float_text(chunk):
@@ -332,7 +354,7 @@ def read_parquet(path: Path, name: str, sha: str) -> RawTable:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    texts = [pa.chunked_array(chunks, type=TEXT) for chunks in parts]
+    texts = [_one_type(chunks) for chunks in parts]
     nonblank = np.zeros(nrows, dtype=bool)
     for text in texts:
         nonblank |= text.is_valid().to_numpy(zero_copy_only=False)
