@@ -340,8 +340,9 @@ def clean_customers(
     duplicated = np.zeros(len(typed), dtype=bool)
     duplicated[repeated] = typed[repeated].duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
-    typed, rows = typed[~duplicated], rows[~duplicated]
-    sheets = None if sheets is None else sheets[~duplicated]
+    if duplicated.any():  # (no copy of a large table that has none)
+        typed, rows = typed[~duplicated], rows[~duplicated]
+        sheets = None if sheets is None else sheets[~duplicated]
 
     customers, rows = _merge_channel_rows(typed, rows, report, source_file, sheets)
     customers, quarantined = _quarantine(customers, rows, reference_date, report)
