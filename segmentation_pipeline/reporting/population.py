@@ -160,15 +160,12 @@ def _standardised_means(connection: duckdb.DuckDBPyConnection, features: list[st
 def _cluster_stats(connection: duckdb.DuckDBPyConnection, features: list[str]) -> pd.DataFrame:
     if not features:
         return pd.DataFrame()
-    aggregates = ", ".join(
-        f"{fn}(TRY_CAST({_ident(f)} AS DOUBLE)) AS \"{i}_{stat}\""
-        for i, f in enumerate(features)
-        for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
-    )
+    stats = {"mean": "avg", "std": "stddev_samp", "min": "min", "max": "max"}
+    aggregates = ", ".join(f"{fn}(TRY_CAST({_ident(f)} AS DOUBLE))" for f in features for fn in stats.values())
     frame = _df(connection, f"SELECT cluster, {aggregates} FROM {RELATION} GROUP BY cluster ORDER BY cluster")
     frame = frame.set_index("cluster")
-    frame.columns = pd.MultiIndex.from_tuples(
-        [(features[int(c.split("_", 1)[0])], c.split("_", 1)[1]) for c in frame.columns])  # fmt: skip
+    frame.columns = pd.MultiIndex(levels=[features, list(stats)], codes=[  # levels unsorted: mean, std, min, max
+        np.repeat(np.arange(len(features)), len(stats)), np.tile(np.arange(len(stats)), len(features))])
     return frame
 
 
