@@ -4,7 +4,8 @@ Generates an N-customer workbook, runs the whole pipeline, builds the report, an
 Chromium (driven by Playwright, no browser download), compared in the same run with:
 
 - the same report in a browser without WebGL (``--disable-3d-apis``): the map's SVG fallback;
-- the same report WITHOUT scatter downsampling (every customer on the PCA map): what downsampling buys;
+- the same report WITHOUT scatter downsampling (every customer the report reads on the PCA map: all of them up to
+  ``--sample-size``, beyond it that stratified sample): what downsampling buys;
 - a page holding only plotly.js and one trivial chart: the fixed cost of parsing the embedded library.
 
 Render time = from navigation start until every chart div holds its SVG (``performance.now()`` in the page),
@@ -92,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warehouse", help="reuse this warehouse (skip generation and the pipeline run)")
     parser.add_argument("--repeats", type=int, default=3, help="loads per page")
     parser.add_argument("--out", help="folder for the reports (default: a temporary folder)")
+    parser.add_argument("--sample-size", type=int, default=None,
+                        help="customers the map and outlier search read (default: the report's REPORT_SAMPLE_SIZE)")
     args = parser.parse_args(argv)
 
     from plotly.offline import get_plotlyjs
 
     from segmentation_pipeline.reporting import build_segment_report, write_html
+    from segmentation_pipeline.reporting.build import REPORT_SAMPLE_SIZE
     from segmentation_pipeline.warehouse import Warehouse
 
     folder = Path(args.out or tempfile.mkdtemp(prefix="bench_report_"))
@@ -105,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     store = Warehouse(warehouse)
 
     started = time.perf_counter()
-    report = build_segment_report(store)
+    sample_size = args.sample_size or REPORT_SAMPLE_SIZE
+    report = build_segment_report(store, sample_size=sample_size)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
-    baseline = build_segment_report(store, max_scatter_points=None)
+    baseline = build_segment_report(store, max_scatter_points=None, sample_size=sample_size)
     baseline_build_s = time.perf_counter() - started
     paths = {
         "report (downsampled map)": write_html(report.html, folder / "report.html"),

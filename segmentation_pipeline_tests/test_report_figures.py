@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import duckdb
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,6 +22,7 @@ from segmentation_pipeline.reporting.data import (
 from segmentation_pipeline.reporting.html import Section, render_report, write_html
 from segmentation_pipeline.reporting.narrative import tier_narratives
 from segmentation_pipeline.reporting.outliers import find_outliers
+from segmentation_pipeline.reporting.population import RELATION, feature_sql, population_of, stratified_sample
 
 TIER_OF_CLUSTER = {0: "High", 1: "Medium", 2: "Low"}
 
@@ -224,7 +226,8 @@ def test_profile_table_has_mean_std_min_max_per_cluster(segmented) -> None:
     assert row[(labels[0], "mean")] == pytest.approx(high.mean())
     assert row[(labels[0], "std")] == pytest.approx(high.std())
     assert row[(labels[0], "min")] == high.min() and row[(labels[0], "max")] == high.max()
-    assert {s for _, s in table.columns} == {"mean", "std", "min", "max"}
+    assert [s for _, s in table.columns][:4] == ["mean", "std", "min", "max"]  # in the order the table shows
+    assert [c for c, _ in table.columns][::4] == labels.tolist()
 
 
 # --- narrative --------------------------------------------------------------------------------------------------
@@ -374,3 +377,57 @@ def test_build_report_shows_migration_and_drift_when_given() -> None:
     assert "drift" in artifacts.sections and artifacts.has_migrations
     assert f"{len(migrations):,} of 900 customers changed tier" in artifacts.html
     assert "v-old → v-test" in artifacts.html
+
+
+# --- population figures in SQL, the stratified sample --------------------------------------------------------------
+
+
+def test_population_figures_in_sql_equal_pandas(segmented) -> None:
+    population = population_of(segmented)
+    summary = population.numeric_summary.set_index(["risk_tier", "feature"])
+    for feature in ("exp_volume", "num_alerts", "age"):
+        groups = segmented.groupby("risk_tier")[feature]
+        for tier, values in groups:
+            row = summary.loc[(tier, feature)]
+            assert row["count"] == values.count()
+            assert row["median"] == pytest.approx(values.median())
+            assert row["p25"] == pytest.approx(values.quantile(0.25))
+            assert row["p75"] == pytest.approx(values.quantile(0.75))
+            assert row["std"] == pytest.approx(values.std())
+    channels = segmented["subscribed_channels"].map(channel_combination)
+    expected = channels.groupby(segmented["risk_tier"]).value_counts().to_dict()
+    counted = population.level_counts(["subscribed_channels"])
+    assert dict(zip(zip(counted["risk_tier"], counted["subscribed_channels"], strict=True), counted["customers"],
+                    strict=True)) == expected  # fmt: skip
+    assert population.customers == len(segmented) and population.tier_counts.to_dict() == tier_sizes(segmented)
+    high = segmented[segmented["risk_tier"] == "High"]
+    ratio = (high["actual_volume"] / high["exp_volume"].where(high["exp_volume"] > 0)).median()
+    assert population.tier_facts["High"]["median_actual_to_expected"] == pytest.approx(ratio)
+
+
+def test_feature_sql_is_the_log_scale_of_money_and_counts() -> None:
+    frame = pd.DataFrame({"cash_usage": [-5.0, 0.0, 12.5, None], "age": [30.0, -1.0, None, 40.0]})
+    with duckdb.connect() as connection:
+        connection.register("f", frame)
+        got = connection.execute(f"SELECT {feature_sql('cash_usage')}, {feature_sql('age')} FROM f").df()
+    np.testing.assert_allclose(got.iloc[:, 0], np.log1p(frame["cash_usage"].clip(lower=0)))
+    np.testing.assert_allclose(got.iloc[:, 1], frame["age"])
+
+
+def test_sample_is_bounded_stratified_and_seeded() -> None:
+    frame = make_segmented(6000, seed=8)
+    frame["risk_tier"] = frame["risk_tier"].where(frame.index != 17, "High")  # a stratum of one: High in cluster 2
+    def draw(seed: int) -> pd.Series:
+        with duckdb.connect() as connection:
+            connection.register("customers", frame)
+            connection.execute(f"CREATE TABLE {RELATION} AS SELECT * FROM customers")
+            ids = connection.execute(stratified_sample(connection, 600, seed)).df()["customer_id"]
+        return frame[frame["customer_id"].isin(ids)]
+    sample = draw(0)
+    strata = frame.groupby(["risk_tier", "cluster"]).size()
+    assert 600 - len(strata) <= len(sample) <= 600 + len(strata)
+    drawn = sample.groupby(["risk_tier", "cluster"]).size().reindex(strata.index, fill_value=0)
+    assert (drawn >= 1).all() and drawn.loc[("High", 2)] == 1  # every stratum present, the singleton kept
+    np.testing.assert_allclose(drawn / len(sample), strata / len(frame), atol=0.01)  # in proportion
+    assert set(draw(0)["customer_id"]) == set(sample["customer_id"])
+    assert set(draw(1)["customer_id"]) != set(sample["customer_id"])

@@ -12,7 +12,7 @@ import pytest
 
 from segmentation_pipeline.cli import main
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
-from segmentation_pipeline.reporting import build_segment_report
+from segmentation_pipeline.reporting import build_report, build_segment_report, load_report_data
 from segmentation_pipeline.runner import RunSummary, run_pipeline
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
@@ -150,3 +150,20 @@ def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["report", "--warehouse", str(empty.path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "run the pipeline first" in err and "Traceback" not in err
+
+
+def test_sampled_report_keeps_every_count_exact(runs: TwoRuns) -> None:
+    store = Warehouse(runs.warehouse)
+    full = load_report_data(store)  # a small run is not sampled: every customer, as before
+    assert len(full.segmented) == N_CUSTOMERS
+    with store.reading():
+        sampled = load_report_data(store, sample_size=200)
+    assert 200 - 12 <= len(sampled.segmented) <= 200 + 12
+    assert (sampled.embedding["customer_id"] == sampled.segmented["customer_id"]).all()
+    strata = full.segmented.groupby(["risk_tier", "cluster"]).size()
+    assert set(sampled.segmented.groupby(["risk_tier", "cluster"]).size().index) == set(strata.index)
+    assert sampled.population.tier_facts == full.population.tier_facts  # figures of everyone, not of the sample
+    report = build_report(sampled)
+    assert report.customers == N_CUSTOMERS
+    assert report.tier_counts == full.segmented["risk_tier"].value_counts().to_dict()
+    assert f"a random sample of {len(sampled.segmented):,} of the {N_CUSTOMERS:,} customers" in report.html

@@ -15,13 +15,7 @@ import plotly.graph_objects as go
 
 from segmentation_pipeline import __version__
 from segmentation_pipeline.reporting import figures
-from segmentation_pipeline.reporting.data import (
-    ASSIGNMENT_COLUMNS,
-    ReportData,
-    format_number,
-    format_share,
-    tiers_present,
-)
+from segmentation_pipeline.reporting.data import ASSIGNMENT_COLUMNS, ReportData, format_number, format_share
 from segmentation_pipeline.reporting.html import (
     Section,
     cards_html,
@@ -33,10 +27,21 @@ from segmentation_pipeline.reporting.html import (
 )
 from segmentation_pipeline.reporting.narrative import TierNarrative, tier_narratives
 from segmentation_pipeline.reporting.outliers import OutlierSettings, find_outliers
+from segmentation_pipeline.reporting.population import (
+    RELATION,
+    Population,
+    population_columns,
+    population_figures,
+    population_of,
+    stratified_sample,
+)
 from segmentation_pipeline.warehouse.models import load_model
 from segmentation_pipeline.warehouse.store import Warehouse
 
 MAX_OUTLIERS_LISTED = 50
+# Per-customer pictures (the PCA map, the outlier search) read at most about this many customers, drawn within each
+# tier and cluster; every count and share of the report is computed over everyone regardless.
+REPORT_SAMPLE_SIZE = 50_000
 REQUIRED_TABLES = ("cleaned_customers", "cluster_assignments", "kmeans_model")
 LATEST_NAME = "latest.html"
 
@@ -117,22 +122,60 @@ def _matching(frame: pd.DataFrame, candidates: list[tuple[str, object]]) -> pd.D
     return None if keyed else frame
 
 
-def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportData:
-    """Everything the report shows, read from the warehouse tables of the current (or given) run."""
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _read_customers(warehouse: Warehouse, tables: set[str], sample_size: int | None, seed: int
+                    ) -> tuple[pd.DataFrame, Population, pd.DataFrame | None, object]:  # fmt: skip
+    """The exact population figures (SQL over every customer), the customers the per-customer pictures show (all
+    of them, or a stratified sample beyond ``sample_size``), their embedding, and the data's reference date."""
+    with warehouse.connect(read_only=True) as connection:
+        connection.execute("SET enable_progress_bar = false")
+        cleaned = [str(c) for c in connection.execute("SELECT * FROM cleaned_customers LIMIT 0").df().columns]
+        customer_columns = [c for c in cleaned if not c.startswith("_")]
+        join = "FROM cleaned_customers c JOIN cluster_assignments a USING (customer_id)"
+        # The columns the population figures read, joined ONCE (each figure then scans a plain table).
+        counted = [c for c in population_columns() if c in customer_columns]
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE {RELATION} AS SELECT customer_id, a.cluster, a.risk_tier, "
+                           f"{', '.join(f'c.{_quoted(c)}' for c in counted)} {join}")  # fmt: skip
+        reference = None
+        if "_reference_date" in cleaned:
+            row = connection.execute("SELECT _reference_date FROM cleaned_customers ORDER BY customer_id LIMIT 1")
+            first = row.fetchone()
+            reference = first[0] if first else None
+        population = population_figures(connection)
+        chosen = ""
+        if sample_size is not None and population.customers > sample_size:
+            chosen = f"WHERE customer_id IN ({stratified_sample(connection, sample_size, seed)})"
+        columns = [f"c.{_quoted(c)}" for c in customer_columns] + [f"a.{_quoted(c)}" for c in ASSIGNMENT_COLUMNS]
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE report_sample AS SELECT {', '.join(columns)} {join} {chosen}")
+        connection.execute(f"DROP TABLE {RELATION}")
+        segmented = connection.execute("SELECT * FROM report_sample ORDER BY customer_id").df()
+        embedding = None
+        if "pca_embedding" in tables:
+            embedding = connection.execute("SELECT e.* FROM report_sample s LEFT JOIN pca_embedding e USING "
+                                           "(customer_id) ORDER BY s.customer_id").df()  # fmt: skip
+        connection.execute("DROP TABLE report_sample")
+    return segmented, population, embedding, reference
+
+
+def load_report_data(warehouse: Warehouse, run_id: str | None = None, *,
+                     sample_size: int | None = REPORT_SAMPLE_SIZE, seed: int = 0) -> ReportData:  # fmt: skip
+    """Everything the report shows, read from the warehouse tables of the current (or given) run: the figures
+    of every customer computed in SQL, and the customers themselves up to ``sample_size`` (beyond it a sample
+    stratified by tier and cluster, drawn reproducibly from ``seed``; ``None`` reads everyone)."""
     tables = warehouse.table_names()
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
         raise LookupError(f"{warehouse.path} has no {', '.join(missing)}: run the pipeline first (segmentation run)")
-    assignments = warehouse.query("SELECT * FROM cluster_assignments ORDER BY customer_id")
+    assignments = warehouse.query("SELECT * FROM cluster_assignments ORDER BY customer_id LIMIT 1")
     if assignments.empty:
         raise LookupError(f"{warehouse.path}: cluster_assignments is empty: run the pipeline first")
     version = str(assignments["model_version"].iloc[0]) if "model_version" in assignments.columns else None
     model = load_model(warehouse, version)
     run_id = run_id or (str(assignments["run_id"].iloc[0]) if "run_id" in assignments.columns else model.run_id)
-    cleaned = warehouse.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
-    reference = cleaned["_reference_date"].iloc[0] if "_reference_date" in cleaned.columns and len(cleaned) else None
-    customers = cleaned[[c for c in cleaned.columns if not str(c).startswith("_")]]
-    segmented = customers.merge(assignments[["customer_id", *ASSIGNMENT_COLUMNS]], on="customer_id", how="inner")
+    segmented, population, embedding, reference = _read_customers(warehouse, tables, sample_size, seed)
 
     k_search = model.k_search.copy()
     if "kmeans_k_search" in tables:
@@ -143,7 +186,7 @@ def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportD
     centroids = pd.DataFrame({"cluster": np.arange(len(centres)), "pc1": centres[:, 0],
                               "pc2": centres[:, 1] if centres.shape[1] > 1 else 0.0})  # fmt: skip
     data = ReportData(
-        segmented=segmented, k_search=k_search, chosen_k=model.k, metrics=dict(model.metrics),
+        segmented=segmented, population=population, k_search=k_search, chosen_k=model.k, metrics=dict(model.metrics),
         model_version=model.version, centroids=centroids, run_id=run_id,
         reference_date=str(pd.Timestamp(reference).date()) if reference is not None else str(model.reference_date),
         model_trained_at=model.trained_at.strftime("%Y-%m-%d %H:%M %Z").strip(),
@@ -159,9 +202,8 @@ def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportD
         data.extra["governance"] = _matching(governance, [("run_id", run_id), ("model_version", model.version)])
     if "segment_profiles" in tables:
         data.profiles = warehouse.read_table("segment_profiles")
-    if "pca_embedding" in tables:
-        embedding = warehouse.query("SELECT * FROM pca_embedding ORDER BY customer_id")
-        aligned = segmented[["customer_id"]].merge(embedding, on="customer_id", how="left")
+    if embedding is not None:
+        aligned = embedding.assign(customer_id=segmented["customer_id"].to_numpy())
         if not aligned.drop(columns="customer_id").isna().any().any():
             data.embedding = aligned
     if "raw_workbook" in tables:
@@ -198,9 +240,8 @@ def load_report_data(warehouse: Warehouse, run_id: str | None = None) -> ReportD
 # --- the report -------------------------------------------------------------------------------------------------
 
 
-def _overview(data: ReportData, narratives: list[TierNarrative]) -> Section:
-    segmented = data.segmented
-    counts = segmented["risk_tier"].astype(str).value_counts()
+def _overview(data: ReportData, population: Population, narratives: list[TierNarrative]) -> Section:
+    counts = population.tier_counts
     m = data.metrics
     cards: list[tuple[str, ...]] = [
         ("data as of", data.reference_date or "n/a"),
@@ -208,7 +249,7 @@ def _overview(data: ReportData, narratives: list[TierNarrative]) -> Section:
     ]
     if data.rows_read is not None and data.rows_read != data.rows_in_file:
         cards.append(("rows read", f"{data.rows_read:,}"))
-    cards.append(("customers kept", f"{len(segmented):,}"))
+    cards.append(("customers kept", f"{population.customers:,}"))
     if data.quarantined:
         cards.append(("quarantined", f"{data.quarantined:,}"))
     cards += [
@@ -218,9 +259,9 @@ def _overview(data: ReportData, narratives: list[TierNarrative]) -> Section:
         ("Davies-Bouldin", f"{m.get('davies_bouldin', float('nan')):.3f}"),
         ("Calinski-Harabasz", f"{m.get('calinski_harabasz', float('nan')):,.0f}"),
     ]
-    for tier in tiers_present(segmented):
+    for tier in population.tiers:
         n = int(counts.get(tier, 0))
-        cards.append((f"{tier} risk", f"{n:,} ({format_share(n / max(len(segmented), 1))})", f"tier-{tier}"))
+        cards.append((f"{tier} risk", f"{n:,} ({format_share(n / max(population.customers, 1))})", f"tier-{tier}"))
     items = "".join(
         f'<li class="tier-{escape(n.tier)}"><b>{escape(n.tier)}</b>{escape(n.text.removeprefix(n.tier))}</li>'
         for n in narratives
@@ -231,7 +272,7 @@ def _overview(data: ReportData, narratives: list[TierNarrative]) -> Section:
         "separated); Davies-Bouldin is lower-is-better; Calinski-Harabasz higher-is-better.",
         [cards_html(cards), '<h3 style="margin:10px 0 2px;font-size:15px">Tiers at a glance</h3>'
          '<p class="note">Generated from the data of this run; medians unless stated.</p>'
-         f'<ul class="narrative">{items}</ul>', figures.tier_sizes_figure(segmented)],
+         f'<ul class="narrative">{items}</ul>', figures.tier_sizes_figure(population)],
     )  # fmt: skip
 
 
@@ -268,8 +309,8 @@ def _profile_scores_table(profiles: pd.DataFrame) -> str:
             + table_html(pd.DataFrame(rows), html_columns=["tier", "largest terms of the score"]))  # fmt: skip
 
 
-def _profile_table(segmented: pd.DataFrame) -> str:
-    table = figures.cluster_profile_table(segmented)
+def _profile_table(population: Population) -> str:
+    table = figures.cluster_profile_table(population)
     formatted = table.copy().astype(object)
     for index in range(len(table)):
         feature = table.index[index]
@@ -279,9 +320,11 @@ def _profile_table(segmented: pd.DataFrame) -> str:
     return table_html(formatted.reset_index(drop=True))
 
 
-def _outlier_section(outliers: pd.DataFrame, customers: int, settings: OutlierSettings) -> Section:
-    intro = (
-        f"{len(outliers):,} of {customers:,} customers ({format_share(len(outliers) / max(customers, 1))}) are "
+def _outlier_section(outliers: pd.DataFrame, searched: int, customers: int, settings: OutlierSettings) -> Section:
+    sampled = (f"The search reads a random sample of {searched:,} of the {customers:,} customers, stratified by tier "
+               "and cluster. " if searched < customers else "")  # fmt: skip
+    intro = sampled + (
+        f"{len(outliers):,} of {searched:,} customers ({format_share(len(outliers) / max(searched, 1))}) are "
         f"flagged: the {format_share(settings.contamination)} most isolated by an IsolationForest on the PCA "
         f"embedding, and those more than {settings.distance_z:g} robust standard deviations farther from their "
         "cluster's centroid than its typical member. Reasons compare the customer with its cluster's medians. "
@@ -362,7 +405,7 @@ def _shared_customers(stability: pd.DataFrame | None) -> int | None:
     return int(value.iloc[-1]) if len(value) else None
 
 
-def _drift_section(data: ReportData) -> Section | None:
+def _drift_section(data: ReportData, population: Population) -> Section | None:
     blocks: list[go.Figure | str] = []
     if data.migrations is not None:
         migrations = data.migrations
@@ -371,13 +414,13 @@ def _drift_section(data: ReportData) -> Section | None:
             old = str(migrations["old_model_version"].dropna().iloc[0])
         elif data.stability is not None and "previous_model_version" in data.stability.columns:
             old = str(data.stability["previous_model_version"].dropna().iloc[0])
-        current = data.segmented[["customer_id", "risk_tier"]]
+        current, customers = population.tier_counts, population.customers
         moved = migrations[migrations["old_tier"].astype(str) != migrations["new_tier"].astype(str)]
-        note = (f"{len(moved):,} of {len(current):,} customers changed tier "
-                f"({format_share(len(moved) / max(len(current), 1))}).")  # fmt: skip
+        note = (f"{len(moved):,} of {customers:,} customers changed tier "
+                f"({format_share(len(moved) / max(customers, 1))}).")  # fmt: skip
         shared = _shared_customers(data.stability)
-        if shared is not None and shared < len(current):
-            note += (f" {len(current) - shared:,} customers are new to this export; the diagonal counts them as "
+        if shared is not None and shared < customers:
+            note += (f" {customers - shared:,} customers are new to this export; the diagonal counts them as "
                      "staying in their tier.")  # fmt: skip
         blocks.append(f'<p class="note">{escape(note)}</p>')
         blocks.append(figures.migration_matrix_figure(migrations, current, old_version=old,
@@ -416,71 +459,72 @@ def _about_section(data: ReportData) -> Section:
                    [f'<dl class="meta">{meta}</dl>'])
 
 
-def _left_out(segmented: pd.DataFrame, columns: list[str]) -> str | None:
+def _left_out(population: Population, columns: list[str]) -> str | None:
     """Why a chart of ``columns`` cannot be drawn from this export (absent or carrying one value), else None."""
     for column in columns:
-        if column not in segmented.columns:
+        if column not in population.columns:
             return f"{column} is not in this export's cleaned data (absent, or dropped as empty or constant)."
-        values = segmented[column].dropna()
-        if column == "subscribed_channels":
-            values = values.map(lambda v: tuple(v) if v is not None and not isinstance(v, str) else v)
-        if values.nunique() <= 1:
-            shown = "no value" if values.empty else f"the same value ({escape(str(values.iloc[0]))})"
+        distinct, value = population.distinct.get(column, (0, None))
+        if distinct <= 1:
+            shown = "no value" if distinct == 0 else f"the same value ({escape(str(value))})"
             return f"Every customer has {shown} in {column}: there is nothing to compare, the chart is left out."
     return None
 
 
-def _chart(segmented: pd.DataFrame, columns: list[str], label: str, build: Callable[[pd.DataFrame], object]) -> object:
+def _chart(population: Population, columns: list[str], label: str, build: Callable[[Population], object]) -> object:
     """A figure, or a note saying why it is left out: a column the export lacks never fails the report."""
-    note = _left_out(segmented, columns)
-    return build(segmented) if note is None else f'<p class="note">{escape(label.capitalize())}: {note}</p>'
+    note = _left_out(population, columns)
+    return build(population) if note is None else f'<p class="note">{escape(label.capitalize())}: {note}</p>'
 
 
-def _treemap(segmented: pd.DataFrame, columns: list[str], title: str) -> object:
-    return _chart(segmented, columns, title, lambda frame: figures.treemap_figure(frame, columns, title))
+def _treemap(population: Population, columns: list[str], title: str) -> object:
+    return _chart(population, columns, title, lambda figures_of: figures.treemap_figure(figures_of, columns, title))
 
 
 def build_report(data: ReportData, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS,
                  outlier_settings: OutlierSettings | None = None) -> ReportArtifacts:  # fmt: skip
-    """The report from already-loaded data (what :func:`build_segment_report` does after reading)."""
+    """The report from already-loaded data (what :func:`build_segment_report` does after reading). Counts and
+    shares come from ``data.population`` (computed from ``data.segmented`` when absent); the map and the outlier
+    search read ``data.segmented``."""
     segmented = data.segmented
+    population = data.population if data.population is not None else population_of(segmented)
     outlier_settings = outlier_settings or OutlierSettings()
     embedding = data.embedding.drop(columns="customer_id").to_numpy() if data.embedding is not None else None
     outliers = find_outliers(segmented, embedding, outlier_settings)
-    narratives = tier_narratives(segmented)
+    narratives = tier_narratives(population)
     scatter_sample = len(figures.sample_for_scatter(segmented, max_scatter_points))
 
     sections = [
-        _overview(data, narratives),
+        _overview(data, population, narratives),
         _k_section(data),
         Section("map", "Customer map (PCA)", "Each dot is a customer on the first two principal components of the "
                 "features; crosses are cluster centroids, rings are flagged outliers. Hover for the customer's id "
                 "and key values; click legend entries to hide a tier.",
                 [figures.pca_scatter_figure(segmented, data.centroids, outlier_ids=outliers["customer_id"].tolist(),
-                                            max_points=max_scatter_points)]),
+                                            max_points=max_scatter_points, population=population)]),
         Section("numeric", "Numeric features by tier", "Means per tier with one standard deviation; hover for "
                 "median and interquartile range (money is skewed: a few large customers pull the mean up).",
-                [figures.numeric_bars_figure(segmented), figures.numeric_lines_figure(segmented)]),
+                [figures.numeric_bars_figure(population), figures.numeric_lines_figure(population)]),
         Section("flags", "Risk flags and gender by tier", "Share of each tier carrying each AML flag, and the gender "
-                "mix of each tier.", [figures.flags_figure(segmented),
-                                      _chart(segmented, ["gender"], "gender", figures.gender_figure)]),
+                "mix of each tier.", [figures.flags_figure(population),
+                                      _chart(population, ["gender"], "gender", figures.gender_figure)]),
         Section("categories", "Categorical profiles by tier", "Each rectangle is a group of customers sized by "
                 "count; click a tier to zoom in. Channels are the customer's combination of subscribed channels, so "
                 "each customer counts once.",
-                [[_treemap(segmented, ["subscribed_channels"], "Subscribed channels by tier"),
-                  _treemap(segmented, ["account_type"], "Account type by tier")],
-                 [_treemap(segmented, ["occupation"], "Occupation / source of income by tier"),
-                  _treemap(segmented, ["province", "city"], "Province → city by tier")]]),
+                [[_treemap(population, ["subscribed_channels"], "Subscribed channels by tier"),
+                  _treemap(population, ["account_type"], "Account type by tier")],
+                 [_treemap(population, ["occupation"], "Occupation / source of income by tier"),
+                  _treemap(population, ["province", "city"], "Province → city by tier")]]),
         Section("profiles", "Cluster profiles", "How each cluster differs from the average customer, in standard "
                 "deviations (money and counts on a log scale), then each cluster's mean / std / min / max in natural "
-                "units.", [figures.cluster_heatmap_figure(segmented), _profile_scores_table(data.profiles),
-                           _profile_table(segmented)]),
-        _outlier_section(outliers, len(segmented), outlier_settings),
+                "units.", [figures.cluster_heatmap_figure(population), _profile_scores_table(data.profiles),
+                           _profile_table(population)]),
+        _outlier_section(outliers, len(segmented), population.customers, outlier_settings),
     ]  # fmt: skip
     policy = _policy_section(data)
     if policy is not None:
         sections.insert(1, policy)
-    drift = _drift_section(data)
+    drift = _drift_section(data, population)
     if drift is not None:
         sections.append(drift)
     sections.append(_about_section(data))
@@ -488,14 +532,13 @@ def build_report(data: ReportData, *, max_scatter_points: int | None = figures.M
     title = "Customer risk segmentation report"
     generated = datetime.now().astimezone()
     subtitle = (f"Model {escape(data.model_version)} · data as of {escape(data.reference_date or 'n/a')} · "
-                f"{len(segmented):,} customers · generated {generated:%Y-%m-%d %H:%M %Z}")  # fmt: skip
+                f"{population.customers:,} customers · generated {generated:%Y-%m-%d %H:%M %Z}")  # fmt: skip
     footer = f"segmentation-pipeline {escape(__version__)} · run {escape(data.run_id or 'n/a')}"
     html_text = render_report(title, subtitle, sections, footer)
     figure_ids = [f"figure-{i}" for i in range(count_figures(sections))]
-    counts = segmented["risk_tier"].astype(str).value_counts()
     return ReportArtifacts(
         html=html_text, title=title, model_version=data.model_version, run_id=data.run_id,
-        customers=len(segmented), tier_counts={t: int(counts.get(t, 0)) for t in tiers_present(segmented)},
+        customers=population.customers, tier_counts={t: int(n) for t, n in population.tier_counts.items()},
         metrics=data.metrics, k=data.chosen_k, sections=[s.id for s in sections], figure_ids=figure_ids,
         scatter_points=scatter_sample, outliers=outliers, narratives=narratives,
         has_migrations=drift is not None, generated_at=generated,
@@ -503,12 +546,13 @@ def build_report(data: ReportData, *, max_scatter_points: int | None = figures.M
 
 
 def build_segment_report(
-    warehouse: Warehouse, run_id: str | None = None, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS
+    warehouse: Warehouse, run_id: str | None = None, *, max_scatter_points: int | None = figures.MAX_SCATTER_POINTS,
+    sample_size: int | None = REPORT_SAMPLE_SIZE,
 ) -> ReportArtifacts:
     """Read the current run's tables from ``warehouse`` and build the report (nothing is re-fitted, nothing is
     written). Raises LookupError when the pipeline has not run yet."""
     with warehouse.reading():  # one connection for every query of the report
-        data = load_report_data(warehouse, run_id)
+        data = load_report_data(warehouse, run_id, sample_size=sample_size)
     return build_report(data, max_scatter_points=max_scatter_points)
 
 

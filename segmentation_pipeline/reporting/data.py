@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from segmentation_pipeline import schema
 from segmentation_pipeline.stages.tiering import TIERS
+
+if TYPE_CHECKING:
+    from segmentation_pipeline.reporting.population import Population
 
 # Red / orange / blue rather than a traffic light: readable for red-green colour-blind readers, and still
 # "hot = risky" at a glance.
@@ -49,7 +51,9 @@ class ReportData:
     """Everything a report shows, as plain frames and values (what :func:`build.load_report_data` reads).
 
     ``segmented`` holds one row per customer: the cleaned columns plus cluster, risk_tier, risk_score,
-    distance_to_centroid, pc1, pc2. ``embedding`` holds customer_id plus every principal component."""
+    distance_to_centroid, pc1, pc2 — every customer, or a stratified sample of them when ``population`` holds the
+    figures of everyone (computed in SQL); without ``population`` the report computes it from ``segmented``.
+    ``embedding`` holds customer_id plus every principal component, in ``segmented``'s row order."""
 
     segmented: pd.DataFrame
     k_search: pd.DataFrame
@@ -74,12 +78,18 @@ class ReportData:
     migrations: pd.DataFrame | None = None
     stability: pd.DataFrame | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    population: Population | None = None
+
+
+def tier_order(tiers: Sequence[object] | pd.Series) -> list[str]:
+    """The given tiers as High / Medium / Low in that order, then anything unexpected."""
+    present = {str(t) for t in pd.unique(pd.Series(tiers).dropna())}  # hashed in C: a million rows in ms
+    return [t for t in TIERS if t in present] + sorted(present - set(TIERS))
 
 
 def tiers_present(segmented: pd.DataFrame) -> list[str]:
     """High / Medium / Low in that order, only those that have customers (k = 2 has no Medium)."""
-    present = {str(t) for t in pd.unique(segmented["risk_tier"].dropna())}  # hashed in C: a million rows in ms
-    return [t for t in TIERS if t in present] + sorted(present - set(TIERS))
+    return tier_order(segmented["risk_tier"])
 
 
 def tier_colour(tier: str) -> str:
@@ -128,17 +138,6 @@ def categorical(series: pd.Series) -> pd.Series:
 def flag_values(series: pd.Series) -> pd.Series:
     """A 0/1 flag as float; a missing flag means "not flagged" (as in the features and the tiering)."""
     return pd.to_numeric(series, errors="coerce").fillna(0.0).astype("float64")
-
-
-def standardise(values: pd.Series, column: str) -> pd.Series:
-    """Population z-score, on log1p for money and counts."""
-    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-    if column in LOG_FEATURES:
-        numbers = np.log1p(numbers.clip(lower=0))
-    std = numbers.std(ddof=0)
-    if not np.isfinite(std) or std == 0:
-        return numbers * 0.0
-    return (numbers - numbers.mean()) / std
 
 
 def format_number(value: float | int | None, *, money: bool = False, digits: int = 1) -> str:

@@ -9,23 +9,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from segmentation_pipeline.reporting.data import flag_values, format_number, tier_colour, tiers_present
+from segmentation_pipeline.reporting.data import flag_values, format_number, tier_colour
 from segmentation_pipeline.reporting.figure_style import GRID, house_style
+from segmentation_pipeline.reporting.population import Population, as_population
 
 MAX_SCATTER_POINTS = 20_000
-
-
-def _tier_counts(segmented: pd.DataFrame) -> pd.Series:
-    tiers = tiers_present(segmented)
-    return segmented["risk_tier"].astype(str).value_counts().reindex(tiers).fillna(0).astype(int)
 
 
 # --- overview ---------------------------------------------------------------------------------------------------
 
 
-def tier_sizes_figure(segmented: pd.DataFrame) -> go.Figure:
-    """Customers per risk tier, with each tier's share."""
-    counts = _tier_counts(segmented)
+def tier_sizes_figure(segmented: pd.DataFrame | Population) -> go.Figure:
+    """Customers per risk tier (of every customer), with each tier's share."""
+    counts = as_population(segmented).tier_counts
     total = max(int(counts.sum()), 1)
     figure = go.Figure(
         go.Bar(
@@ -145,13 +141,18 @@ def pca_scatter_figure(
     outlier_ids: Sequence[int] = (),
     max_points: int | None = MAX_SCATTER_POINTS,
     seed: int = 0,
+    population: Population | None = None,
 ) -> go.Figure:
     """Customers on the first two principal components coloured by tier, cluster centroids marked, flagged
-    outliers ringed. Beyond ``max_points`` customers a stratified random sample is drawn and the chart says so."""
+    outliers ringed. Beyond ``max_points`` customers a stratified random sample is drawn and the chart says so.
+
+    ``segmented`` may itself be a sample of the customers: ``population`` then gives the tiers, the cluster tiers
+    and the customer count of everyone (by default ``segmented`` is everyone)."""
+    population = population or as_population(segmented)
     sample = sample_for_scatter(segmented, max_points, seed)
     figure = go.Figure()
     # WebGL points (one canvas, fast at 20k); the report's plot helper turns them into SVG where WebGL is missing.
-    for tier in tiers_present(segmented):
+    for tier in population.tiers:
         points = sample[sample["risk_tier"] == tier]
         figure.add_trace(
             go.Scattergl(
@@ -171,7 +172,7 @@ def pca_scatter_figure(
             )
         )  # fmt: skip
     if len(centroids):
-        tiers = segmented.groupby("cluster")["risk_tier"].first()
+        tiers = population.clusters.set_index("cluster")["risk_tier"]
         text = [f"cluster {int(c)} · {tiers.get(int(c), '')}" for c in centroids["cluster"]]
         figure.add_trace(
             go.Scatter(
@@ -185,10 +186,10 @@ def pca_scatter_figure(
                                   bgcolor="rgba(255,255,255,0.85)", bordercolor="#111827", borderpad=3,
                                   font={"size": 12, "color": "#111827"})  # fmt: skip
     title = "Customers on the first two principal components, by risk tier"
-    if len(sample) < len(segmented):
+    if len(sample) < population.customers:
         figure.add_annotation(
-            text=f"Showing a random sample of {len(sample):,} of {len(segmented):,} customers, stratified by tier "
-            "(each tier keeps its share). Centroids and outliers are exact.",
+            text=f"Showing a random sample of {len(sample):,} of {population.customers:,} customers, stratified by "
+            "tier (each tier keeps its share). Centroids and every flagged outlier are shown.",
             xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom", showarrow=False,
             font={"size": 12, "color": "#92400e"}, bgcolor="#fef3c7", borderpad=4,
         )  # fmt: skip

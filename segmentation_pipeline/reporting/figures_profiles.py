@@ -1,5 +1,8 @@
 """Profile figures: what distinguishes the tiers (numeric features, flags, gender, categorical mix as treemaps)
-and the clusters (standardised means heatmap, profile table)."""
+and the clusters (standardised means heatmap, profile table).
+
+Every figure here shows counts, shares and statistics of ALL customers: each reads a :class:`Population` (the
+figures computed in SQL over everyone) or, given a frame of every customer, computes that first."""
 
 from __future__ import annotations
 
@@ -11,21 +14,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from segmentation_pipeline.reporting.data import (
-    FLAG_FEATURES,
-    MONEY_FEATURES,
-    categorical,
-    channel_combination,
-    flag_features,
-    flag_values,
-    format_number,
-    label,
-    numeric_features,
-    standardise,
-    tier_colour,
-    tiers_present,
-)
+from segmentation_pipeline.reporting.data import FLAG_FEATURES, MONEY_FEATURES, format_number, label, tier_colour
 from segmentation_pipeline.reporting.figure_style import GRID, house_style
+from segmentation_pipeline.reporting.population import Population, as_population
+
+Customers = pd.DataFrame | Population  # every customer, as a frame or as its population figures
 
 MAX_TREEMAP_LEVELS = 25  # per parent; the rest grouped as "other" so a 500-city export stays legible
 
@@ -33,32 +26,20 @@ MAX_TREEMAP_LEVELS = 25  # per parent; the rest grouped as "other" so a 500-city
 # --- numeric features by tier -----------------------------------------------------------------------------------
 
 
-def numeric_summary_by_tier(segmented: pd.DataFrame, features: Sequence[str] | None = None) -> pd.DataFrame:
+def numeric_summary_by_tier(segmented: Customers, features: Sequence[str] | None = None) -> pd.DataFrame:
     """Per tier and feature: count, mean, std, median, 25th and 75th percentile (natural units)."""
-    features = list(features) if features is not None else numeric_features(segmented)
-    rows = []
-    tiers = segmented["risk_tier"].astype(str)
-    for tier in tiers_present(segmented):
-        group = segmented[tiers == tier]
-        for feature in features:
-            values = pd.to_numeric(group[feature], errors="coerce").dropna()
-            rows.append(
-                {
-                    "risk_tier": tier, "feature": feature, "count": int(len(values)),
-                    "mean": float(values.mean()) if len(values) else math.nan,
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    "median": float(values.median()) if len(values) else math.nan,
-                    "p25": float(values.quantile(0.25)) if len(values) else math.nan,
-                    "p75": float(values.quantile(0.75)) if len(values) else math.nan,
-                }
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+    population = as_population(segmented)
+    summary = population.numeric_summary
+    if features is None:
+        return summary
+    return summary[summary["feature"].isin(list(features))].reset_index(drop=True)
 
 
-def numeric_bars_figure(segmented: pd.DataFrame, features: Sequence[str] | None = None) -> go.Figure:
+def numeric_bars_figure(segmented: Customers, features: Sequence[str] | None = None) -> go.Figure:
     """One panel per numeric feature: the mean per tier, whiskers one standard deviation (clipped at zero)."""
-    features = list(features) if features is not None else numeric_features(segmented)
-    summary = numeric_summary_by_tier(segmented, features)
+    population = as_population(segmented)
+    features = list(features) if features is not None else population.numeric_features
+    summary = numeric_summary_by_tier(population, features)
     columns = 4 if len(features) > 4 else max(len(features), 1)
     rows = max(1, math.ceil(len(features) / columns))
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[label(f) for f in features],
@@ -89,15 +70,16 @@ def numeric_bars_figure(segmented: pd.DataFrame, features: Sequence[str] | None 
     return house_style(figure, title, 300 * rows + 80)
 
 
-def numeric_lines_figure(segmented: pd.DataFrame, features: Sequence[str] | None = None) -> go.Figure:
+def numeric_lines_figure(segmented: Customers, features: Sequence[str] | None = None) -> go.Figure:
     """Every numeric feature across tiers on one chart: the tier mean as a multiple of the population mean
     (1 = average customer), so money, counts and years share an axis."""
-    features = list(features) if features is not None else numeric_features(segmented)
-    summary = numeric_summary_by_tier(segmented, features)
+    figures = as_population(segmented)
+    features = list(features) if features is not None else figures.numeric_features
+    summary = numeric_summary_by_tier(figures, features)
     figure = go.Figure()
     palette = ["#1f6fb2", "#c62828", "#ef8f00", "#2e7d32", "#6a1b9a", "#00838f", "#5d4037", "#546e7a"]
     for index, feature in enumerate(features):
-        population = pd.to_numeric(segmented[feature], errors="coerce").mean()
+        population = figures.numeric_means.get(feature, math.nan)
         part = summary[summary["feature"] == feature]
         if not population or not np.isfinite(population):
             continue
@@ -125,24 +107,17 @@ def numeric_lines_figure(segmented: pd.DataFrame, features: Sequence[str] | None
 # --- flags and gender -------------------------------------------------------------------------------------------
 
 
-def flag_shares_by_tier(segmented: pd.DataFrame) -> pd.DataFrame:
+def flag_shares_by_tier(segmented: Customers) -> pd.DataFrame:
     """Per tier and flag: customers flagged, tier size and the share flagged (a missing flag counts as 0)."""
-    rows = []
-    tiers = segmented["risk_tier"].astype(str)
-    for tier in tiers_present(segmented):
-        group = segmented[tiers == tier]
-        for flag in flag_features(segmented):
-            flagged = int((flag_values(group[flag]) >= 0.5).sum())
-            rows.append({"risk_tier": tier, "flag": flag, "flagged": flagged, "customers": len(group),
-                         "share": flagged / len(group) if len(group) else math.nan})  # fmt: skip
-    return pd.DataFrame(rows, columns=["risk_tier", "flag", "flagged", "customers", "share"])
+    return as_population(segmented).flag_counts
 
 
-def flags_figure(segmented: pd.DataFrame) -> go.Figure:
+def flags_figure(segmented: Customers) -> go.Figure:
     """Share of each tier carrying each risk flag (PEP, high-net-worth housewife, CTR match, previously reported)."""
-    shares = flag_shares_by_tier(segmented)
+    population = as_population(segmented)
+    shares = flag_shares_by_tier(population)
     figure = go.Figure()
-    for tier in tiers_present(segmented):
+    for tier in population.tiers:
         part = shares[shares["risk_tier"] == tier]
         figure.add_trace(
             go.Bar(
@@ -157,23 +132,25 @@ def flags_figure(segmented: pd.DataFrame) -> go.Figure:
     return house_style(figure, "Risk flags by tier", 400, barmode="group")
 
 
-def category_shares_by_tier(segmented: pd.DataFrame, column: str) -> pd.DataFrame:
+def category_shares_by_tier(segmented: Customers, column: str) -> pd.DataFrame:
     """Per tier and level of a categorical column: customers and share of the tier."""
-    frame = pd.DataFrame({"risk_tier": segmented["risk_tier"].astype(str), "level": categorical(segmented[column])})
-    counts = frame.groupby(["risk_tier", "level"]).size().rename("customers").reset_index()
+    population = as_population(segmented, (column,))
+    counts = population.level_counts((column,)).rename(columns={column: "level"})
+    counts = counts.groupby(["risk_tier", "level"])["customers"].sum().reset_index()
     counts["share"] = counts["customers"] / counts.groupby("risk_tier")["customers"].transform("sum")
-    order = {t: i for i, t in enumerate(tiers_present(segmented))}
+    order = {t: i for i, t in enumerate(population.tiers)}
     return counts.sort_values(["risk_tier", "customers"], key=lambda s: s.map(order) if s.name == "risk_tier" else -s)
 
 
-def gender_figure(segmented: pd.DataFrame) -> go.Figure:
+def gender_figure(segmented: Customers) -> go.Figure:
     """Gender mix of each tier (100% stacked bars, counts on hover)."""
-    shares = category_shares_by_tier(segmented, "gender")
+    population = as_population(segmented)
+    shares = category_shares_by_tier(population, "gender")
     names = {"M": "male", "F": "female"}
     colours = {"M": "#455a64", "F": "#9c6ade"}
     figure = go.Figure()
     for level in sorted(shares["level"].unique(), key=lambda v: (v not in names, v)):
-        part = shares[shares["level"] == level].set_index("risk_tier").reindex(tiers_present(segmented))
+        part = shares[shares["level"] == level].set_index("risk_tier").reindex(population.tiers)
         figure.add_trace(
             go.Bar(
                 y=part.index, x=part["share"].fillna(0) * 100, orientation="h", name=names.get(level, level),
@@ -207,23 +184,20 @@ def _limit_levels(counts: pd.Series, limit: int) -> pd.Series:
     return pd.concat([head, pd.Series({f"other ({len(tail)} levels)": int(tail.sum())})])
 
 
-def treemap_nodes(segmented: pd.DataFrame, path: Sequence[str]) -> pd.DataFrame:
+def treemap_nodes(segmented: Customers, path: Sequence[str]) -> pd.DataFrame:
     """Treemap nodes (id, parent, label, value, tier, depth) for tier -> path[0] -> path[1] ...: every
     customer counted once, so a tier's node value is its customer count and children sum to their parent."""
-    frame = pd.DataFrame({"risk_tier": segmented["risk_tier"].astype(str)})
-    for column in path:
-        if column == "subscribed_channels":
-            frame[column] = segmented[column].map(channel_combination)
-        else:
-            frame[column] = categorical(segmented[column])
-    total = len(frame)
-    nodes = [{"id": "all", "parent": "", "label": "All customers", "value": total, "tier": "", "depth": 0}]
+    path = list(path)
+    population = as_population(segmented, path)
+    frame = population.level_counts(path)
+    nodes = [{"id": "all", "parent": "", "label": "All customers", "value": population.customers, "tier": "",
+              "depth": 0}]  # fmt: skip
 
     def add_children(group: pd.DataFrame, parent_id: str, tier: str, level: int) -> None:
         if level >= len(path):
             return
         column = path[level]
-        counts = _limit_levels(group[column].value_counts(), MAX_TREEMAP_LEVELS)
+        counts = _limit_levels(group.groupby(column)["customers"].sum(), MAX_TREEMAP_LEVELS)
         for name, value in counts.items():
             node_id = f"{parent_id}/{name}"
             nodes.append({"id": node_id, "parent": parent_id, "label": str(name), "value": int(value), "tier": tier,
@@ -232,15 +206,15 @@ def treemap_nodes(segmented: pd.DataFrame, path: Sequence[str]) -> pd.DataFrame:
                 members = group[group[column] == name] if not str(name).startswith("other (") else group.iloc[0:0]
                 add_children(members, node_id, tier, level + 1)
 
-    for tier in tiers_present(segmented):
+    for tier in population.tiers:
         group = frame[frame["risk_tier"] == tier]
-        nodes.append({"id": tier, "parent": "all", "label": f"{tier} risk", "value": len(group), "tier": tier,
-                      "depth": 1})  # fmt: skip
+        nodes.append({"id": tier, "parent": "all", "label": f"{tier} risk", "value": int(group["customers"].sum()),
+                      "tier": tier, "depth": 1})  # fmt: skip
         add_children(group, tier, tier, 0)
     return pd.DataFrame(nodes)
 
 
-def treemap_figure(segmented: pd.DataFrame, path: Sequence[str], title: str) -> go.Figure:
+def treemap_figure(segmented: Customers, path: Sequence[str], title: str) -> go.Figure:
     """Distribution of one categorical (or a hierarchy, e.g. province -> city) within each tier."""
     nodes = treemap_nodes(segmented, path)
     colours = []
@@ -266,31 +240,31 @@ def treemap_figure(segmented: pd.DataFrame, path: Sequence[str], title: str) -> 
 # --- cluster profiles -------------------------------------------------------------------------------------------
 
 
-def cluster_labels(segmented: pd.DataFrame) -> pd.Series:
-    """"cluster 0 · High (306)" per cluster, indexed by cluster."""
-    groups = segmented.groupby("cluster")
-    tiers = groups["risk_tier"].first()
-    sizes = groups.size()
-    return pd.Series({int(c): f"cluster {int(c)} · {tiers[c]} ({sizes[c]:,})" for c in tiers.index})
+def cluster_labels(segmented: Customers) -> pd.Series:
+    """"cluster 0 · High (306)" per cluster, indexed by cluster (its tier: that of its first customer by id)."""
+    clusters = as_population(segmented).clusters
+    return pd.Series({int(c): f"cluster {int(c)} · {t} ({n:,})"
+                      for c, t, n in zip(clusters["cluster"], clusters["risk_tier"], clusters["customers"],
+                                         strict=True)})  # fmt: skip
 
 
-def profile_features(segmented: pd.DataFrame) -> list[str]:
+def profile_features(segmented: Customers) -> list[str]:
     """Numeric features then flags: what the heatmap and the profile table show."""
-    return numeric_features(segmented) + flag_features(segmented)
+    population = as_population(segmented)
+    return population.numeric_features + population.flag_features
 
 
-def standardised_cluster_means(segmented: pd.DataFrame) -> pd.DataFrame:
+def standardised_cluster_means(segmented: Customers) -> pd.DataFrame:
     """Cluster x feature: mean of the population z-score (money and counts on log1p) — how many standard
     deviations a cluster's typical customer sits above (+) or below (−) the average customer."""
-    features = profile_features(segmented)
-    z = pd.DataFrame({f: standardise(segmented[f], f) for f in features}, index=segmented.index)
-    return z.groupby(segmented["cluster"].to_numpy()).mean().rename_axis("cluster")
+    return as_population(segmented).standardised_cluster_means.rename_axis("cluster")
 
 
-def cluster_heatmap_figure(segmented: pd.DataFrame) -> go.Figure:
+def cluster_heatmap_figure(segmented: Customers) -> go.Figure:
     """Heatmap of standardised cluster means (red above average, blue below)."""
-    means = standardised_cluster_means(segmented)
-    labels = cluster_labels(segmented).reindex(means.index)
+    population = as_population(segmented)
+    means = standardised_cluster_means(population)
+    labels = cluster_labels(population).reindex(means.index)
     limit = float(np.nanmax(np.abs(means.to_numpy()))) if means.size else 1.0
     limit = max(min(limit, 3.0), 0.5)
     figure = go.Figure(
@@ -308,12 +282,12 @@ def cluster_heatmap_figure(segmented: pd.DataFrame) -> go.Figure:
                        margin={"l": 170, "r": 30, "t": 60, "b": 120})  # fmt: skip
 
 
-def cluster_profile_table(segmented: pd.DataFrame) -> pd.DataFrame:
+def cluster_profile_table(segmented: Customers) -> pd.DataFrame:
     """Per feature (rows) and cluster (column groups): mean, std, min, max in natural units."""
-    features = profile_features(segmented)
-    values = segmented[features].apply(pd.to_numeric, errors="coerce")
-    stats = values.groupby(segmented["cluster"].to_numpy()).agg(["mean", "std", "min", "max"])
-    labels = cluster_labels(segmented)
+    population = as_population(segmented)
+    features = profile_features(population)
+    stats = population.cluster_stats
+    labels = cluster_labels(population)
     table = stats.T.unstack(level=1)  # rows: feature; columns: (cluster, stat)
     table = table.reindex(features)
     table.columns = pd.MultiIndex.from_tuples([(labels[int(c)], s) for c, s in table.columns])

@@ -14,16 +14,18 @@ from segmentation_pipeline.reporting.figure_style import GRID, house_style
 PSI_WARN, PSI_ALERT = 0.1, 0.25  # the usual PSI reading: < 0.1 stable, 0.1-0.25 watch, > 0.25 shifted
 
 
-def migration_matrix(migrations: pd.DataFrame, current: pd.DataFrame | None = None) -> pd.DataFrame:
+def migration_matrix(migrations: pd.DataFrame, current: pd.DataFrame | pd.Series | None = None) -> pd.DataFrame:
     """Customers by previous tier (rows) and current tier (columns).
 
-    ``migrations`` lists the customers whose tier changed (old_tier, new_tier); with ``current`` (customer_id,
-    risk_tier of every current customer) the diagonal is filled with the customers who did not move."""
+    ``migrations`` lists the customers whose tier changed (old_tier, new_tier: a mover's current tier); with
+    ``current`` (customer_id, risk_tier of every current customer, or the current customers per tier) the diagonal
+    is filled with the customers who did not move."""
     moved = migrations[migrations["old_tier"].astype(str) != migrations["new_tier"].astype(str)]
     matrix = pd.crosstab(moved["old_tier"].astype(str), moved["new_tier"].astype(str))
     tiers = [t for t in ("High", "Medium", "Low") if t in set(matrix.index) | set(matrix.columns)]
     if current is not None:
-        stayed = current[~current["customer_id"].isin(moved["customer_id"])]["risk_tier"].astype(str).value_counts()
+        counts = current if isinstance(current, pd.Series) else current["risk_tier"].astype(str).value_counts()
+        stayed = counts.sub(moved["new_tier"].astype(str).value_counts(), fill_value=0).astype(int)
         tiers = [t for t in ("High", "Medium", "Low") if t in set(tiers) | set(stayed.index)]
     extra = sorted((set(matrix.index) | set(matrix.columns)) - set(tiers))
     order = tiers + extra
@@ -34,7 +36,7 @@ def migration_matrix(migrations: pd.DataFrame, current: pd.DataFrame | None = No
     return matrix.astype(int).rename_axis(index="previous", columns="current")
 
 
-def migration_matrix_figure(migrations: pd.DataFrame, current: pd.DataFrame | None = None, *,
+def migration_matrix_figure(migrations: pd.DataFrame, current: pd.DataFrame | pd.Series | None = None, *,
                             old_version: str = "", new_version: str = "") -> go.Figure:  # fmt: skip
     """Tier migration matrix: counts and share of the previous tier, colour by share."""
     matrix = migration_matrix(migrations, current)

@@ -12,16 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from segmentation_pipeline.reporting.data import (
-    categorical,
-    flag_values,
-    format_number,
-    format_share,
-    short_label,
-    standardise,
-    tiers_present,
-)
-from segmentation_pipeline.reporting.figures import profile_features
+from segmentation_pipeline.reporting.data import format_number, format_share, short_label
+from segmentation_pipeline.reporting.population import Population, as_population
 
 _FLAG_WORDS = {
     "is_pep": "PEP",
@@ -42,42 +34,6 @@ class TierNarrative:
     distinctive: list[tuple[str, float]] = field(default_factory=list)  # (feature, standardised mean) by |z|
     top_levels: dict[str, tuple[str, float]] = field(default_factory=dict)  # column -> (level, share)
     text: str = ""
-
-
-def _median(values: pd.Series) -> float:
-    numbers = pd.to_numeric(values, errors="coerce").dropna()
-    return float(numbers.median()) if len(numbers) else math.nan
-
-
-def tier_facts(group: pd.DataFrame) -> dict[str, float]:
-    """The computed facts of one group of customers (keys absent when the export lacks the column)."""
-    facts: dict[str, float] = {}
-    for flag in _FLAG_WORDS:
-        if flag in group.columns:
-            facts[f"{flag}_share"] = float((flag_values(group[flag]) >= 0.5).mean()) if len(group) else math.nan
-    for column in ("exp_volume", "actual_volume", "cash_usage", "non_face_to_face_usage", "online_ft_usage"):
-        if column in group.columns:
-            facts[f"median_{column}"] = _median(group[column])
-    if {"exp_volume", "actual_volume"} <= set(group.columns):
-        expected = pd.to_numeric(group["exp_volume"], errors="coerce")
-        actual = pd.to_numeric(group["actual_volume"], errors="coerce")
-        facts["median_actual_to_expected"] = _median(actual / expected.where(expected > 0))
-    if {"cash_usage", "actual_volume"} <= set(group.columns):
-        cash = pd.to_numeric(group["cash_usage"], errors="coerce")
-        actual = pd.to_numeric(group["actual_volume"], errors="coerce")
-        facts["median_cash_share"] = _median((cash / actual.where(actual > 0)).clip(upper=1.0))
-    if "num_alerts" in group.columns:
-        alerts = pd.to_numeric(group["num_alerts"], errors="coerce")
-        facts["alerted_share"] = float((alerts.fillna(0) >= 1).mean()) if len(group) else math.nan
-        facts["mean_alerts"] = float(alerts.mean()) if alerts.notna().any() else math.nan
-    return facts
-
-
-def _top_level(group: pd.DataFrame, column: str) -> tuple[str, float] | None:
-    if column not in group.columns or not len(group):
-        return None
-    shares = categorical(group[column]).value_counts(normalize=True)
-    return str(shares.index[0]), float(shares.iloc[0])
 
 
 def _sentence(narrative: TierNarrative) -> str:
@@ -115,25 +71,27 @@ def _sentence(narrative: TierNarrative) -> str:
     return text
 
 
-def tier_narratives(segmented: pd.DataFrame, *, distinctive: int = 3) -> list[TierNarrative]:
-    """One narrative per tier present, High first."""
-    features = profile_features(segmented)
-    z = pd.DataFrame({f: standardise(segmented[f], f) for f in features}, index=segmented.index)
-    tiers = segmented["risk_tier"].astype(str)
-    total = max(len(segmented), 1)
+def tier_narratives(segmented: pd.DataFrame | Population, *, distinctive: int = 3) -> list[TierNarrative]:
+    """One narrative per tier present, High first (facts over every customer: see :mod:`population`)."""
+    population = as_population(segmented)
+    total = max(population.customers, 1)
     result = []
-    for tier in tiers_present(segmented):
-        mask = tiers == tier
-        group = segmented[mask]
-        narrative = TierNarrative(tier=tier, customers=int(mask.sum()), share=float(mask.sum()) / total)
-        narrative.facts = tier_facts(group)
-        means = z[mask].mean().dropna()
+    for tier in population.tiers:
+        customers = int(population.tier_counts[tier])
+        narrative = TierNarrative(tier=tier, customers=customers, share=customers / total)
+        narrative.facts = dict(population.tier_facts.get(tier, {}))
+        means = population.standardised_tier_means
+        means = means.loc[tier].dropna() if tier in means.index else pd.Series(dtype="float64")
         ranked = means.reindex(means.abs().sort_values(ascending=False).index)
         narrative.distinctive = [(str(f), float(v)) for f, v in ranked.head(distinctive).items() if abs(v) >= 0.2]
         for column in ("occupation", "account_type", "province"):
-            top = _top_level(group, column)
-            if top is not None:
-                narrative.top_levels[column] = top
+            if (column,) not in population.levels:
+                continue
+            counts = population.level_counts((column,))
+            counts = counts[counts["risk_tier"] == tier].sort_values("customers", ascending=False, kind="stable")
+            if len(counts) and customers:
+                top = counts.iloc[0]
+                narrative.top_levels[column] = (str(top[column]), int(top["customers"]) / customers)
         narrative.text = _sentence(narrative)
         result.append(narrative)
     return result

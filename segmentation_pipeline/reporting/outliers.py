@@ -11,7 +11,6 @@ deviates most, and risk flags that are rare in its cluster.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,46 +83,93 @@ TOP_SHARE = 0.01  # a value only 1% of all customers reach
 CATEGORY_COLUMNS = ("nationality", "residence", "occupation", "account_type", "province", "city")
 
 
-def _reasons(position: int, context: _ReasonContext, settings: OutlierSettings, distance_ratio: float | None) -> str:
-    """Why one customer is unusual, most telling first: distance to its centre, values far from its cluster's,
-    flags and categories rare in its cluster, then values extreme for the whole population."""
-    cluster = int(context.clusters.iat[position])
-    reasons: list[str] = []
-    if distance_ratio is not None and math.isfinite(distance_ratio):
-        reasons.append(f"far from its cluster centre ({distance_ratio:.1f}× the cluster's median distance)")
-    deviation = context.deviations.iloc[position]
-    for feature, size in deviation.abs().sort_values(ascending=False).items():
-        if size < 2:
-            break
-        money = feature in MONEY_FEATURES
-        value, typical = context.values.at[position, feature], context.medians.at[cluster, feature]
-        direction = "high" if deviation[feature] > 0 else "low"
-        reasons.append(f"{short_label(feature)} {format_number(value, money=money)} ({direction} for its cluster; "
-                       f"median {format_number(typical, money=money)})")  # fmt: skip
-    for flag in context.flag_rates.columns:
-        rate = context.flag_rates.at[cluster, flag]
-        if context.flags.at[position, flag] >= 0.5 and rate < RARE_FLAG_SHARE:
-            reasons.append(f"{FLAG_FEATURES[flag]} (only {format_share(rate)} of its cluster)")
-    for column, shares in context.level_shares.items():
-        level = context.levels.at[position, column]
-        share = shares.get((cluster, level), 0.0)
-        if share < RARE_LEVEL_SHARE:
-            reasons.append(f"{short_label(column)} {level} ({format_share(share)} of its cluster)")
-    tops = context.population_top_share.iloc[position].dropna().sort_values()
-    for feature, top in tops.items():
-        if top > TOP_SHARE:
-            break
-        money = feature in MONEY_FEATURES
-        value = format_number(context.values.at[position, feature], money=money)
-        reasons.append(f"{short_label(feature)} {value} (top {format_share(top)} of all customers)")
-    if not reasons:  # no single value is extreme: name the largest deviations so the analyst knows where to look
-        largest = []
-        for feature in deviation.abs().sort_values(ascending=False).index[:2]:
-            money = feature in MONEY_FEATURES
-            largest.append(f"{short_label(feature)} {format_number(context.values.at[position, feature], money=money)}"
-                           f" (cluster median {format_number(context.medians.at[cluster, feature], money=money)})")
-        return "unusual combination; largest deviations: " + "; ".join(largest)
-    return "; ".join(dict.fromkeys(reasons[: settings.max_reasons]))
+def _long(frame: pd.DataFrame, positions: np.ndarray, name: str) -> pd.DataFrame:
+    """The rows ``positions`` of a customer x column frame as (position, column, ``name``) rows, row by row."""
+    part = frame.iloc[positions]
+    return pd.DataFrame({
+        "position": np.repeat(positions, part.shape[1]),
+        "column": np.tile(np.asarray(part.columns, dtype=object), len(part)),
+        name: part.to_numpy().ravel(),
+    })  # fmt: skip
+
+
+def _numbers(values: pd.Series, columns: pd.Series) -> list[str]:
+    return [format_number(v, money=c in MONEY_FEATURES) for v, c in zip(values, columns, strict=True)]
+
+
+def _reasons(context: _ReasonContext, positions: np.ndarray, distance_ratio: pd.Series,
+             settings: OutlierSettings) -> pd.Series:  # fmt: skip
+    """Why each customer at ``positions`` is unusual, most telling first: distance to its centre (where
+    ``distance_ratio``, indexed by position, has a finite value), values far from its cluster's, flags and
+    categories rare in its cluster, then values extreme for the whole population. Built for every customer at
+    once: one row per candidate reason (position, group, rank within the group, text), the first
+    ``settings.max_reasons`` of each customer kept."""
+    cluster_of = context.clusters.to_numpy()
+    parts = []
+    ratios = distance_ratio[np.isfinite(distance_ratio.astype("float64"))]
+    parts.append(pd.DataFrame({"position": ratios.index.to_numpy(), "group": 0, "rank": 0.0, "text": [
+        f"far from its cluster centre ({r:.1f}× the cluster's median distance)" for r in ratios]}))  # fmt: skip
+
+    deviations = _long(context.deviations, positions, "z")
+    deviations["value"] = _long(context.values, positions, "value")["value"].to_numpy()
+    deviations["cluster"] = cluster_of[deviations["position"]]
+    medians = context.medians.stack().rename("median").rename_axis(["cluster", "column"]).reset_index()
+    deviations = deviations.merge(medians, on=["cluster", "column"], how="left", sort=False)
+    deviations["size"] = deviations["z"].abs()
+    deviations = deviations.sort_values(["position", "size"], ascending=[True, False], kind="stable")
+    value_text, median_text = _numbers(deviations["value"], deviations["column"]), _numbers(
+        deviations["median"], deviations["column"])  # fmt: skip
+    labels = deviations["column"].map(short_label)
+    far = (deviations["size"] >= 2).to_numpy()
+    direction = np.where(deviations["z"] > 0, "high", "low")
+    texts = [f"{name} {value} ({way} for its cluster; median {median})"
+             for name, value, way, median in zip(labels, value_text, direction, median_text, strict=True)]  # fmt: skip
+    parts.append(pd.DataFrame({"position": deviations["position"].to_numpy()[far], "group": 1,
+                               "rank": -deviations["size"].to_numpy()[far], "text": np.asarray(texts)[far]}))
+
+    flags = _long(context.flags, positions, "flag")
+    flags["cluster"] = cluster_of[flags["position"]]
+    rates = context.flag_rates.stack().rename("rate").rename_axis(["cluster", "column"]).reset_index()
+    flags = flags.merge(rates, on=["cluster", "column"], how="left", sort=False)
+    flags = flags[(flags["flag"] >= 0.5) & (flags["rate"] < RARE_FLAG_SHARE)]
+    order = {c: i for i, c in enumerate(context.flag_rates.columns)}
+    parts.append(pd.DataFrame({"position": flags["position"], "group": 2, "rank": flags["column"].map(order),
+                               "text": [f"{FLAG_FEATURES[f]} (only {format_share(r)} of its cluster)"
+                                        for f, r in zip(flags["column"], flags["rate"], strict=True)]}))  # fmt: skip
+
+    levels = _long(context.levels, positions, "level")
+    cluster_level = list(zip(cluster_of[levels["position"]], levels["level"], strict=True))
+    levels["share"] = [context.level_shares[c].get(key, 0.0) for c, key in zip(levels["column"], cluster_level,
+                                                                                strict=True)]  # fmt: skip
+    levels = levels[levels["share"] < RARE_LEVEL_SHARE]
+    order = {c: i for i, c in enumerate(context.levels.columns)}
+    parts.append(pd.DataFrame({"position": levels["position"], "group": 3, "rank": levels["column"].map(order),
+                               "text": [f"{short_label(c)} {v} ({format_share(s)} of its cluster)" for c, v, s
+                                        in zip(levels["column"], levels["level"], levels["share"], strict=True)]}))
+
+    tops = _long(context.population_top_share, positions, "top")
+    tops = tops[tops["top"].notna() & (tops["top"] <= TOP_SHARE)]
+    values = context.values.to_numpy()[tops["position"], [context.values.columns.get_loc(c) for c in tops["column"]]]
+    parts.append(pd.DataFrame({"position": tops["position"], "group": 4, "rank": tops["top"],
+                               "text": [f"{short_label(c)} {v} (top {format_share(t)} of all customers)" for c, v, t
+                                        in zip(tops["column"], _numbers(values, tops["column"]), tops["top"],
+                                               strict=True)]}))  # fmt: skip
+
+    candidates = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else (
+        pd.DataFrame(columns=["position", "group", "rank", "text"]))  # fmt: skip
+    candidates = candidates.sort_values(["position", "group", "rank"], kind="stable")
+    kept = candidates.groupby("position", sort=False).head(settings.max_reasons)
+    kept = kept.drop_duplicates(["position", "text"])
+    reasons = kept.groupby("position", sort=False)["text"].agg("; ".join)
+
+    # No single value is extreme: name the largest deviations so the analyst knows where to look.
+    largest = deviations.groupby("position", sort=False).head(2)
+    fallback = [f"{name} {value} (cluster median {median})" for name, value, median in zip(
+        largest["column"].map(short_label), _numbers(largest["value"], largest["column"]),
+        _numbers(largest["median"], largest["column"]), strict=True)]  # fmt: skip
+    fallback = pd.Series(fallback, index=largest["position"].to_numpy(), dtype=object)
+    fallback = "unusual combination; largest deviations: " + fallback.groupby(level=0, sort=False).agg("; ".join)
+    return reasons.reindex(positions).fillna(fallback.reindex(positions))
 
 
 @dataclass
@@ -189,26 +235,18 @@ def find_outliers(
 
     context = _reason_context(frame, clusters)
     median_distance = distance.groupby(clusters).transform("median")
-
-    rows = []
-    for position in flagged:
-        method = "both" if by_iso[position] and by_distance[position] else (
-            "isolation forest" if by_iso[position] else "distance to centroid")  # fmt: skip
-        typical = median_distance.iat[position]
-        ratio = float(distance.iat[position] / typical) if typical else math.nan
-        rows.append(
-            {
-                "customer_id": str(frame["customer_id"].iat[position]),  # ids are text (leading zeros count)
-                "cluster": int(clusters.iat[position]),
-                "risk_tier": str(frame["risk_tier"].iat[position]),
-                "risk_score": float(frame["risk_score"].iat[position]),
-                "method": method,
-                "isolation_score": float(iso[position]),
-                "distance_z": float(distance_z.iat[position]),
-                "reasons": _reasons(position, context, settings, ratio if by_distance[position] else None),
-            }
-        )
-    result = pd.DataFrame(rows, columns=OUTLIER_COLUMNS)
-    result["_both"] = result["method"] == "both"
+    ratio = (distance / median_distance.where(median_distance != 0)).iloc[flagged][by_distance[flagged]]
+    both = by_iso[flagged] & by_distance[flagged]
+    rows = pd.DataFrame({
+        "customer_id": frame["customer_id"].iloc[flagged].astype(str).to_numpy(),  # ids are text (leading zeros)
+        "cluster": clusters.iloc[flagged].to_numpy(dtype=int),
+        "risk_tier": frame["risk_tier"].iloc[flagged].astype(str).to_numpy(),
+        "risk_score": frame["risk_score"].iloc[flagged].astype("float64").to_numpy(),
+        "method": np.where(both, "both", np.where(by_iso[flagged], "isolation forest", "distance to centroid")),
+        "isolation_score": iso[flagged].astype("float64"),
+        "distance_z": distance_z.iloc[flagged].astype("float64").to_numpy(),
+        "reasons": _reasons(context, flagged, ratio, settings).to_numpy(),
+    })  # fmt: skip
+    result = rows.assign(_both=rows["method"] == "both")
     result = result.sort_values(["_both", "isolation_score"], ascending=[False, False]).drop(columns="_both")
     return result.reset_index(drop=True)
