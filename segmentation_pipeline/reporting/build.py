@@ -322,7 +322,8 @@ def _profile_table(population: Population) -> str:
 
 def _outlier_section(outliers: pd.DataFrame, searched: int, customers: int, settings: OutlierSettings) -> Section:
     sampled = (f"The search reads a random sample of {searched:,} of the {customers:,} customers, stratified by tier "
-               "and cluster. " if searched < customers else "")  # fmt: skip
+               "and cluster; the medians and shares its reasons quote are measured on that sample. "
+               if searched < customers else "")  # fmt: skip
     intro = sampled + (
         f"{len(outliers):,} of {searched:,} customers ({format_share(len(outliers) / max(searched, 1))}) are "
         f"flagged: the {format_share(settings.contamination)} most isolated by an IsolationForest on the PCA "

@@ -79,7 +79,7 @@ def isolation_scores(embedding: np.ndarray, clusters: np.ndarray | None = None, 
 
 RARE_LEVEL_SHARE = 0.02  # a category level held by under 2% of the customer's cluster is worth a mention
 RARE_FLAG_SHARE = 0.10
-TOP_SHARE = 0.01  # a value only 1% of all customers reach
+TOP_SHARE = 0.01  # a value only 1% of the customers searched reach
 CATEGORY_COLUMNS = ("nationality", "residence", "occupation", "account_type", "province", "city")
 
 
@@ -151,7 +151,7 @@ def _reasons(context: _ReasonContext, positions: np.ndarray, distance_ratio: pd.
     tops = tops[tops["top"].notna() & (tops["top"] <= TOP_SHARE)]
     values = context.values.to_numpy()[tops["position"], [context.values.columns.get_loc(c) for c in tops["column"]]]
     parts.append(pd.DataFrame({"position": tops["position"], "group": 4, "rank": tops["top"],
-                               "text": [f"{short_label(c)} {v} (top {format_share(t)} of all customers)" for c, v, t
+                               "text": [f"{short_label(c)} {v} (top {format_share(t)} of customers)" for c, v, t
                                         in zip(tops["column"], _numbers(values, tops["column"]), tops["top"],
                                                strict=True)]}))  # fmt: skip
 
@@ -184,7 +184,7 @@ class _ReasonContext:
     flag_rates: pd.DataFrame
     levels: pd.DataFrame
     level_shares: dict[str, dict[tuple[int, str], float]]
-    population_top_share: pd.DataFrame  # share of all customers with a value at least as high
+    population_top_share: pd.DataFrame  # share of the customers searched with a value at least as high
 
 
 def _reason_context(frame: pd.DataFrame, clusters: pd.Series) -> _ReasonContext:
