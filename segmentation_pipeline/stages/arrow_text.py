@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 TEXT = pa.large_string()
 TEXT_DTYPE = pd.ArrowDtype(TEXT)
+STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' own text columns (cleaned ids and categories)
 
 
 def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = None) -> pd.Series:

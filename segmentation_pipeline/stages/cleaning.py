@@ -15,6 +15,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from segmentation_pipeline import schema
 from segmentation_pipeline.stages import arrow_text, fields
@@ -154,7 +155,7 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
                                      order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
         if kind is Kind.ID:
             _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
-            parsed[name] = column.values
+            parsed[name] = _compact(kind, column)
             continue
         if len(column.bad):
             report.unparseable_values[name] = len(column.bad)
@@ -163,8 +164,25 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
                 raise IngestionError(f"no value reads as a date (e.g. {fields.shown(example)}; numbers are not "
                                      "guessed as epochs): export dates as dates or as text (YYYY-MM-DD)",
                                      file=file, column=name)  # fmt: skip
-        parsed[name] = fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else column.values
+        parsed[name] = fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else _compact(kind, column)
     return pd.DataFrame(parsed, index=frame.index)
+
+
+def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
+    """A parsed column as the cleaned table holds it. Parsed over distinct values (``codes``/``table``), text is
+    built as Arrow strings and channel sets as a categorical of the distinct sets, without a Python object per row;
+    otherwise the values as they are."""
+    if column.codes is None or column.table is None or kind not in (Kind.ID, Kind.CATEGORY, Kind.CHANNELS):
+        return column.values
+    if kind is Kind.CHANNELS:  # distinct texts may read as the same set ("ATM, Web", "Web,ATM"): one category
+        table = np.empty(len(column.table), dtype=object)
+        table[:] = list(column.table)  # tuples stay whole
+        remap, sets = pd.factorize(table)
+        codes = remap[column.codes]  # code -1 picks the last entry: the empty set
+        return pd.Categorical.from_codes(codes, categories=pd.Index(sets, dtype=object, tupleize_cols=False))
+    codes = pa.array(column.codes.astype(np.int32), mask=column.codes < 0)
+    texts = pa.DictionaryArray.from_arrays(codes, pa.array(column.table[:-1].tolist(), arrow_text.TEXT))
+    return pd.array(texts.cast(arrow_text.TEXT), dtype=arrow_text.STR_DTYPE)
 
 
 def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str,
@@ -218,7 +236,10 @@ def _merge_channel_rows(
 def _channel_union(ids: np.ndarray, cells: pd.Series, first: np.ndarray) -> list[list[str]]:
     """Each customer's channels (the union over its rows), sorted, in the order of its first row (``first``).
     A set of channels is a bit mask over the file's channel names, so the union is one OR per customer."""
-    cell_codes, cell_values = pd.factorize(cells.to_numpy(dtype=object), use_na_sentinel=True)  # sorted tuples
+    if isinstance(cells.dtype, pd.CategoricalDtype):  # the distinct sets, as cleaning parsed them
+        cell_codes, cell_values = cells.cat.codes.to_numpy(), list(cells.cat.categories)
+    else:
+        cell_codes, cell_values = pd.factorize(cells.to_numpy(dtype=object), use_na_sentinel=True)  # sorted tuples
     names = sorted({name for cell in cell_values for name in cell})
     bit = {name: 1 << i for i, name in enumerate(names)}
     wide = len(names) > 62  # beyond int64: the same ORs on Python integers

@@ -463,11 +463,16 @@ class ParsedColumn:
     """A column's parsed values and the positions of those that could not be read (with the reasons).
 
     ``values``: float64 for numbers, flags and dates (day numbers; NaN = missing or unreadable), an object array
-    of str/None for ids and categories, of tuples for channels."""
+    of str/None for ids and categories, of tuples for channels. A column parsed over its distinct values also
+    keeps how: ``values == table[codes]`` (``codes`` per row, ``table`` the parsed value of each distinct one, its
+    last entry the missing value that code -1 picks), so a caller can build a compact column without a Python
+    object per row."""
 
     values: np.ndarray
     bad_rows: np.ndarray  # int positions
     bad: list[Bad]
+    codes: np.ndarray | None = None
+    table: np.ndarray | None = None
 
 
 _NO_ROWS: Final = np.zeros(0, dtype=np.intp)
@@ -530,11 +535,11 @@ def parse_column(
         return ParsedColumn(table, np.asarray(bad_positions, dtype=np.intp), [parsed[i] for i in bad_positions])  # type: ignore[misc]
     out = table[codes]  # code -1 picks the last entry: missing
     if not bad_positions:
-        return ParsedColumn(out, _NO_ROWS, [])
+        return ParsedColumn(out, _NO_ROWS, [], codes, table)
     is_bad = np.zeros(len(parsed), dtype=bool)
     is_bad[bad_positions] = True
     bad_rows = np.flatnonzero((codes >= 0) & is_bad[np.maximum(codes, 0)])
-    return ParsedColumn(out, bad_rows, [parsed[codes[row]] for row in bad_rows])  # type: ignore[misc]
+    return ParsedColumn(out, bad_rows, [parsed[codes[row]] for row in bad_rows], codes, table)  # type: ignore[misc]
 
 
 def _parse_distinct(kind: Kind, parse: Callable[[object], object], uniques: pa.Array, decimal: str) -> list[object]:
