@@ -203,14 +203,15 @@ def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_
 
 
 def _merge_channel_rows(
-    frame: pd.DataFrame, source_rows: pd.Series, report: CleaningReport, file: str, source_sheets: pd.Series | None
+    frame: pd.DataFrame, customer: np.ndarray, source_rows: pd.Series, report: CleaningReport, file: str,
+    source_sheets: pd.Series | None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """One row per customer: rows that differ only in their channel become one row with the set of channels.
-    Rows of one customer id that differ in anything else are a broken export: refused, naming the ids."""
+    Rows of one customer id that differ in anything else are a broken export: refused, naming the ids.
+    ``customer``: each row's customer number (0, 1, ... in order of first appearance)."""
     has_channels = schema.CHANNEL_COLUMN in frame.columns
     others = frame.drop(columns=[schema.CHANNEL_COLUMN]) if has_channels else frame
-    ids = frame[schema.ID_COLUMN]
-    repeated = ids.duplicated(keep=False).to_numpy()  # only customers on several rows can conflict or merge
+    repeated = np.bincount(customer)[customer] > 1  # only customers on several rows can conflict or merge
     distinct = others[repeated].drop_duplicates()
     conflicting = distinct[schema.ID_COLUMN][distinct[schema.ID_COLUMN].duplicated(keep=False)].unique()
     if len(conflicting):
@@ -225,16 +226,17 @@ def _merge_channel_rows(
             column="customer_id",
             row=first_row,
         )
-    first = ~ids.duplicated().to_numpy()
+    first = np.zeros(len(customer), dtype=bool)
+    first[np.unique(customer, return_index=True)[1]] = True  # each customer's first row
     report.count_rows("merged: one row per subscribed channel", int((~first).sum()))
-    merged = others[first].copy()
+    merged = others[first].copy() if not first.all() else others
     if has_channels:
-        merged[schema.CHANNEL_COLUMN] = _channel_union(ids.to_numpy(dtype=object), frame[schema.CHANNEL_COLUMN], first)
+        merged[schema.CHANNEL_COLUMN] = _channel_union(customer, frame[schema.CHANNEL_COLUMN])
     return merged, source_rows[first]
 
 
-def _channel_union(ids: np.ndarray, cells: pd.Series, first: np.ndarray) -> list[list[str]]:
-    """Each customer's channels (the union over its rows), sorted, in the order of its first row (``first``).
+def _channel_union(customer: np.ndarray, cells: pd.Series) -> list[list[str]]:
+    """Each customer's channels (the union over its rows), sorted, by customer number (the order of first rows).
     A set of channels is a bit mask over the file's channel names, so the union is one OR per customer."""
     if isinstance(cells.dtype, pd.CategoricalDtype):  # the distinct sets, as cleaning parsed them
         cell_codes, cell_values = cells.cat.codes.to_numpy(), list(cells.cat.categories)
@@ -246,7 +248,6 @@ def _channel_union(ids: np.ndarray, cells: pd.Series, first: np.ndarray) -> list
     cell_masks = np.array([sum(bit[name] for name in cell) for cell in cell_values] + [0],
                           dtype=object if wide else np.int64)  # fmt: skip
     masks = cell_masks[cell_codes]  # code -1 (no channels) picks the trailing 0
-    customer = pd.factorize(ids)[0]
     order = np.argsort(customer, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(customer[order]) != 0])
     union = np.bitwise_or.reduceat(masks[order], starts)  # per customer code 0, 1, 2, ... (first-seen order)
@@ -356,16 +357,18 @@ def clean_customers(
     typed = _parse_columns(canonical, report, rows.to_numpy(), source_file, reference_date=reference_date,
                            date_order=date_order, source_sheets=source_sheets)  # fmt: skip
 
-    # A row can only repeat another row of its own customer id: only those rows are compared whole.
-    repeated = typed[schema.ID_COLUMN].duplicated(keep=False).to_numpy()
+    # Customers numbered once, in order of first appearance: rows of one customer share a number. A row can only
+    # repeat another row of its own customer: only those rows are compared whole.
+    customer = pd.factorize(typed[schema.ID_COLUMN])[0]
+    repeated = np.bincount(customer)[customer] > 1
     duplicated = np.zeros(len(typed), dtype=bool)
     duplicated[repeated] = typed[repeated].duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
-    if duplicated.any():  # (no copy of a large table that has none)
-        typed, rows = typed[~duplicated], rows[~duplicated]
+    if duplicated.any():  # (no copy of a large table that has none; a first appearance is never a duplicate)
+        typed, rows, customer = typed[~duplicated], rows[~duplicated], customer[~duplicated]
         sheets = None if sheets is None else sheets[~duplicated]
 
-    customers, rows = _merge_channel_rows(typed, rows, report, source_file, sheets)
+    customers, rows = _merge_channel_rows(typed, customer, rows, report, source_file, sheets)
     customers, quarantined = _quarantine(customers, rows, reference_date, report)
 
     for column, years in fields.YEARS_OF_DATE.items():
