@@ -22,6 +22,7 @@ it prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from segmentation_pipeline.config import PipelineSettings
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
+from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.imputation import PatternKNNImputer
 from segmentation_pipeline.stages.ingestion import read_customer_file
 from segmentation_pipeline.stages.model import FittedModel, fit_model
@@ -43,7 +45,6 @@ from segmentation_pipeline.synthetic import REFERENCE_DATE, generate_export, wri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_imputation import rmse  # noqa: E402  (the benchmarks' own helpers)
-from bench_pipeline import scaled_numeric  # noqa: E402
 
 SCORE_CHUNK = 200_000
 SILHOUETTE_CUSTOMERS = 10_000
@@ -100,17 +101,34 @@ def score(fitted: FittedModel, batch: CustomerBatch, silhouette_rows: np.ndarray
             "segment_tier": np.concatenate(segment_tiers), "embedding": np.concatenate(embedding)}  # fmt: skip
 
 
-def imputation_accuracy(batch: CustomerBatch, settings: PipelineSettings, rows: int, seed: int) -> dict[str, float]:
-    """Held-out RMSE of PatternKNNImputer and exact KNNImputer on ``rows`` customers' standardised numeric block:
-    10 % of the known values of the columns with gaps hidden, the same masked matrix given to both."""
+def imputation_accuracy(batch: CustomerBatch, settings: PipelineSettings, rows: int, seed: int) -> dict[str, object]:
+    """Held-out RMSE of PatternKNNImputer and exact KNNImputer on ``rows`` customers: 10 % of the known values of
+    every behaviour column with gaps is blanked in the customers themselves (so the columns derived from them,
+    actual/expected and cash share, are unknown too, as for a real gap), the numeric block is built and
+    standardised exactly as the feature transformer does (statistics of the customers before blanking), both
+    imputers fill the same matrix, and the blanked values are compared with the truth in standardised units."""
     rng = np.random.default_rng(seed)
     subset = batch.take(np.sort(rng.choice(batch.n, size=min(rows, batch.n), replace=False)))
-    block = scaled_numeric(subset)  # standardised as the transformer does, before any value is hidden
-    gappy = np.isnan(block).any(axis=0)
-    hidden = np.zeros(block.shape, dtype=bool)
-    hidden[:, gappy] = ~np.isnan(block[:, gappy]) & (rng.random((len(block), int(gappy.sum()))) < 0.10)
-    masked = np.where(hidden, np.nan, block)
-    truth = np.where(hidden, block, 0.0)
+    transformer = CustomerFeatureTransformer(knn_neighbors=settings.knn_neighbors,
+                                             rare_level_share=settings.rare_level_share,
+                                             random_state=settings.random_state).fit(subset)  # fmt: skip
+
+    def standardised(customers: CustomerBatch) -> np.ndarray:
+        block = transformer._numeric_matrix(customers, transformer.derived(customers))
+        return (block - transformer.scale_mean_) / transformer.scale_
+
+    truth = standardised(subset)
+    columns = transformer.numeric_columns_
+    gappy = [c for c in columns if c in subset.numbers and np.isnan(subset.numbers[c]).any()]
+    numbers = dict(subset.numbers)
+    hidden = np.zeros(truth.shape, dtype=bool)
+    for name in gappy:
+        values = numbers[name].copy()
+        blank = ~np.isnan(values) & (rng.random(subset.n) < 0.10)
+        values[blank] = np.nan
+        numbers[name] = values
+        hidden[:, columns.index(name)] = blank
+    masked = standardised(dataclasses.replace(subset, numbers=numbers))
     started = time.perf_counter()
     ours = PatternKNNImputer(n_neighbors=settings.knn_neighbors, random_state=settings.random_state)
     ours_out = ours.fit_transform(masked)
@@ -118,28 +136,16 @@ def imputation_accuracy(batch: CustomerBatch, settings: PipelineSettings, rows: 
     started = time.perf_counter()
     exact_out = KNNImputer(n_neighbors=settings.knn_neighbors, keep_empty_features=True).fit_transform(masked)
     exact_seconds = time.perf_counter() - started
-    probe = np.where(hidden, np.nan, 0.0)  # rmse() scores the NaN positions of its third argument: the hidden ones
+    probe = np.where(hidden, np.nan, 0.0)  # rmse() scores the NaN positions of its third argument: the blanked ones
     return {
-        "customers": float(subset.n), "columns": float(gappy.sum()), "hidden": float(hidden.sum()),
+        "customers": float(subset.n), "columns": ", ".join(gappy), "hidden": float(hidden.sum()),
         "ours": rmse(truth, ours_out, probe), "exact": rmse(truth, exact_out, probe),
         "ours_seconds": ours_seconds, "exact_seconds": exact_seconds,
     }  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="customers generated and fitted")
-    parser.add_argument("--sample-size", type=int, default=PipelineSettings().fit_sample_size,
-                        help="fit_sample_size of the sample fit (the pipeline's default)")  # fmt: skip
-    parser.add_argument("--impute-rows", type=int, default=20_000, help="customers in the imputation comparison")
-    parser.add_argument("--n-init", type=int, default=PipelineSettings().n_init, help="K-means restarts")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--skip-full-fit", action="store_true", help="only the sample fit (no fit on everyone)")
-    args = parser.parse_args()
-    print(f"quality at {args.rows:,} customers (seed {args.seed}), fit_sample_size {args.sample_size:,}, "
-          f"n_init {args.n_init}", flush=True)  # fmt: skip
-    with tempfile.TemporaryDirectory() as folder:
-        batch, planted = cleaned_customers(args.rows, args.seed, Path(folder))
+def compare_fits(batch: CustomerBatch, planted: np.ndarray, args: argparse.Namespace) -> None:
+    """Fit with the sample and on everyone, score every customer with each, and print the ARIs and silhouettes."""
     silhouette_rows = np.sort(np.random.default_rng(0).choice(batch.n, min(SILHOUETTE_CUSTOMERS, batch.n), False))
 
     sampled_settings = PipelineSettings(fit_sample_size=args.sample_size, n_init=args.n_init)
@@ -175,10 +181,30 @@ def main() -> None:
         if batch.n <= args.sample_size:
             print(f"  ({batch.n:,} customers <= fit_sample_size {args.sample_size:,}: the sample is everyone)")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="customers generated and fitted")
+    parser.add_argument("--sample-size", type=int, default=PipelineSettings().fit_sample_size,
+                        help="fit_sample_size of the sample fit (the pipeline's default)")  # fmt: skip
+    parser.add_argument("--impute-rows", type=int, default=20_000, help="customers in the imputation comparison")
+    parser.add_argument("--n-init", type=int, default=PipelineSettings().n_init, help="K-means restarts")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-full-fit", action="store_true", help="only the sample fit (no fit on everyone)")
+    parser.add_argument("--only-imputation", action="store_true", help="no fit: the imputation comparison only")
+    args = parser.parse_args()
+    print(f"quality at {args.rows:,} customers (seed {args.seed}), fit_sample_size {args.sample_size:,}, "
+          f"n_init {args.n_init}", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        batch, planted = cleaned_customers(args.rows, args.seed, Path(folder))
+    sampled_settings = PipelineSettings(fit_sample_size=args.sample_size, n_init=args.n_init)
+    if not args.only_imputation:
+        compare_fits(batch, planted, args)
+
     accuracy = imputation_accuracy(batch, sampled_settings, args.impute_rows, args.seed)
-    print(f"\nimputation, held-out RMSE (standardised units) on {int(accuracy['customers']):,} customers: "
-          f"{int(accuracy['hidden']):,} known values hidden (10 %) in the {int(accuracy['columns'])} columns with "
-          f"gaps, k = {sampled_settings.knn_neighbors}")  # fmt: skip
+    print(f"\nimputation, held-out RMSE (standardised units) on {int(accuracy['customers']):,} customers, "
+          f"k = {sampled_settings.knn_neighbors}: {int(accuracy['hidden']):,} known values blanked (10 %) in "
+          f"{accuracy['columns']}")  # fmt: skip
     print(f"{'imputer':<36}{'RMSE':>10}{'seconds':>10}")
     print(f"{'KNNImputer (exact)':<36}{accuracy['exact']:>10.4f}{accuracy['exact_seconds']:>10.1f}")
     print(f"{'PatternKNNImputer (ours)':<36}{accuracy['ours']:>10.4f}{accuracy['ours_seconds']:>10.1f}")
