@@ -68,13 +68,13 @@ GRAPH_CHILD = """
 import time
 BORN = time.time()
 import os, threading
-SAMPLES = []  # (wall time, resident MB) every 0.1 s, from the process's first line to the end of the run
+SAMPLES = []  # (wall time, resident MB, process CPU seconds) every 0.1 s, from the first line to the end of the run
 def _sample(stop):
     page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     with open("/proc/self/statm") as statm:
         while True:
             statm.seek(0)
-            SAMPLES.append((time.time(), int(statm.read().split()[1]) * page_mb))
+            SAMPLES.append((time.time(), int(statm.read().split()[1]) * page_mb, time.process_time()))
             if stop.wait(0.1):
                 return
 STOP = threading.Event()
@@ -98,9 +98,13 @@ steps = Warehouse(database).query(  # assets written by one step (one transactio
     "min(epoch(started_at)) AS started, max(epoch(ended_at)) AS ended FROM lineage GROUP BY started_at "
     "ORDER BY started_at").to_dict("records")
 def peak(start, end):
-    inside = [mb for t, mb in SAMPLES if start <= t <= end]
-    before = [mb for t, mb in SAMPLES if t < start]
+    inside = [mb for t, mb, _ in SAMPLES if start <= t <= end]
+    before = [mb for t, mb, _ in SAMPLES if t < start]
     return max(inside or before[-1:] or [float("nan")])
+def cpu_at(moment):  # process CPU seconds (all threads) at the last sample not after ``moment``
+    return max((cpu for t, _, cpu in SAMPLES if t <= moment), default=0.0)
+def cpu(start, end):
+    return cpu_at(end) - cpu_at(start)
 windows = [("(imports)", 0, BORN, IMPORTED), ("(set-up before the first step)", 0, IMPORTED, steps[0]["started"])]
 gaps = []
 for position, step in enumerate(steps):
@@ -108,12 +112,13 @@ for position, step in enumerate(steps):
     if position + 1 < len(steps):
         gaps.append((step["ended"], steps[position + 1]["started"]))
 windows.append(("(after the last step: publication)", 0, steps[-1]["ended"], ENDED))
-out = [{"step": name, "row_count": int(rows), "seconds": end - start, "peak_mb": peak(start, end)}
-       for name, rows, start, end in windows]
+out = [{"step": name, "row_count": int(rows), "seconds": end - start, "cpu_s": cpu(start, end),
+        "peak_mb": peak(start, end)} for name, rows, start, end in windows]
 out.insert(-1, {"step": "(between steps: Dagster, checks)", "row_count": 0,
-                "seconds": sum(end - start for start, end in gaps),
+                "seconds": sum(end - start for start, end in gaps), "cpu_s": sum(cpu(a, b) for a, b in gaps),
                 "peak_mb": max((peak(start, end) for start, end in gaps), default=float("nan"))})
-print(json.dumps({"total": ENDED - BORN, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"total": ENDED - BORN, "cpu_s": time.process_time(),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "steps": out}))
 """
 
@@ -143,12 +148,14 @@ def _median_steps(results: list[dict]) -> dict[str, dict[str, float]]:
         found = [next(s for s in r["steps"] if s["step"] == name) for r in results if any(s["step"] == name
                                                                                         for s in r["steps"])]
         out[name] = {"seconds": statistics.median(s["seconds"] for s in found),
+                     "cpu_s": statistics.median(s.get("cpu_s", float("nan")) for s in found),
                      "peak_mb": statistics.median(s["peak_mb"] for s in found), "row_count": found[0]["row_count"]}
     return out
 
 
 def _summary(results: list[dict]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in results) for key in ("process", "total", "peak_mb")}
+    return {key: statistics.median(r.get(key, float("nan")) for r in results)
+            for key in ("process", "total", "cpu_s", "peak_mb")}
 
 
 def measure_graph(source: Path, work: Path, tree: Path | None, repeat: int, others: list[dict] | None = None,
@@ -176,6 +183,7 @@ def graph_side_by_side(source: Path, work: Path, against: str, repeat: int, rows
     mine, theirs = _summary(this), _summary(previous) if previous else None
     for label, key, fmt in (("process wall seconds (from outside)", "process", "{:.1f}"),
                             ("run seconds (first line to end)", "total", "{:.1f}"),
+                            ("run CPU seconds (all threads)", "cpu_s", "{:.1f}"),
                             ("peak RSS, MB", "peak_mb", "{:,.0f}")):  # fmt: skip
         line = f"{label:<44}{fmt.format(mine[key]):>16}"
         if theirs:
@@ -188,17 +196,17 @@ def print_steps(this: list[dict], previous: list[dict], against: str) -> None:
     """Per step: rows, median seconds and peak MB (sampled every 0.1 s), this checkout beside the previous one."""
     mine = _median_steps(this)
     theirs = _median_steps(previous) if previous else {}
-    title = "\nsteps: rows, median seconds, peak RSS MB in the step's window (sampled every 0.1 s)"
+    title = "\nsteps: rows, median wall s, CPU s and peak RSS MB in the step's window (sampled every 0.1 s)"
     print(title + (f"; right: {describe(against)}" if theirs else ""))
     for name in [*mine, *(n for n in theirs if n not in mine)]:
         line = f"  {name[:60]:<60}"
         for column in (mine, theirs) if theirs else (mine,):
             step = column.get(name)
             if step is None:
-                line += f"{'-':>32}"
+                line += f"{'-':>40}"
             else:
                 rows = f"{step['row_count']:,}" if step["row_count"] else ""
-                line += f"{rows:>12}{step['seconds']:>9.2f}{step['peak_mb']:>11,.0f}"
+                line += f"{rows:>12}{step['seconds']:>9.2f}{step['cpu_s']:>8.2f}{step['peak_mb']:>11,.0f}"
         print(line)
 
 
@@ -300,7 +308,8 @@ def curve(sizes: list[int], fmt: str, cache: Path, work: Path, against: str, rep
                 if runs:
                     summary = _summary(runs)
                     points[column].append({"customers": rows, "seconds": summary["process"],
-                                           "run_seconds": summary["total"], "peak_mb": summary["peak_mb"],
+                                           "run_seconds": summary["total"], "cpu_seconds": summary["cpu_s"],
+                                           "peak_mb": summary["peak_mb"],
                                            "customers_per_second": rows / summary["process"],
                                            "steps": _median_steps(runs)})  # fmt: skip
             print(f"{rows:>12,} customers: {points['this'][-1]['seconds']:.1f} s, "
