@@ -315,21 +315,28 @@ def curve(sizes: list[int], fmt: str, cache: Path, work: Path, against: str, rep
             print(f"{rows:>12,} customers: {points['this'][-1]['seconds']:.1f} s, "
                   f"{points['this'][-1]['peak_mb']:,.0f} MB", flush=True)  # fmt: skip
             print_steps(this, previous, against)
-    print(f"\nthe curve: whole graph from {fmt} (process wall time from outside, start-up included; peak RSS), "
-          f"median of {repeat} run(s)")  # fmt: skip
-    header = f"{'customers':>12}{'seconds':>10}{'peak MB':>10}{'customers/s':>13}"
+    print_curve(points, fmt, repeat, against)
+    save_curve(points, fmt, against, out)
+
+
+def print_curve(points: dict[str, list[dict]], fmt: str, repeat: int, against: str) -> None:
+    """The curve's table: customers, seconds, CPU seconds, peak MB, customers/s, beside the previous column."""
+    print(f"\nthe curve: whole graph from {fmt} (process wall time from outside and the run's CPU time, start-up "
+          f"included; peak RSS), median of {repeat} run(s)")  # fmt: skip
+    header = f"{'customers':>12}{'seconds':>10}{'CPU s':>8}{'peak MB':>10}{'customers/s':>13}"
     if points["previous"]:
-        header += f"{'prev s':>10}{'prev MB':>10}{'prev c/s':>11}   previous = {describe(against)}"
+        header += f"{'prev s':>10}{'prev CPU':>10}{'prev MB':>10}{'prev c/s':>11}   previous = {describe(against)}"
     print(header)
     for position, point in enumerate(points["this"]):
-        line = f"{point['customers']:>12,}{point['seconds']:>10.1f}{point['peak_mb']:>10,.0f}"
+        line = f"{point['customers']:>12,}{point['seconds']:>10.1f}{point['cpu_seconds']:>8.1f}"
+        line += f"{point['peak_mb']:>10,.0f}"
         line += f"{point['customers_per_second']:>13,.0f}"
         if points["previous"]:
             old = points["previous"][position]
-            line += f"{old['seconds']:>10.1f}{old['peak_mb']:>10,.0f}{old['customers_per_second']:>11,.0f}"
+            line += f"{old['seconds']:>10.1f}{old['cpu_seconds']:>10.1f}{old['peak_mb']:>10,.0f}"
+            line += f"{old['customers_per_second']:>11,.0f}"
         target = TARGETS.get(point["customers"])
         print(line + (f"   target <= {target[0]:.0f} s, <= {target[1]:,.0f} MB" if target else ""))
-    save_curve(points, fmt, against, out)
 
 
 def save_curve(points: dict[str, list[dict]], fmt: str, against: str, out: Path) -> None:
@@ -339,8 +346,10 @@ def save_curve(points: dict[str, list[dict]], fmt: str, against: str, out: Path)
     from plotly.subplots import make_subplots
 
     out.mkdir(parents=True, exist_ok=True)
-    labels = {"this": describe("HEAD") + " (+ working tree)", "previous": describe(against) if against != "none"
-              else ""}  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    labels = {"this": describe("HEAD") + (" + uncommitted changes" if dirty else ""),
+              "previous": describe(against) if against != "none" else ""}  # fmt: skip
     record = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input_format": fmt,
               "machine": {"cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE")
                           * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
@@ -364,8 +373,8 @@ def save_curve(points: dict[str, list[dict]], fmt: str, against: str, out: Path)
                                     legendgroup="target", showlegend=col == 1), 1, col)  # fmt: skip
     figure.update_xaxes(type="log", title_text="customers")
     figure.update_yaxes(type="log")
-    figure.update_layout(title=f"segmentation pipeline from {fmt}: time and memory by customers", height=480,
-                         width=1100)  # fmt: skip
+    figure.update_layout(title=f"segmentation pipeline from {fmt}: time and memory by customers", height=520,
+                         width=1100, legend={"orientation": "h", "y": -0.2})  # fmt: skip
     figure.write_html(out / "pipeline_curve.html", include_plotlyjs=True)
     saved = ["pipeline_curve.json", "pipeline_curve.html"]
     if importlib.util.find_spec("kaleido") is not None:
