@@ -61,13 +61,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from segmentation_pipeline.synthetic import generate_export, save_export, write_labels
+    from segmentation_pipeline.synthetic import generate_file
 
-    out = Path(args.out)
-    export = generate_export(args.rows, seed=args.seed, header=args.header)
-    written = save_export(export, out)  # counts what was written: customers, rows and, for xlsx, sheets
-    labels = out.with_name(out.stem + ".labels.csv")
-    write_labels(export, labels)
+    # Counts what was written: customers, rows and, for xlsx, sheets. Millions of customers to Parquet or CSV are
+    # generated and written a part at a time (bounded memory).
+    written, labels = generate_file(args.rows, Path(args.out), seed=args.seed, header=args.header)
     print(f"{written.describe()} (planted groups: {labels})")
     return EXIT_OK
 

@@ -19,6 +19,7 @@ Output is a pure function of ``(n_customers, seed, header, channel_rows)``: ages
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -109,6 +110,10 @@ SHEET_MAX_ROWS = 1_048_576
 further sheets, "Customers (2)", ... (a module constant so that tests can lower it)."""
 SHEET_NAME: Final = "Customers"
 
+CHUNK_CUSTOMERS = 1_000_000
+"""Customers generated at a time: a larger export is generated (and written by :func:`generate_file`) in parts of
+this many, each from its own seeded generator (a module constant so that tests can lower it)."""
+
 _DATE_HEADERS: Final[frozenset[str]] = frozenset({"DateofBirth", "CustomerSince", "IncorporatedSince"})
 _EXCEL_EPOCH: Final = np.datetime64("1899-12-30", "D")
 
@@ -181,12 +186,72 @@ def generate_export(
     Returns:
         The export, with rows in a deterministic shuffled order and the planted group of every customer.
     """
+    _check_arguments(n_customers, header)
+    if n_customers <= CHUNK_CUSTOMERS:
+        return _generate_part(n_customers, np.random.default_rng(seed), header, channel_rows)
+    parts = list(iter_export(n_customers, seed, header=header, channel_rows=channel_rows))
+    rows = pd.concat([part.rows for part in parts], ignore_index=True)
+    labels = pd.concat([part.labels for part in parts], ignore_index=True)
+    labels = labels.sort_values("customer_id", ignore_index=True)
+    return SyntheticExport(header=parts[0].header, rows=rows, labels=labels)
+
+
+def iter_export(
+    n_customers: int,
+    seed: int = 0,
+    *,
+    header: Literal["2023", "2022"] = "2023",
+    channel_rows: bool = True,
+) -> Iterator[SyntheticExport]:
+    """The export of :func:`generate_export` in parts of at most :data:`CHUNK_CUSTOMERS` customers, so that
+    ten million customers can be written with one part in memory at a time (:func:`generate_file`).
+
+    Up to :data:`CHUNK_CUSTOMERS` customers there is one part, exactly :func:`generate_export`'s export. Above,
+    part ``c`` is drawn from its own generator, seeded with ``(seed, c)``, so every part (and so the whole file)
+    is a pure function of the arguments; customer ids are then 9-digit numbers (:func:`_chunk_ids`), unique
+    across parts, and each part's rows are shuffled within the part (a customer's rows never span two parts).
+    """
+    _check_arguments(n_customers, header)
+    if n_customers <= CHUNK_CUSTOMERS:
+        yield _generate_part(n_customers, np.random.default_rng(seed), header, channel_rows)
+        return
+    if n_customers > _CHUNK_ID_SPAN:
+        raise ValueError(f"n_customers must be at most {_CHUNK_ID_SPAN:,}, got {n_customers:,}")
+    offset = int(np.random.default_rng([seed, _ID_STREAM]).integers(_CHUNK_ID_SPAN))
+    for number, start in enumerate(range(0, n_customers, CHUNK_CUSTOMERS)):
+        size = min(CHUNK_CUSTOMERS, n_customers - start)
+        rng = np.random.default_rng([seed, number])
+        ids = _chunk_ids(np.arange(start, start + size, dtype=np.int64), offset)
+        yield _generate_part(size, rng, header, channel_rows, ids=rng.permutation(ids))
+
+
+_CHUNK_ID_SPAN: Final = 900_000_000  # 9-digit ids, 100,000,000 .. 999,999,999
+_CHUNK_ID_STEP: Final = 387_420_481  # coprime with the span: i -> (i * step + offset) mod span is a permutation
+_ID_STREAM: Final = 2**32 - 1  # the id offset's own generator, distinct from every part's (seed, part number)
+
+
+def _chunk_ids(positions: np.ndarray, offset: int) -> np.ndarray:
+    """Distinct 9-digit ids of the customers at ``positions`` (0-based over the whole export) when generated in
+    parts: an affine permutation of ``0 .. span-1``, so no two positions share an id, whatever part they are in."""
+    return 100_000_000 + (positions * _CHUNK_ID_STEP + offset) % _CHUNK_ID_SPAN
+
+
+def _check_arguments(n_customers: int, header: str) -> None:
     if n_customers < 1:
         raise ValueError(f"n_customers must be positive, got {n_customers}")
     if header not in ("2023", "2022"):
         raise ValueError(f"header must be '2023' or '2022', got {header!r}")
-    rng = np.random.default_rng(seed)
-    customers, groups = _customers(n_customers, rng)
+
+
+def _generate_part(
+    n_customers: int,
+    rng: np.random.Generator,
+    header: Literal["2023", "2022"],
+    channel_rows: bool,
+    ids: np.ndarray | None = None,
+) -> SyntheticExport:
+    """``n_customers`` customers drawn from ``rng`` (``ids``: theirs, else drawn as 7-digit numbers)."""
+    customers, groups = _customers(n_customers, rng, ids)
     rows = _expand_channels(customers, rng, channel_rows)
 
     if header == "2023":
@@ -200,20 +265,22 @@ def generate_export(
     frame = pd.concat(columns, axis=1, ignore_index=True)
     frame.columns = pd.RangeIndex(len(names))
 
-    ids = customers["CustomerID"].astype(str).to_numpy(object)  # ids are text, as the pipeline reads them
-    labels = pd.DataFrame({"customer_id": ids, "planted_group": groups})
+    text_ids = customers["CustomerID"].astype(str).to_numpy(object)  # ids are text, as the pipeline reads them
+    labels = pd.DataFrame({"customer_id": text_ids, "planted_group": groups})
     labels = labels.sort_values("customer_id", ignore_index=True)
     return SyntheticExport(header=names, rows=frame, labels=labels)
 
 
-def _customers(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per customer with every 2023 column except ``SubscribedChannels``, plus each customer's group."""
+def _customers(n: int, rng: np.random.Generator, ids: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per customer with every 2023 column except ``SubscribedChannels``, plus each customer's group
+    (``ids``: the customers' ids, else drawn)."""
     group_idx = rng.choice(len(GROUPS), size=n, p=GROUP_SHARES)
     groups = np.asarray(GROUPS, dtype=object)[group_idx]
     prof = {name: np.array([getattr(_PROFILES[g], name) for g in GROUPS])[group_idx] for name in _PROFILE_FIELDS}
 
     # Unique random 7-digit ids: real customer numbers are neither sequential nor ordered by anything useful.
-    ids = rng.choice(np.arange(1_000_000, 10_000_000), size=n, replace=False).astype(np.int64)
+    if ids is None:
+        ids = rng.choice(np.arange(1_000_000, 10_000_000), size=n, replace=False).astype(np.int64)
 
     # --- behaviour (planted groups) -----------------------------------------------------------------------
     exp_volume = np.maximum(30_000, np.round(prof["exp_median"] * rng.lognormal(0.0, prof["exp_sigma"]), -3))
@@ -408,13 +475,77 @@ def save_export(export: SyntheticExport, path: str | Path) -> WrittenExport:
     if suffix == ".csv":
         export.to_frame().to_csv(path, index=False, date_format="%Y-%m-%d", lineterminator="\n")
     elif suffix == ".parquet":
-        keep = [i for i, name in enumerate(export.header) if name not in export.header[:i]]
-        frame = export.rows[keep]
-        frame.columns = [export.header[i] for i in keep]
-        frame.to_parquet(path, index=False, engine="pyarrow")
+        _parquet_frame(export).to_parquet(path, index=False, engine="pyarrow")
     else:
         raise ValueError(f"unsupported export format {suffix!r} (use .xlsx, .csv or .parquet)")
     return WrittenExport(path, len(pd.unique(ids)), len(export.rows))
+
+
+def _parquet_frame(export: SyntheticExport) -> pd.DataFrame:
+    """The rows named by the header, the repeated ``DateofBirth`` dropped (Parquet names are unique)."""
+    keep = [i for i, name in enumerate(export.header) if name not in export.header[:i]]
+    frame = export.rows[keep]
+    frame.columns = [export.header[i] for i in keep]
+    return frame
+
+
+def generate_file(
+    n_customers: int,
+    path: str | Path,
+    seed: int = 0,
+    *,
+    header: Literal["2023", "2022"] = "2023",
+    channel_rows: bool = True,
+) -> tuple[WrittenExport, Path]:
+    """Generate an export straight into ``path`` (as :func:`save_export` writes it) and its planted groups into
+    ``<stem>.labels.csv`` beside it (as :func:`write_labels`, sorted by id); returns what was written and the
+    labels' path. More than :data:`CHUNK_CUSTOMERS` customers to a ``.parquet`` or ``.csv`` file are generated and
+    written one :func:`iter_export` part at a time (one row group each), so memory stays that of one part; an
+    ``.xlsx`` file (at most a few million rows) is generated whole."""
+    path = Path(path)
+    labels_path = path.with_name(path.stem + ".labels.csv")
+    suffix = path.suffix.lower()
+    if n_customers <= CHUNK_CUSTOMERS or suffix not in (".parquet", ".csv"):
+        export = generate_export(n_customers, seed, header=header, channel_rows=channel_rows)
+        written = save_export(export, path)
+        write_labels(export, labels_path)
+        return written, labels_path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    customers = rows = 0
+    ids: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for number, part in enumerate(iter_export(n_customers, seed, header=header, channel_rows=channel_rows)):
+            if suffix == ".parquet":
+                table = pa.Table.from_pandas(_parquet_frame(part), preserve_index=False)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                del table
+            else:
+                part.to_frame().to_csv(path, mode="a" if number else "w", header=not number, index=False,
+                                       date_format="%Y-%m-%d", lineterminator="\n")  # fmt: skip
+            part_ids = part.rows[part.header.index("CustomerID")].to_numpy()
+            customers += len(pd.unique(part_ids))  # a customer's rows are all in one part
+            rows += len(part.rows)
+            ids.append(part.labels["customer_id"].to_numpy().astype(np.int64))
+            groups.append(pd.Categorical(part.labels["planted_group"], categories=GROUPS).codes)
+            del part
+    finally:
+        if writer is not None:
+            writer.close()
+    all_ids, all_groups = np.concatenate(ids), np.concatenate(groups)
+    order = np.argsort(all_ids, kind="stable")  # every id has 9 digits: numeric order is text order
+    names = np.asarray(GROUPS, dtype=object)
+    for start in range(0, len(order), CHUNK_CUSTOMERS):
+        block = order[start : start + CHUNK_CUSTOMERS]
+        pd.DataFrame({"customer_id": all_ids[block].astype(str), "planted_group": names[all_groups[block]]}).to_csv(
+            labels_path, mode="a" if start else "w", header=not start, index=False, lineterminator="\n"
+        )
+    return WrittenExport(path, customers, rows), labels_path
 
 
 def sheet_rows(export: SyntheticExport) -> list[np.ndarray]:

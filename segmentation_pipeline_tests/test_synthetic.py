@@ -13,7 +13,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
-from segmentation_pipeline import schema
+from segmentation_pipeline import schema, synthetic
 from segmentation_pipeline.synthetic import (
     MISSING_RATES,
     PROVINCE_CITIES,
@@ -199,3 +199,21 @@ def test_csv_and_parquet(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="unsupported"):
         write_export(export, tmp_path / "export.json")
+
+
+def test_generated_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past CHUNK_CUSTOMERS an export is generated (and written) part by part, each part seeded on its own: the
+    file is reproducible, ids stay unique across parts, and the streamed file holds what generate_export gives."""
+    monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", 300)
+    whole = generate_export(600, seed=3)
+    assert whole.labels["customer_id"].is_unique and len(whole.labels) == 600
+    assert whole.labels["customer_id"].str.len().eq(9).all()
+    first, labels = synthetic.generate_file(600, tmp_path / "a.parquet", seed=3)
+    again, _ = synthetic.generate_file(600, tmp_path / "b.parquet", seed=3)
+    assert (first.customers, first.rows) == (600, len(whole.rows))
+    assert first.path.read_bytes() == again.path.read_bytes()
+    expected = pd.read_parquet(write_export(whole, tmp_path / "c.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(first.path), expected)
+    pd.testing.assert_frame_equal(pd.read_csv(labels, dtype={"customer_id": str}), whole.labels, check_dtype=False)
+    csv, _ = synthetic.generate_file(600, tmp_path / "a.csv", seed=3)
+    assert csv.path.read_bytes() == write_export(whole, tmp_path / "c.csv").read_bytes()
