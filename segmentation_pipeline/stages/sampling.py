@@ -1,7 +1,7 @@
 """A bounded, seeded, stratified sample of customers to fit a model on when there are very many.
 
 K-means centres, PCA axes, scaling and the tier model settle long before millions of customers: fitting on a few
-hundred thousand gives the same segments (measured: ``benchmarks/bench_sample_fit.py``; see docs/scaling.md) for a
+hundred thousand gives the same segments (measured: ``benchmarks/bench_quality.py``; see docs/scaling.md) for a
 fraction of the time and memory, and every customer is then scored by the compiled scorer in chunks. The sample is
 stratified so that rare, risky customers are not left to chance: strata are the combinations of the AML flags
 (PEP, previously reported, CTR match, high-net-worth housewife) and the decile of actual volume; each stratum gets

@@ -21,13 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from segmentation_pipeline.stages.model import SegmentationModel
 from segmentation_pipeline.warehouse.store import Warehouse
+
+if TYPE_CHECKING:  # a type only: `segmentation models` needs no scikit-learn
+    from segmentation_pipeline.stages.model import SegmentationModel
 
 REGISTRY_TABLE = "model_versions"
 ACTIVATIONS_TABLE = "model_activations"
