@@ -91,7 +91,7 @@ class CustomerBatch:
             customers.column_names, column(schema.ID_COLUMN).cast(pa.string()).to_numpy(zero_copy_only=False),
             number=lambda name: column(name).cast(pa.float64()).to_numpy(zero_copy_only=False),
             category=lambda name: _none_for_missing(column(name).to_numpy(zero_copy_only=False)),
-            channels=lambda name: [_channel_tuple(cell) for cell in column(name).to_pylist()],
+            channels=lambda name: _channel_tuples(column(name)),
         )  # fmt: skip
 
     @classmethod
@@ -170,6 +170,29 @@ def as_batch(customers: CustomerBatch | pd.DataFrame) -> CustomerBatch:
 
 def _none_for_missing(values: np.ndarray) -> np.ndarray:
     return np.where(pd.isna(values), None, values)
+
+
+_JOIN = "\x1f"  # a separator no channel name holds (checked): a list cell's text key
+
+
+def _channel_tuples(cells: pa.Array | pa.ChunkedArray) -> list[tuple[str, ...]]:
+    """:func:`_channel_tuple` of every cell of an Arrow column, computed once per distinct cell (customers hold one
+    of a few channel combinations): no Python object per customer until the result."""
+    cells = cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
+    keys = cells
+    if pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type):
+        names = pc.list_flatten(cells)
+        if names.null_count or not pa.types.is_string(names.type) or pc.any(pc.match_substring(names, _JOIN)).as_py():
+            return [_channel_tuple(cell) for cell in cells.to_pylist()]
+        keys = pc.binary_join(cells, _JOIN)
+    elif not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+        return [_channel_tuple(cell) for cell in cells.to_pylist()]
+    encoded = keys.dictionary_encode(null_encoding="encode")
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)  # one cell of each distinct key, in code order
+    distinct = np.fromiter((_channel_tuple(cell) for cell in cells.take(first).to_pylist()), dtype=object,
+                           count=len(first))  # fmt: skip
+    return distinct[codes].tolist()
 
 
 def _channel_tuple(cell: object) -> tuple[str, ...]:
