@@ -115,3 +115,17 @@ def test_the_model_fitted_from_a_few_columns_and_the_sample_rows_is_the_whole_ta
             np.testing.assert_array_equal(new_arrays[key], values, err_msg=f"{part}.{key}")
     assert new.metrics == old.metrics and new.n_customers == old.n_customers == len(everyone)
     assert new.sample == old.sample
+
+
+def test_a_batch_read_as_arrow_is_the_batch_read_as_a_frame(cleaned_store: Warehouse) -> None:
+    sql = "SELECT * FROM cleaned_customers ORDER BY customer_id"
+    from_frame = CustomerBatch.from_frame(cleaned_store.query(sql))
+    from_arrow = CustomerBatch.from_arrow(cleaned_store.arrow(sql))
+    assert from_arrow.customer_ids.tolist() == from_frame.customer_ids.tolist()
+    assert from_arrow.numbers.keys() == from_frame.numbers.keys() and from_arrow.numbers
+    for name, values in from_frame.numbers.items():
+        np.testing.assert_array_equal(from_arrow.numbers[name], values, err_msg=name)
+    assert from_arrow.categories.keys() == from_frame.categories.keys() and from_arrow.categories
+    for name, values in from_frame.categories.items():
+        assert from_arrow.categories[name].tolist() == values.tolist(), name
+    assert from_arrow.channels == from_frame.channels and any(from_arrow.channels)

@@ -164,20 +164,23 @@ def plan_and_training_customers(store: Warehouse, settings: PipelineSettings) ->
     them). The same customers, model and labels as fitting on the whole table, without reading it whole."""
     present = set(store.query("SELECT * FROM cleaned_customers LIMIT 0").columns)
     needed = [schema.ID_COLUMN, *(c for c in FIT_PLAN_COLUMNS if c in present)]
-    plan = plan_fit(CustomerBatch.from_arrow(store.arrow(
-        f"SELECT {_quoted(needed)} FROM cleaned_customers ORDER BY {schema.ID_COLUMN}")), settings)  # fmt: skip
+    everyone = CustomerBatch.from_arrow(store.arrow(
+        f"SELECT {_quoted(needed)} FROM cleaned_customers ORDER BY {schema.ID_COLUMN}"))  # fmt: skip
+    plan = plan_fit(everyone, settings)
     if plan.rows is None:
         return plan, _cleaned(store)
-    with store.connect(read_only=True) as connection:  # the sample's rows: their positions in customer_id order
-        connection.register("_sample_rows", pa.table({"position": plan.rows}))
+    with store.connect(read_only=True) as connection:  # the sampled customers' whole rows, by their ids
+        connection.register("_sampled", pa.table({"id": pa.array(everyone.customer_ids[plan.rows], pa.string())}))
         try:
             training = connection.sql(
-                f"SELECT * EXCLUDE (_position) FROM (SELECT *, row_number() OVER (ORDER BY {schema.ID_COLUMN}) - 1 "
-                "AS _position FROM cleaned_customers) SEMI JOIN _sample_rows ON _position = position "
-                "ORDER BY _position"
+                f"SELECT * FROM cleaned_customers WHERE {schema.ID_COLUMN} IN (SELECT id FROM _sampled) "
+                f"ORDER BY {schema.ID_COLUMN}"
             ).df()  # fmt: skip
         finally:
-            connection.unregister("_sample_rows")
+            connection.unregister("_sampled")
+    if len(training) != len(plan.rows):
+        raise ValueError(f"cleaned_customers: customer ids are not unique ({len(training)} rows hold the "
+                         f"{len(plan.rows)} sampled ids)")  # fmt: skip
     return plan, training
 
 
