@@ -272,18 +272,18 @@ class Warehouse:
     def _write_part(self, connection: duckdb.DuckDBPyConnection, name: str, part: TablePart, *, first: bool,
                     append: bool) -> None:  # fmt: skip
         target = self.qualified(name)
-        connection.register("_incoming", part)
-        try:
-            if append:
-                connection.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _incoming LIMIT 0")
-                add_missing_columns(connection, target, "_incoming")
-                connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _incoming")
-            elif first:
-                connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _incoming")
-            else:
-                connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _incoming")
-        finally:
-            connection.unregister("_incoming")
+        if append:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _incoming LIMIT 0"))  # fmt: skip
+            _with_incoming(connection, part, lambda: add_missing_columns(connection, target, "_incoming"))
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM _incoming"))  # fmt: skip
+        elif first:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _incoming"))  # fmt: skip
+        else:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM _incoming"))  # fmt: skip
 
     # -- reading --
     def table_names(self) -> set[str]:
@@ -318,6 +318,20 @@ class Warehouse:
     def query(self, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
         with self.connect(read_only=True) as connection:
             return connection.execute(sql, list(params)).df()
+
+
+def _with_incoming(connection: duckdb.DuckDBPyConnection, part: TablePart, statement: Callable[[], object]) -> None:
+    """Run ``statement`` with ``part`` readable as ``_incoming``. An Arrow part is handed over as a reader: DuckDB
+    keeps a registered Arrow table's text buffers alive until the transaction ends (every part of a table written
+    in parts would stay in memory), a reader's it copies."""
+    if isinstance(part, pa.RecordBatch):
+        part = pa.Table.from_batches([part])
+    source = pa.RecordBatchReader.from_batches(part.schema, part.to_batches()) if isinstance(part, pa.Table) else part
+    connection.register("_incoming", source)
+    try:
+        statement()
+    finally:
+        connection.unregister("_incoming")
 
 
 def add_missing_columns(connection: duckdb.DuckDBPyConnection, target: str, source: str) -> None:
