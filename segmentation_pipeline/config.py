@@ -96,6 +96,10 @@ class PipelineSettings(BaseModel):
         description="customers a model is fitted on when there are more (a seeded sample stratified by flags and "
         "volume; every customer is still scored); None = fit on all",
     )  # fmt: skip
+    score_chunk_size: int = Field(
+        100_000, ge=1,
+        description="customers the batch run reads, scores and writes at a time: bounds the scoring step's memory",
+    )  # fmt: skip
     reference_date: str | None = Field(
         None, description="ISO date ages and tenures are computed at; None = the day of the run"
     )

@@ -13,9 +13,13 @@ transaction per step, lineage included); nothing any reader sees changes until `
 fails or dies at any point leaves the published snapshot exactly as it was.
 """
 
+import bisect
 import json
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import chain
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentation_pipeline import __version__, schema
-from segmentation_pipeline.config import default_input_path
+from segmentation_pipeline.config import PipelineSettings, default_input_path
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
@@ -34,12 +38,25 @@ from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.compiled import ScoredBatch
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
-from segmentation_pipeline.stages.model import ModelContractError, SegmentationModel, fit_model
-from segmentation_pipeline.stages.policy import PolicyError, governance, load_policy, rule_id_lists
-from segmentation_pipeline.stages.stability import population_profile, stability_report, tier_migrations
+from segmentation_pipeline.stages.model import (
+    FIT_PLAN_COLUMNS,
+    FitPlan,
+    ModelContractError,
+    SegmentationModel,
+    fit_model,
+    plan_fit,
+)
+from segmentation_pipeline.stages.policy import PolicyError, Rating, governance, load_policy, rule_id_lists
+from segmentation_pipeline.stages.stability import (
+    empty_migrations,
+    population_profile,
+    stability_report,
+    tier_migrations,
+)
+from segmentation_pipeline.stages.tiering import INDICATORS, TIERS
 from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry, snapshots
 from segmentation_pipeline.warehouse.models import load_model, model_table_row, policy_rules_rows
-from segmentation_pipeline.warehouse.store import WarehouseBusy, WarehouseUnavailable
+from segmentation_pipeline.warehouse.store import TablePart, WarehouseBusy, WarehouseUnavailable
 
 GROUP = "segmentation"
 LINEAGE_PREFIX = "_"  # columns added by the pipeline (lineage), never part of the bank's export
@@ -76,23 +93,28 @@ def run_snapshot(
 def write_assets(
     context: dg.AssetExecutionContext,
     store: Warehouse,
-    tables: dict[str, pd.DataFrame],
+    tables: Mapping[str, TablePart] | Iterable[Mapping[str, TablePart]],
     *,
-    lineage: dict[str, tuple[list[str], int]],
+    lineage: dict[str, tuple[list[str], int | None]],
     started_at: datetime,
     input_sha256: str | None,
     append: tuple[str, ...] = (),
     also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-) -> None:
+) -> dict[str, int]:
     """Write a step's tables into the run's snapshot (``store``) with one lineage row per asset it materialises
-    (``lineage``: asset -> (upstream assets, row count)), in ONE transaction."""
+    (``lineage``: asset -> (upstream assets, row count; None: the rows written to the asset's table)), in ONE
+    transaction. ``tables``: the tables, or an iterable of {table: part} that yields them a part at a time
+    (``Warehouse.write_parts``). Returns the rows written per table."""
     records = [
         LineageRecord(run_id=context.run_id, asset_key=asset, upstream_assets=upstream, input_file_sha256=input_sha256,
                       code_version=__version__, started_at=started_at, row_count=rows)  # fmt: skip
         for asset, (upstream, rows) in lineage.items()
     ]
     try:
-        store.write_tables(tables, lineage=records, append=append, also=also)
+        if isinstance(tables, Mapping):
+            store.write_tables(tables, lineage=records, append=append, also=also)
+            return {name: len(frame) for name, frame in tables.items()}
+        return store.write_parts(tables, lineage=records, append=append, also=also)
     except (WarehouseUnavailable, WarehouseBusy) as error:
         raise _failure(str(error)) from None
 
@@ -108,13 +130,19 @@ def _markdown_preview(frame: pd.DataFrame, rows: int = 5, max_columns: int = 12)
     return "\n".join([header, rule, *body])
 
 
-def table_metadata(frame: pd.DataFrame, **extra: object) -> dict[str, object]:
-    """Row count, column schema and a markdown preview: what every asset shows in the UI."""
-    schema_columns = [dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
+def table_metadata(frame: pd.DataFrame | pa.Table, *, rows: int | None = None, **extra: object) -> dict[str, object]:
+    """Row count, column schema and a markdown preview: what every asset shows in the UI. ``frame``: the table, or
+    (an Arrow table) its first part, the table having ``rows`` rows."""
+    if isinstance(frame, pa.Table):
+        schema_columns = [dg.TableColumn(name=f.name, type=str(f.type)) for f in frame.schema]
+        preview = frame.slice(0, 5).to_pandas()
+    else:
+        schema_columns = [dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
+        preview = frame
     return {
-        "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "dagster/row_count": dg.MetadataValue.int(len(frame) if rows is None else rows),
         "dagster/column_schema": dg.TableSchema(columns=schema_columns),
-        "preview": dg.MetadataValue.md(_markdown_preview(frame)),
+        "preview": dg.MetadataValue.md(_markdown_preview(preview)),
         **extra,
     }
 
@@ -125,6 +153,36 @@ def _without_lineage(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _cleaned(store: Warehouse) -> pd.DataFrame:
     return store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
+
+
+def _quoted(columns: Iterable[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def plan_and_training_customers(store: Warehouse, settings: PipelineSettings) -> tuple[FitPlan, pd.DataFrame]:
+    """The fit's plan (``plan_fit``: quality gate and sample) made on every cleaned customer's few columns it needs,
+    and the whole rows of the customers it fits on (in customer_id order, as ``fit_model(..., plan=...)`` takes
+    them). The same customers, model and labels as fitting on the whole table, without reading it whole."""
+    present = set(store.query("SELECT * FROM cleaned_customers LIMIT 0").columns)
+    needed = [schema.ID_COLUMN, *(c for c in FIT_PLAN_COLUMNS if c in present)]
+    everyone = CustomerBatch.from_arrow(store.arrow(
+        f"SELECT {_quoted(needed)} FROM cleaned_customers ORDER BY {schema.ID_COLUMN}"))  # fmt: skip
+    plan = plan_fit(everyone, settings)
+    if plan.rows is None:
+        return plan, _cleaned(store)
+    with store.connect(read_only=True) as connection:  # the sampled customers' whole rows, by their ids
+        connection.register("_sampled", pa.table({"id": pa.array(everyone.customer_ids[plan.rows], pa.string())}))
+        try:
+            training = connection.sql(
+                f"SELECT * FROM cleaned_customers WHERE {schema.ID_COLUMN} IN (SELECT id FROM _sampled) "
+                f"ORDER BY {schema.ID_COLUMN}"
+            ).df()  # fmt: skip
+        finally:
+            connection.unregister("_sampled")
+    if len(training) != len(plan.rows):
+        raise ValueError(f"cleaned_customers: customer ids are not unique ({len(training)} rows hold the "
+                         f"{len(plan.rows)} sampled ids)")  # fmt: skip
+    return plan, training
 
 
 def _input_sha(store: Warehouse) -> str | None:
@@ -303,24 +361,24 @@ def kmeans_model(
     started = datetime.now().astimezone()
     settings = segmentation.settings()
     _, store = run_snapshot(context, warehouse)
-    cleaned = _cleaned(store)
-    customers = CustomerBatch.from_frame(cleaned)
     version = f"{started.strftime('%Y%m%dT%H%M%S')}-{context.run_id[:8]}"
-    input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
-    reference = pd.Timestamp(cleaned["_reference_date"].iloc[0]).date() if len(cleaned) else _reference_date(
-        segmentation)  # fmt: skip
     try:
         policy = load_policy(settings.rules_file)
     except PolicyError as error:
         raise _failure(str(error)) from None
     try:
-        fitted = fit_model(customers, settings, _previous_assignments(warehouse), reference_date=reference,
-                           version=version, input_sha256=input_sha, run_id=context.run_id, policy=policy)  # fmt: skip
+        # Everyone is read only for the gate and the sample (a few columns); the fit reads whole rows of the sample.
+        plan, cleaned = plan_and_training_customers(store, settings)
+        input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
+        reference = pd.Timestamp(cleaned["_reference_date"].iloc[0]).date() if len(cleaned) else _reference_date(
+            segmentation)  # fmt: skip
+        fitted = fit_model(CustomerBatch.from_frame(cleaned), settings, _previous_assignments(warehouse),
+                           reference_date=reference, version=version, input_sha256=input_sha, run_id=context.run_id,
+                           policy=policy, plan=plan)  # fmt: skip
     except ValueError as error:  # too few customers to cluster, and the like: one line
         raise _failure(f"kmeans_model: {error}") from None
     model, labels = fitted.model, fitted.labels
-    if fitted.rows is not None:  # fitted on a sample: profiles and drift are measured on it
-        cleaned = cleaned.iloc[fitted.rows].reset_index(drop=True)
+    # ``cleaned`` holds the customers fitted on (the sample, if any): profiles and drift are measured on them
     new_tiers = np.asarray(model.tiers.cluster_tiers, dtype=object)[labels]
     active_before = registry.active_entry(warehouse.store())
     quality = registry.quality_check(model.metrics, labels, model.k, settings.silhouette_floor)
@@ -409,29 +467,137 @@ def _candidate_note(store: Warehouse) -> str:
             f"{entry.quality.notes})")  # fmt: skip
 
 
-def _rule_id_column(model: SegmentationModel, scored: ScoredBatch) -> pd.api.extensions.ExtensionArray:
+_TIER_NAMES = pa.array(TIERS, type=pa.string())
+_INDICATOR_NAMES = pa.array(INDICATORS, type=pa.string())
+
+
+def _floats(values: np.ndarray) -> pa.Array:
+    """Floats as Arrow with NaN as null (unknown), as DuckDB stores a DataFrame's NaN."""
+    return pa.array(values, type=pa.float64(), from_pandas=True)
+
+
+def _rule_id_column(model: SegmentationModel, scored: ScoredBatch) -> pa.ListArray:
     """The policy rules that apply to each customer, as a list column (DuckDB ``VARCHAR[]``), built without a loop."""
     offsets, ids = rule_id_lists(scored.rules_matched, model.policy)
-    values = pa.array(ids.tolist(), type=pa.string())
-    return pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values))
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(ids, type=pa.string()))
 
 
-def _governance_rows(model: SegmentationModel, scored: ScoredBatch, run_id: str) -> pd.DataFrame:
-    rows = pd.DataFrame(governance(scored.rating, scored.risk_score, model.policy))
-    return rows.assign(run_id=run_id, model_version=model.version, policy_version=model.policy.version)
+def _scored_tables(model: SegmentationModel, scored: ScoredBatch, run_id: str) -> dict[str, pa.Table]:
+    """One chunk of scored customers as its rows of customer_features, pca_embedding, cluster_assignments and
+    rating_reasons (every customer's reasons, long format, rank 1 first), Arrow columns without a Python object
+    per value."""
+    n = len(scored.cluster)
+    ids = pa.array(scored.customer_id, type=pa.string())
+    features = np.asfortranarray(scored.features)  # column by column
+    embedding = np.asfortranarray(scored.embedding)
+    pcs = {f"pc{i + 1}": _floats(embedding[:, i]) for i in range(embedding.shape[1])}
+    reasons = model.scorer.reason_arrays(scored)
+    per_customer = reasons.per_customer
+    return {
+        "customer_features": pa.table({"customer_id": ids, **{
+            name: _floats(features[:, j]) for j, name in enumerate(model.features.feature_names_)}}),
+        "pca_embedding": pa.table({"customer_id": ids, **pcs}),
+        "cluster_assignments": pa.table({
+            "customer_id": ids, "cluster": pa.array(scored.cluster, type=pa.int32()),
+            "risk_tier": _TIER_NAMES.take(scored.risk_rank), "segment_tier": _TIER_NAMES.take(scored.segment_rank),
+            "tier_before_rules": _TIER_NAMES.take(scored.before_rules),
+            "rating_basis": pa.array(scored.rating.basis, type=pa.string()),
+            "rule_ids": _rule_id_column(model, scored), "risk_score": _floats(scored.risk_score),
+            "distance_to_centroid": _floats(scored.distance_to_centroid), "pc1": pcs["pc1"], "pc2": pcs["pc2"],
+            "model_version": pa.repeat(model.version, n), "policy_version": pa.repeat(model.policy.version, n),
+            "run_id": pa.repeat(run_id, n),
+        }),
+        "rating_reasons": pa.table({
+            "customer_id": ids.take(np.repeat(np.arange(n), per_customer)),
+            "rank": pa.array(np.tile(np.arange(1, per_customer + 1, dtype=np.int32), n)),
+            "indicator": _INDICATOR_NAMES.take(reasons.indicator), "value": _floats(reasons.value),
+            "segment_typical": _floats(reasons.segment_typical),
+            "population_typical": _floats(reasons.population_typical), "contribution": _floats(reasons.contribution),
+        }),
+    }  # fmt: skip
 
 
-def _reason_rows(model: object, scored: object) -> pd.DataFrame:
-    """Every customer's reasons, long format (customer_id, rank, indicator, value, typical values, contribution)."""
-    table = model.scorer.reason_table(scored)  # type: ignore[attr-defined]
-    ids = np.repeat(scored.customer_id, table.per_customer)  # type: ignore[attr-defined]
-    return pd.DataFrame({
-        "customer_id": ids, "rank": np.tile(np.arange(1, table.per_customer + 1), table.n).astype("int32"),
-        "indicator": table.indicator, "value": pd.array(table.value, dtype="Float64"),
-        "segment_typical": pd.array(table.segment_typical, dtype="Float64"),
-        "population_typical": pd.array(table.population_typical, dtype="Float64"),
-        "contribution": table.contribution,
-    })  # fmt: skip
+class _SortedRows:
+    """Rows sorted by customer_id, arriving as record batches, handed out in order: :meth:`upto` gives those not
+    handed out yet whose id is at most a given id (one batch held at a time)."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
+        self._batches = iter(batches)
+        self._held: pa.RecordBatch | None = None
+
+    def upto(self, last: str) -> pd.DataFrame | None:
+        parts = []
+        while True:
+            if self._held is None:
+                self._held = next(self._batches, None)
+                if self._held is None:
+                    break
+            end = bisect.bisect_right(self._held.column(schema.ID_COLUMN), last, key=lambda cell: cell.as_py())
+            parts.append(self._held.slice(0, end))
+            if end < self._held.num_rows:
+                self._held = self._held.slice(end)
+                break
+            self._held = None
+        return pa.Table.from_batches(parts).to_pandas() if parts else None
+
+
+@dataclass
+class _Scoring:
+    """What the scoring pass keeps of all customers: the first chunk's tables (the UI's preview and schema) and a
+    few small arrays per customer for the run's governance figures; the tier migrations counted."""
+
+    first: dict[str, pa.Table] = field(default_factory=dict)
+    ratings: list[Rating] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    figures: pd.DataFrame | None = None
+    migrations: int = 0
+    moves: Counter[str] = field(default_factory=Counter)
+
+    def governance(self, model: SegmentationModel, run_id: str) -> pd.DataFrame:
+        rating = Rating(**{name: np.concatenate([getattr(r, name) for r in self.ratings])
+                           for name in Rating.__dataclass_fields__})  # fmt: skip
+        rows = pd.DataFrame(governance(rating, np.concatenate(self.scores), model.policy))
+        self.figures = rows.assign(run_id=run_id, model_version=model.version, policy_version=model.policy.version)
+        return self.figures
+
+    def tier_counts(self) -> dict[str, int]:
+        counts = np.bincount(np.concatenate([r.risk_rank for r in self.ratings]), minlength=len(TIERS))
+        return {TIERS[r]: int(counts[r]) for r in np.argsort(-counts, kind="stable") if counts[r]}
+
+
+def _scored_parts(store: Warehouse, model: SegmentationModel, run_id: str, *, chunk_size: int, previous: bool,
+                  scoring: _Scoring) -> Iterator[dict[str, TablePart]]:  # fmt: skip
+    """The scoring step's tables, a chunk of customers (in customer_id order) at a time, for ``write_parts``;
+    ``previous``: the published assignments exist, each chunk's tier migrations against them are listed."""
+    chunks = store.batches(f"SELECT * FROM cleaned_customers ORDER BY {schema.ID_COLUMN}", rows=chunk_size)
+    first = next(chunks, None)
+    chunks = chain([first], chunks) if first is not None else iter([store.arrow(
+        "SELECT * FROM cleaned_customers LIMIT 0")])  # fmt: skip
+    published = _SortedRows(store.batches(
+        f"SELECT CAST({schema.ID_COLUMN} AS VARCHAR) AS {schema.ID_COLUMN}, cluster, risk_tier, model_version "
+        f"FROM main.cluster_assignments ORDER BY 1", rows=chunk_size)) if previous else None  # fmt: skip
+    for chunk in chunks:
+        scored = model.scorer.score(CustomerBatch.from_arrow(chunk), chunk_size=chunk_size, keep_features=True)
+        tables: dict[str, TablePart] = dict(_scored_tables(model, scored, run_id))
+        if not scoring.first:
+            scoring.first = dict(tables)
+            tables["segment_profiles"] = model.profiles()
+        scoring.ratings.append(scored.rating)
+        scoring.scores.append(scored.risk_score)
+        before = published.upto(str(scored.customer_id[-1])) if published is not None and len(scored.cluster) else None
+        if before is not None:
+            current = pd.DataFrame({"customer_id": scored.customer_id, "cluster": scored.cluster,
+                                    "risk_tier": scored.risk_tier, "model_version": model.version})  # fmt: skip
+            moved = tier_migrations(before, current, run_id=run_id)
+            if len(moved):
+                tables["tier_migrations"] = moved
+                scoring.migrations += len(moved)
+                scoring.moves.update(moved["old_tier"] + " -> " + moved["new_tier"])
+        yield tables
+    last: dict[str, TablePart] = {"rating_governance": scoring.governance(model, run_id)}
+    if previous and not scoring.migrations:
+        last["tier_migrations"] = empty_migrations()  # the table exists from the first run with a predecessor
+    yield last
 
 
 @dg.multi_asset(
@@ -460,8 +626,11 @@ def _reason_rows(model: object, scored: object) -> pd.DataFrame:
     ],  # fmt: skip
     pool=WAREHOUSE_POOL,
 )
-def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
-    """Score every cleaned customer with the active model's compiled scorer, in chunks."""
+def score_customers(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> Iterator[dg.MaterializeResult]:
+    """Score every cleaned customer with the active model's compiled scorer, a chunk at a time (read, scored and
+    written: ``score_chunk_size`` customers in memory), every table and lineage in ONE transaction."""
     started = datetime.now().astimezone()
     _, store = run_snapshot(context, warehouse)
     version = _scoring_version(store)  # None: the active model
@@ -469,63 +638,40 @@ def score_customers(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         model = load_model(store, version)
     except (LookupError, ModelContractError) as error:
         raise _failure(f"{error}{_candidate_note(store)}") from None
-    cleaned = _cleaned(store)
-    scored = model.scorer.score(CustomerBatch.from_frame(cleaned), keep_features=True)
-    ids = cleaned[schema.ID_COLUMN].to_numpy()
-    features = pd.DataFrame(scored.features, columns=model.features.feature_names_)
-    features.insert(0, "customer_id", ids)
-    embedding = pd.DataFrame(scored.embedding, columns=[f"pc{i + 1}" for i in range(scored.embedding.shape[1])])
-    embedding.insert(0, "customer_id", ids)
-    assignments = pd.DataFrame({
-        "customer_id": ids, "cluster": scored.cluster, "risk_tier": scored.risk_tier.astype(str),
-        "segment_tier": scored.segment_tier.astype(str), "tier_before_rules": scored.tier_before_rules.astype(str),
-        "rating_basis": scored.rating.basis.astype(str),
-        "rule_ids": _rule_id_column(model, scored), "risk_score": scored.risk_score,
-        "distance_to_centroid": scored.distance_to_centroid, "pc1": scored.embedding[:, 0],
-        "pc2": scored.embedding[:, 1], "model_version": model.version, "policy_version": model.policy.version,
-        "run_id": context.run_id,
-    })  # fmt: skip
-    reasons = _reason_rows(model, scored)
-    figures = _governance_rows(model, scored, context.run_id)
-    previous = _previous_assignments(warehouse)
-    tables = {"customer_features": features, "pca_embedding": embedding, "cluster_assignments": assignments,
-              "rating_reasons": reasons, "segment_profiles": model.profiles(),
-              "rating_governance": figures}  # fmt: skip
-    if previous is not None:
-        tables["tier_migrations"] = tier_migrations(previous, assignments, run_id=context.run_id)
+    previous = "cluster_assignments" in warehouse.store().table_names()
+    scoring = _Scoring()
+    parts = _scored_parts(store, model, context.run_id, chunk_size=segmentation.settings().score_chunk_size,
+                          previous=previous, scoring=scoring)  # fmt: skip
     upstream = ["kmeans_model", "cleaned_customers"]
-    lineage = {name: (upstream, len(tables[name])) for name in SCORED_ASSETS}
-    write_assets(context, store, tables, lineage=lineage, started_at=started, input_sha256=model.input_sha256,
-                 append=("tier_migrations",))  # fmt: skip
+    rows = write_assets(context, store, parts, lineage={name: (upstream, None) for name in SCORED_ASSETS},
+                        started_at=started, input_sha256=model.input_sha256, append=("tier_migrations",))  # fmt: skip
     note = _candidate_note(store) if version is None else ""
     if note:
         context.log.warning(f"assignments use the active model {model.version}{note}")
-    migrations = tables.get("tier_migrations")
-    moves = {} if migrations is None else (migrations["old_tier"] + " -> " + migrations["new_tier"]).value_counts()
+    first, figures = scoring.first, scoring.figures
     yield dg.MaterializeResult(asset_key="customer_features", metadata=table_metadata(
-        features, model_version=model.version, n_features=len(model.features.feature_names_),
+        first["customer_features"], rows=rows["customer_features"], model_version=model.version,
+        n_features=len(model.features.feature_names_),
         numeric_features=dg.MetadataValue.json(model.features.numeric_columns_),
         categorical_features=dg.MetadataValue.json(model.features.categorical_columns_)))  # fmt: skip
     ratios = [round(float(r), 5) for r in model.explained_variance_ratio]
     yield dg.MaterializeResult(asset_key="pca_embedding", metadata=table_metadata(
-        embedding, model_version=model.version, n_components=len(ratios), explained_variance_total=sum(ratios),
-        explained_variance_ratio=dg.MetadataValue.json(ratios)))  # fmt: skip
-    tier_counts = assignments["risk_tier"].value_counts().to_dict()
+        first["pca_embedding"], rows=rows["pca_embedding"], model_version=model.version, n_components=len(ratios),
+        explained_variance_total=sum(ratios), explained_variance_ratio=dg.MetadataValue.json(ratios)))  # fmt: skip
     measures = {m: dict(zip(g["item"], g["customers"].astype(int), strict=True)) for m, g in figures.groupby("measure")}
     yield dg.MaterializeResult(asset_key="cluster_assignments", metadata=table_metadata(
-        assignments, model_version=model.version, policy_version=model.policy.version,
-        tier_counts=dg.MetadataValue.json({k: int(v) for k, v in tier_counts.items()}),
+        first["cluster_assignments"], rows=rows["cluster_assignments"], model_version=model.version,
+        policy_version=model.policy.version, tier_counts=dg.MetadataValue.json(scoring.tier_counts()),
         tier_mix_segment=dg.MetadataValue.json(measures["tier_mix_segment"]),
         tier_mix_before_rules=dg.MetadataValue.json(measures["tier_mix_before_rules"]),
         tier_mix_after_rules=dg.MetadataValue.json(measures["tier_mix_after_rules"]),
         raised_by_rule=dg.MetadataValue.json(measures.get("rule_raised", {})),
-        rank_inversions=int(measures["rank_inversions"][""]),
-        tier_migrations=0 if migrations is None else len(migrations),
-        tier_moves=dg.MetadataValue.json({str(k): int(v) for k, v in dict(moves).items()})))  # fmt: skip
-    yield dg.MaterializeResult(asset_key="rating_reasons",
-                               metadata=table_metadata(reasons, model_version=model.version))  # fmt: skip
+        rank_inversions=int(measures["rank_inversions"][""]), tier_migrations=scoring.migrations,
+        tier_moves=dg.MetadataValue.json(dict(scoring.moves.most_common()))))  # fmt: skip
+    yield dg.MaterializeResult(asset_key="rating_reasons", metadata=table_metadata(
+        first["rating_reasons"], rows=rows["rating_reasons"], model_version=model.version))  # fmt: skip
     yield dg.MaterializeResult(asset_key="segment_profiles", metadata=table_metadata(
-        tables["segment_profiles"], model_version=model.version))  # fmt: skip
+        model.profiles(), model_version=model.version))  # fmt: skip
 
 
 @dg.asset(

@@ -96,6 +96,20 @@ class ReasonTable:
         return self.per_customer_lists(flat)
 
 
+@dataclass(frozen=True)
+class ReasonArrays:
+    """:class:`ReasonTable` as arrays (NaN where a value is unknown; ``indicator``: positions in ``INDICATORS``),
+    what a table of many customers' reasons is built from."""
+
+    n: int
+    per_customer: int
+    indicator: np.ndarray
+    value: np.ndarray
+    segment_typical: np.ndarray
+    population_typical: np.ndarray
+    contribution: np.ndarray
+
+
 def _with_none(values: np.ndarray) -> np.ndarray:
     """Floats as an object array with None for NaN (what reasons show for 'unknown')."""
     out = values.astype(object)
@@ -119,8 +133,6 @@ class CompiledScorer:
         self._centers_sq = (self._centers**2).sum(axis=1)
         self.tiers = model.tiers
         self.policy = model.policy
-        self._typical = _with_none(model.tiers.typical)
-        self._population = _with_none(model.tiers.population_typical)
         self._names = np.array(INDICATORS, dtype=object)
 
     def score(self, batch: CustomerBatch, *, chunk_size: int = DEFAULT_CHUNK, keep_features: bool = False
@@ -164,19 +176,32 @@ class CompiledScorer:
         listed = ids.tolist()
         return [listed[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
-    def reason_table(self, scored: ScoredBatch, top: int = REASONS_PER_CUSTOMER) -> ReasonTable:
+    def reason_arrays(self, scored: ScoredBatch, top: int = REASONS_PER_CUSTOMER) -> ReasonArrays:
         """The top reasons of every scored customer, gathered and rounded (4 decimals) as arrays."""
         n = len(scored.cluster)
         chosen = reason_order(scored.contributions, scored.risk_rank)[:, :top]
         per_customer = chosen.shape[1]
         columns = chosen.ravel()
         rows = np.repeat(np.arange(n), per_customer)
-        return ReasonTable(
+        return ReasonArrays(
             n=n,
             per_customer=per_customer,
-            indicator=self._names[columns].tolist(),
-            value=_with_none(scored.indicators[rows, columns]).tolist(),
-            segment_typical=self._typical[scored.cluster[rows], columns].tolist(),
-            population_typical=self._population[columns].tolist(),
-            contribution=np.round(scored.contributions[rows, columns], 4).tolist(),
+            indicator=columns,
+            value=scored.indicators[rows, columns],
+            segment_typical=self.tiers.typical[scored.cluster[rows], columns],
+            population_typical=self.tiers.population_typical[columns],
+            contribution=np.round(scored.contributions[rows, columns], 4),
+        )
+
+    def reason_table(self, scored: ScoredBatch, top: int = REASONS_PER_CUSTOMER) -> ReasonTable:
+        """:meth:`reason_arrays` as plain lists (None where a value is unknown)."""
+        arrays = self.reason_arrays(scored, top)
+        return ReasonTable(
+            n=arrays.n,
+            per_customer=arrays.per_customer,
+            indicator=self._names[arrays.indicator].tolist(),
+            value=_with_none(arrays.value).tolist(),
+            segment_typical=_with_none(arrays.segment_typical).tolist(),
+            population_typical=_with_none(arrays.population_typical).tolist(),
+            contribution=arrays.contribution.tolist(),
         )

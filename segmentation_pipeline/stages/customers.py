@@ -7,11 +7,14 @@ a record of a request holding the same values are the same customer by the time 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from segmentation_pipeline import schema
 from segmentation_pipeline.stages import fields
@@ -69,23 +72,46 @@ class CustomerBatch:
     def from_frame(cls, customers: pd.DataFrame) -> CustomerBatch:
         """Cleaned customers (``clean_customers`` output or the ``cleaned_customers`` table) as a batch: columns
         are taken as they are, nothing is parsed again. Lineage columns (``_...``) and unknown ones are ignored."""
+        return cls._of_columns(
+            customers.columns, customers[schema.ID_COLUMN].astype(str).to_numpy(dtype=object),
+            number=lambda name: customers[name].to_numpy(dtype=np.float64, na_value=np.nan),
+            category=lambda name: _none_for_missing(customers[name].astype(object).to_numpy()),
+            channels=lambda name: [_channel_tuple(cell) for cell in customers[name]],
+        )  # fmt: skip
+
+    @classmethod
+    def from_arrow(cls, customers: pa.Table | pa.RecordBatch) -> CustomerBatch:
+        """The same as :meth:`from_frame` for cleaned customers read as Arrow (a chunk streamed out of DuckDB):
+        the same columns become the same numbers, categories and channels, without a pandas frame."""
+        def column(name: str) -> pa.Array | pa.ChunkedArray:
+            values = customers.column(name)
+            return pc.dictionary_decode(values) if pa.types.is_dictionary(values.type) else values
+
+        return cls._of_columns(
+            customers.column_names, column(schema.ID_COLUMN).cast(pa.string()).to_numpy(zero_copy_only=False),
+            number=lambda name: column(name).cast(pa.float64()).to_numpy(zero_copy_only=False),
+            category=lambda name: _none_for_missing(column(name).to_numpy(zero_copy_only=False)),
+            channels=lambda name: _channel_tuples(column(name)),
+        )  # fmt: skip
+
+    @classmethod
+    def _of_columns(
+        cls, names: Iterable[object], ids: np.ndarray, *, number: Callable[[str], np.ndarray],
+        category: Callable[[str], np.ndarray], channels: Callable[[str], list[tuple[str, ...]]],
+    ) -> CustomerBatch:  # fmt: skip
+        """A batch of the columns ``names`` (each converted by the reader for its :func:`column_role`)."""
         numbers: dict[str, np.ndarray] = {}
         categories: dict[str, np.ndarray] = {}
-        channels = None
-        for name in customers.columns:
-            if name == schema.ID_COLUMN or str(name).startswith("_"):
-                continue
-            kind = fields.kind_of(str(name))
-            column = customers[name]
-            if kind in (Kind.NUMBER, Kind.FLAG) or name in fields.YEARS_OF_DATE.values():
-                numbers[str(name)] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-            elif kind is Kind.CATEGORY and name in schema.CATEGORICAL_COLUMNS:
-                values = column.astype(object).to_numpy()
-                categories[str(name)] = np.where(pd.isna(values), None, values)
-            elif kind is Kind.CHANNELS:
-                channels = [_channel_tuple(cell) for cell in column]
-        ids = customers[schema.ID_COLUMN].astype(str).to_numpy(dtype=object)
-        return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
+        channel_tuples = None
+        for name in map(str, names):
+            role = column_role(name)
+            if role is Role.NUMBER:
+                numbers[name] = number(name)
+            elif role is Role.CATEGORY:
+                categories[name] = category(name)
+            elif role is Role.CHANNELS:
+                channel_tuples = channels(name)
+        return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channel_tuples)
 
     def to_columns(self) -> dict[str, list[object]]:
         """Plain JSON-able columns (NaN -> None): how a model stores its verification sample."""
@@ -115,8 +141,58 @@ class CustomerBatch:
         return cls(customer_ids=ids, numbers=numbers, categories=categories, channels=channels)
 
 
+class Role(Enum):
+    """What a cleaned column is to a batch."""
+
+    NUMBER = "number"
+    CATEGORY = "category"
+    CHANNELS = "channels"
+
+
+def column_role(name: str) -> Role | None:
+    """The one definition of which cleaned column a batch holds as a number (money, counts, flags, the years
+    derived from dates), a category or the channels; None: the id, lineage columns (``_...``) and unknown ones."""
+    if name == schema.ID_COLUMN or name.startswith("_"):
+        return None
+    kind = fields.kind_of(name)
+    if kind in (Kind.NUMBER, Kind.FLAG) or name in fields.YEARS_OF_DATE.values():
+        return Role.NUMBER
+    if kind is Kind.CATEGORY and name in schema.CATEGORICAL_COLUMNS:
+        return Role.CATEGORY
+    if kind is Kind.CHANNELS:
+        return Role.CHANNELS
+    return None
+
+
 def as_batch(customers: CustomerBatch | pd.DataFrame) -> CustomerBatch:
     return customers if isinstance(customers, CustomerBatch) else CustomerBatch.from_frame(customers)
+
+
+def _none_for_missing(values: np.ndarray) -> np.ndarray:
+    return np.where(pd.isna(values), None, values)
+
+
+_JOIN = "\x1f"  # a separator no channel name holds (checked): a list cell's text key
+
+
+def _channel_tuples(cells: pa.Array | pa.ChunkedArray) -> list[tuple[str, ...]]:
+    """:func:`_channel_tuple` of every cell of an Arrow column, computed once per distinct cell (customers hold one
+    of a few channel combinations): no Python object per customer until the result."""
+    cells = cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
+    keys = cells
+    if pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type):
+        names = pc.list_flatten(cells)
+        if names.null_count or not pa.types.is_string(names.type) or pc.any(pc.match_substring(names, _JOIN)).as_py():
+            return [_channel_tuple(cell) for cell in cells.to_pylist()]
+        keys = pc.binary_join(cells, _JOIN)
+    elif not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+        return [_channel_tuple(cell) for cell in cells.to_pylist()]
+    encoded = keys.dictionary_encode(null_encoding="encode")
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)  # one cell of each distinct key, in code order
+    distinct = np.fromiter((_channel_tuple(cell) for cell in cells.take(first).to_pylist()), dtype=object,
+                           count=len(first))  # fmt: skip
+    return distinct[codes].tolist()
 
 
 def _channel_tuple(cell: object) -> tuple[str, ...]:

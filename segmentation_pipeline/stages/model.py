@@ -31,8 +31,8 @@ from segmentation_pipeline.stages.customers import CustomerBatch, as_batch
 from segmentation_pipeline.stages.embedding import fit_pca
 from segmentation_pipeline.stages.features import CustomerFeatureTransformer
 from segmentation_pipeline.stages.policy import Policy, PolicyError, load_policy, rate
-from segmentation_pipeline.stages.quality import check_before_fit, check_clusters
-from segmentation_pipeline.stages.sampling import stratified_sample
+from segmentation_pipeline.stages.quality import BEHAVIOUR_COLUMNS, DataQuality, check_before_fit, check_clusters
+from segmentation_pipeline.stages.sampling import STRATA_COLUMNS, stratified_sample
 from segmentation_pipeline.stages.stability import match_previous
 from segmentation_pipeline.stages.tiering import INDICATORS, TIERS, RiskTierModel, fit_risk_tiers, indicator_matrix
 
@@ -236,6 +236,31 @@ class FittedModel:
     rows: np.ndarray | None = None  # the customers fitted on (positions), when a sample; ``labels`` are theirs
 
 
+FIT_PLAN_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((*BEHAVIOUR_COLUMNS, *STRATA_COLUMNS)))
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What a fit needs to know of every customer before it starts: the data-quality gate's measures and which
+    customers it is fitted on. :func:`plan_fit` only reads the columns in ``FIT_PLAN_COLUMNS``."""
+
+    quality: DataQuality
+    customers: int  # everyone
+    rows: np.ndarray | None  # the sample fitted on (sorted positions among everyone); None: everyone
+
+
+def plan_fit(everyone: CustomerBatch, settings: PipelineSettings) -> FitPlan:
+    """The data-quality gate over every customer (:class:`~segmentation_pipeline.stages.quality.DataQualityError`
+    when it fails), then, when there are more than ``settings.fit_sample_size``, the seeded stratified sample of
+    them the model is fitted on (``stages/sampling.py``)."""
+    quality = check_before_fit(everyone, max_imputed_share=settings.max_imputed_share,
+                               min_complete_share=settings.min_complete_share)  # fmt: skip
+    rows = None
+    if settings.fit_sample_size is not None and everyone.n > settings.fit_sample_size:
+        rows = stratified_sample(everyone, settings.fit_sample_size, seed=settings.random_state)
+    return FitPlan(quality=quality, customers=everyone.n, rows=rows)
+
+
 def fit_model(
     customers: CustomerBatch | pd.DataFrame,
     settings: PipelineSettings,
@@ -247,21 +272,27 @@ def fit_model(
     run_id: str | None = None,
     transformer_class: type[CustomerFeatureTransformer] = CustomerFeatureTransformer,
     policy: Policy | None = None,
+    plan: FitPlan | None = None,
 ) -> FittedModel:
     """Fit features, PCA, K-means and tiers on cleaned customers. ``previous``: the last published assignments
     (customer_id, cluster, model_version), whose cluster ids the new clusters keep (customer overlap, Hungarian
     method); without them clusters are numbered by risk score, 0 the riskiest. ``policy``: the rules the model
     applies (default: ``settings.rules_file``, else the bundled rules); they are stored with it. More customers
     than ``settings.fit_sample_size``: the model is fitted on a seeded stratified sample of them
-    (``stages/sampling.py``; ``FittedModel.rows``), after the data-quality gate has measured them all."""
+    (``stages/sampling.py``; ``FittedModel.rows``), after the data-quality gate has measured them all
+    (:func:`plan_fit`). ``plan``: that plan, made beforehand on everyone's ``FIT_PLAN_COLUMNS``; ``customers`` are
+    then only the customers it fits on (everyone's rows ``plan.rows``, in that order)."""
     policy = policy if policy is not None else load_policy(settings.rules_file)
-    everyone = as_batch(customers)
-    quality = check_before_fit(everyone, max_imputed_share=settings.max_imputed_share,
-                               min_complete_share=settings.min_complete_share)  # fmt: skip
-    training_rows = None
-    if settings.fit_sample_size is not None and everyone.n > settings.fit_sample_size:
-        training_rows = stratified_sample(everyone, settings.fit_sample_size, seed=settings.random_state)
-    batch = everyone if training_rows is None else everyone.take(training_rows)
+    if plan is None:
+        everyone = as_batch(customers)
+        plan = plan_fit(everyone, settings)
+        batch = everyone if plan.rows is None else everyone.take(plan.rows)
+    else:
+        batch = as_batch(customers)
+        expected = plan.customers if plan.rows is None else len(plan.rows)
+        if batch.n != expected:
+            raise ValueError(f"the plan fits on {expected} customers, {batch.n} were given")
+    quality, training_rows = plan.quality, plan.rows
     transformer = transformer_class(
         knn_neighbors=settings.knn_neighbors, rare_level_share=settings.rare_level_share,
         random_state=settings.random_state,
@@ -291,7 +322,7 @@ def fit_model(
         tiers=tiers, policy=policy, reference_date=reference_date,
         metrics={**clustering.metrics, **quality.metrics(), "smallest_cluster": float(smallest),
                  "training_customers": float(batch.n)},
-        k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=everyone.n,
+        k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=plan.customers,
         settings=settings.model_dump(), input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
     )  # fmt: skip
     # The sample's expected answers come from the fit itself (its embedding and labels), not from the compiled

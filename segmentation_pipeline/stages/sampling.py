@@ -16,6 +16,8 @@ from segmentation_pipeline import schema
 from segmentation_pipeline.stages.customers import CustomerBatch
 
 VOLUME_BINS = 10
+VOLUME_COLUMN = "actual_volume"
+STRATA_COLUMNS: tuple[str, ...] = (*schema.FLAG_COLUMNS, VOLUME_COLUMN)  # all a stratum is made of
 
 
 def strata(batch: CustomerBatch) -> np.ndarray:
@@ -25,7 +27,7 @@ def strata(batch: CustomerBatch) -> np.ndarray:
         values = batch.numbers.get(flag)
         if values is not None:
             key |= (np.nan_to_num(values) > 0).astype(np.int64) << bit
-    volume = batch.numbers.get("actual_volume")
+    volume = batch.numbers.get(VOLUME_COLUMN)
     if volume is not None:
         known = ~np.isnan(volume)
         bins = np.full(batch.n, VOLUME_BINS, dtype=np.int64)  # unknown volume

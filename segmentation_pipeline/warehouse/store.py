@@ -15,7 +15,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -38,6 +39,9 @@ CREATE TABLE IF NOT EXISTS lineage (
     ended_at TIMESTAMPTZ
 )
 """
+
+
+TablePart = pd.DataFrame | pa.Table | pa.RecordBatch  # a whole table, or one part of it (Warehouse.write_parts)
 
 
 class WarehouseBusy(RuntimeError):
@@ -95,7 +99,7 @@ class LineageRecord:
     input_file_sha256: str | None
     code_version: str
     started_at: datetime
-    row_count: int = 0
+    row_count: int | None = 0  # None: the rows written to the table of the asset's name (Warehouse.write_parts)
     ended_at: datetime | None = None
 
 
@@ -109,6 +113,7 @@ class Warehouse:
     search_path: tuple[str, ...] = ()  # where unqualified names are looked up, in order; () = main
     _tables_ready: bool = field(default=False, repr=False)
     _pinned: duckdb.DuckDBPyConnection | None = field(default=None, repr=False, compare=False)
+    _writing: duckdb.DuckDBPyConnection | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -143,6 +148,15 @@ class Warehouse:
         """A short-lived connection, retried with jittered backoff while another process holds the file."""
         if read_only and self._pinned is not None:
             yield self._pinned
+            return
+        if read_only and self._writing is not None:  # a read while write_parts runs: beside its connection
+            cursor = self._writing.cursor()
+            try:
+                if self.search_path:
+                    cursor.execute(f"SET search_path = '{','.join(self.search_path)}'")
+                yield cursor
+            finally:
+                cursor.close()
             return
         if not read_only:
             self.check_usable()
@@ -194,7 +208,7 @@ class Warehouse:
     # -- writing --
     def write_tables(
         self,
-        tables: dict[str, pd.DataFrame],
+        tables: Mapping[str, TablePart],
         *,
         lineage: LineageRecord | Sequence[LineageRecord] | None = None,
         append: Sequence[str] = (),
@@ -205,25 +219,45 @@ class Warehouse:
         inside that transaction (e.g. the model registry's status update)."""
         for name in tables:
             _check_identifier(name)
+        self.write_parts([tables], lineage=lineage, append=append, also=also)
+
+    def write_parts(
+        self,
+        parts: Iterable[Mapping[str, TablePart]],
+        *,
+        lineage: LineageRecord | Sequence[LineageRecord] | None = None,
+        append: Sequence[str] = (),
+        also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> dict[str, int]:
+        """:meth:`write_tables` for tables that come in parts (a step that scores customers a chunk at a time):
+        ``parts`` yields {table: part} mappings, each part (a DataFrame, Arrow table or record batch) written as it
+        comes, so no table needs to be whole in memory. A table's first part replaces it (or is appended, for names
+        in ``append``), its later parts are appended; all of it, and lineage, in ONE transaction. A lineage record
+        whose ``row_count`` is None gets the rows written to the table of its asset's name. While ``parts`` is
+        consumed, reads of this store (:meth:`query`, :meth:`batches`) go through cursors of the writing connection
+        and see what was committed before the write began. Returns the rows written per table."""
+        written: dict[str, int] = {}
         with self.connect() as connection:
             self._ensure_tables(connection)
             connection.execute("BEGIN TRANSACTION")
             try:
-                for name, frame in tables.items():
-                    target = self.qualified(name)
-                    connection.register("_incoming", frame)
-                    if name in append:
-                        connection.execute(f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _incoming LIMIT 0")
-                        add_missing_columns(connection, target, "_incoming")
-                        connection.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _incoming")
-                    else:
-                        connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _incoming")
-                    connection.unregister("_incoming")
+                self._writing = connection
+                try:
+                    for chunk in parts:
+                        for name, part in chunk.items():
+                            _check_identifier(name)
+                            self._write_part(connection, name, part, first=name not in written,
+                                             append=name in append)  # fmt: skip
+                            written[name] = written.get(name, 0) + len(part)
+                finally:
+                    self._writing = None
                 if also is not None:
                     also(connection)
                 records = [lineage] if isinstance(lineage, LineageRecord) else list(lineage or [])
                 for record in records:
                     record.ended_at = datetime.now().astimezone()
+                    if record.row_count is None:
+                        record.row_count = written.get(record.asset_key, 0)
                     connection.execute(
                         f"INSERT INTO {self.qualified('lineage')} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [
@@ -245,6 +279,23 @@ class Warehouse:
                 if reason is not None:  # a full disk or a file-size limit: one plain line
                     raise WarehouseUnavailable(f"warehouse {self.path}: {reason}; nothing was changed") from None
                 raise
+        return written
+
+    def _write_part(self, connection: duckdb.DuckDBPyConnection, name: str, part: TablePart, *, first: bool,
+                    append: bool) -> None:  # fmt: skip
+        target = self.qualified(name)
+        if append:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM _incoming LIMIT 0"))  # fmt: skip
+            _with_incoming(connection, part, lambda: add_missing_columns(connection, target, "_incoming"))
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM _incoming"))  # fmt: skip
+        elif first:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM _incoming"))  # fmt: skip
+        else:
+            _with_incoming(connection, part, lambda: connection.execute(
+                f"INSERT INTO {target} BY NAME SELECT * FROM _incoming"))  # fmt: skip
 
     # -- reading --
     def table_names(self) -> set[str]:
@@ -259,6 +310,17 @@ class Warehouse:
             ).fetchall()
         return {row[0] for row in rows}
 
+    def batches(self, sql: str, params: Sequence[object] = (), *, rows: int) -> Iterator[pa.RecordBatch]:
+        """The result of ``sql`` streamed as Arrow record batches of at most ``rows`` rows (a table larger than
+        memory read a chunk at a time; the connection stays open until the iterator is exhausted or closed)."""
+        with self.connect(read_only=True) as connection:
+            yield from connection.sql(sql, params=list(params) or None).to_arrow_reader(rows)
+
+    def arrow(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """The result of ``sql`` as one Arrow table (columns kept compact: no Python object per value)."""
+        with self.connect(read_only=True) as connection:
+            return connection.sql(sql, params=list(params) or None).to_arrow_table()
+
     def read_table(self, name: str, *, where: str | None = None, params: Sequence[object] = ()) -> pd.DataFrame:
         _check_identifier(name)
         sql = f'SELECT * FROM "{name}"' + (f" WHERE {where}" if where else "")
@@ -268,6 +330,20 @@ class Warehouse:
     def query(self, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
         with self.connect(read_only=True) as connection:
             return connection.execute(sql, list(params)).df()
+
+
+def _with_incoming(connection: duckdb.DuckDBPyConnection, part: TablePart, statement: Callable[[], object]) -> None:
+    """Run ``statement`` with ``part`` readable as ``_incoming``. An Arrow part is handed over as a reader: DuckDB
+    keeps a registered Arrow table's text buffers alive until the transaction ends (every part of a table written
+    in parts would stay in memory), a reader's it copies."""
+    if isinstance(part, pa.RecordBatch):
+        part = pa.Table.from_batches([part])
+    source = pa.RecordBatchReader.from_batches(part.schema, part.to_batches()) if isinstance(part, pa.Table) else part
+    connection.register("_incoming", source)
+    try:
+        statement()
+    finally:
+        connection.unregister("_incoming")
 
 
 def add_missing_columns(connection: duckdb.DuckDBPyConnection, target: str, source: str) -> None:
