@@ -212,12 +212,15 @@ def _merge_channel_rows(
     has_channels = schema.CHANNEL_COLUMN in frame.columns
     others = frame.drop(columns=[schema.CHANNEL_COLUMN]) if has_channels else frame
     repeated = np.bincount(customer)[customer] > 1  # only customers on several rows can conflict or merge
-    distinct = others[repeated].drop_duplicates()
-    conflicting = distinct[schema.ID_COLUMN][distinct[schema.ID_COLUMN].duplicated(keep=False)].unique()
-    if len(conflicting):
+    pairs = pd.DataFrame({"customer": customer[repeated], "row": _row_keys(others, repeated)}).drop_duplicates()
+    conflicting_numbers = pairs["customer"][pairs["customer"].duplicated()].unique()  # two different rows
+    if len(conflicting_numbers):
+        first_of = pd.Series(np.arange(len(customer))).groupby(customer).first()  # a row of each customer
+        ids = frame[schema.ID_COLUMN]
+        conflicting = [ids.iloc[int(first_of[c])] for c in np.sort(conflicting_numbers)]
         shown = ", ".join(str(i) for i in conflicting[:10])
         more = f" and {len(conflicting) - 10} more" if len(conflicting) > 10 else ""
-        second = frame[schema.ID_COLUMN] == conflicting[0]
+        second = (ids == conflicting[0]).to_numpy()
         first_row = int(source_rows[second].iloc[1])
         raise IngestionError(
             f"{len(conflicting)} customer ids appear on several rows with conflicting values: {shown}{more}",
@@ -233,6 +236,21 @@ def _merge_channel_rows(
     if has_channels:
         merged[schema.CHANNEL_COLUMN] = _channel_union(customer, frame[schema.CHANNEL_COLUMN])
     return merged, source_rows[first]
+
+
+def _row_keys(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """A number for each row selected by the mask ``rows``, equal exactly when two rows hold equal values in every
+    column (missing equal to missing, as ``DataFrame.duplicated`` compares them). Built a column at a time, so it
+    needs memory for a few numbers per row rather than one per cell."""
+    key = np.zeros(int(rows.sum()), dtype=np.int64)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()[rows].astype(np.int64) + 1  # -1 (missing) becomes 0
+        else:
+            codes = pd.factorize(column[rows], use_na_sentinel=False)[0].astype(np.int64)
+        key = pd.factorize(key * (int(codes.max(initial=0)) + 1) + codes)[0]  # < rows^2: no overflow below 3e9 rows
+    return key
 
 
 def _channel_union(customer: np.ndarray, cells: pd.Series) -> list[list[str]]:
@@ -362,7 +380,7 @@ def clean_customers(
     customer = pd.factorize(typed[schema.ID_COLUMN])[0]
     repeated = np.bincount(customer)[customer] > 1
     duplicated = np.zeros(len(typed), dtype=bool)
-    duplicated[repeated] = typed[repeated].duplicated().to_numpy()
+    duplicated[repeated] = pd.Series(_row_keys(typed, repeated)).duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
     if duplicated.any():  # (no copy of a large table that has none; a first appearance is never a duplicate)
         typed, rows, customer = typed[~duplicated], rows[~duplicated], customer[~duplicated]
