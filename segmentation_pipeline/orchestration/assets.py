@@ -17,7 +17,7 @@ import bisect
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from itertools import chain
 from pathlib import Path
@@ -34,7 +34,7 @@ from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
 from segmentation_pipeline.stages.arrow_text import TEXT, repeated, text_series
-from segmentation_pipeline.stages.cleaning import clean_customers
+from segmentation_pipeline.stages.cleaning import CleaningReport, clean_customers
 from segmentation_pipeline.stages.compiled import ScoredBatch
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
@@ -200,6 +200,31 @@ def _reject(error: IngestionError) -> dg.Failure:
                     row=error.row or 0)  # fmt: skip
 
 
+def _raw_table(raw: RawTable, run_id: str) -> pd.DataFrame:
+    """The raw table as the warehouse keeps it: the file's text plus each row's file, sheet, row, hash, ingestion
+    time and run (a text that repeats is stored once)."""
+    n = len(raw.frame)
+    if raw.source_sheets is not None:  # each row's own sheet
+        sheets = text_series(pa.array(raw.source_sheets, type=TEXT))
+    else:
+        sheets = repeated(raw.sheet, n) if raw.sheet is not None else text_series(pa.nulls(n, TEXT))
+    return raw.frame.assign(
+        _source_file=repeated(raw.source_file, n), _sheet=sheets, _source_row=np.asarray(raw.source_rows, "int64"),
+        _file_sha256=repeated(raw.sha256, n), _ingested_at=pd.Timestamp.now(tz="UTC"), _run_id=repeated(run_id, n),
+    )  # fmt: skip
+
+
+def _ingestion_report(raw: RawTable, report: CleaningReport, run_id: str) -> pd.DataFrame:
+    """The run's row of ``ingestion_report``: what was read, kept and dropped, and how the text was read."""
+    return pd.DataFrame([{
+        "run_id": run_id, "source_file": raw.source_file, "sheet": raw.sheet, "file_sha256": raw.sha256,
+        "rows_read": report.rows_read, "rows_kept": report.rows_kept, "rows_dropped": json.dumps(report.dropped_rows),
+        "columns_dropped": json.dumps(report.dropped_columns), "aliases_applied": json.dumps(report.aliases_applied),
+        "unparseable_values": json.dumps(report.unparseable_values), "formats": json.dumps(report.formats),
+        "created_at": pd.Timestamp.now(tz="UTC"),
+    }])  # fmt: skip
+
+
 def _export_file(config: RawWorkbookConfig, warehouse: WarehouseResource, key: str | None) -> Path:
     """The file a run ingests: the configured path; else, for an export partition re-materialised from the UI,
     the staged copy its first run read; else $SEGMENTATION_INPUT or the bundled sample."""
@@ -278,57 +303,57 @@ def ingest_export(
         raise _failure(str(error)) from None
     for warning in raw.warnings:  # e.g. a full sheet: the export was probably cut off
         context.log.warning(warning)
-    try:
-        result = clean_customers(raw.frame, reference_date=reference, source_rows=raw.source_rows,
-                                 source_sheets=raw.source_sheets, source_file=raw.source_file,
-                                 date_order=date_order)  # fmt: skip
-    except IngestionError as error:
-        error.sheet = error.sheet or (raw.sheet if len(raw.sheets) <= 1 else None)  # several sheets: not a guess
-        raise _reject(error) from None
     if key is not None and export_key(raw.sha256) != key:
         raise _failure(f"{raw.source_file}: its content is not export {key} (its SHA-256 starts {raw.sha256[:16]}); "
                        "stage it with `segmentation run` or the drop folder")  # fmt: skip
     _, store = run_snapshot(context, warehouse, rebuild=True, source_path=path)
-    n = len(raw.frame)
-    if raw.source_sheets is not None:  # each row's own sheet
-        sheets = text_series(pa.array(raw.source_sheets, type=TEXT))
-    else:
-        sheets = repeated(raw.sheet, n) if raw.sheet is not None else text_series(pa.nulls(n, TEXT))
-    table = raw.frame.assign(  # lineage: each row's file, sheet, row, hash, time and run (one text stored once)
-        _source_file=repeated(raw.source_file, n), _sheet=sheets, _source_row=np.asarray(raw.source_rows, "int64"),
-        _file_sha256=repeated(raw.sha256, n), _ingested_at=pd.Timestamp.now(tz="UTC"),
-        _run_id=repeated(context.run_id, n),
-    )  # fmt: skip
+    # The raw table is written first and then handed to cleaning, which lets go of each text column once it is
+    # parsed: the file's text and its typed customers are never both whole in memory. Both, and the cleaning's
+    # tables, are written in ONE transaction; a file cleaning refuses writes nothing.
+    raw_table, raw = _raw_table(raw, context.run_id), replace(raw, frame=raw.frame.iloc[:0])
+    raw_metadata = table_metadata(raw_table.head(5), source_file=raw.source_file, sheet=", ".join(raw.sheets),
+                                  header_row=raw.header_row, file_sha256=raw.sha256,
+                                  original_headers=dg.MetadataValue.json(list(raw.headers)))  # fmt: skip
+    raw_metadata["dagster/row_count"] = dg.MetadataValue.int(len(raw_table))
+    cleaned: dict[str, object] = {}
+
+    def parts() -> Iterator[dict[str, object]]:
+        nonlocal raw_table
+        text = [raw_table.drop(columns=[c for c in raw_table.columns if str(c).startswith(LINEAGE_PREFIX)])]
+        yield {"raw_workbook": raw_table}
+        raw_table = None
+        result = clean_customers(text.pop(), reference_date=reference, source_rows=raw.source_rows,
+                                 source_sheets=raw.source_sheets, source_file=raw.source_file, date_order=date_order,
+                                 consume=True)  # fmt: skip
+        report = result.report
+        kept = len(result.customers)
+        customers = result.customers.assign(
+            _reference_date=pd.Timestamp(reference), _file_sha256=repeated(raw.sha256, kept),
+            _run_id=repeated(context.run_id, kept),
+        )  # fmt: skip
+        cleaned.update(result=result, customers=customers)
+        quarantined = result.quarantined.assign(run_id=context.run_id)
+        yield {"cleaned_customers": customers, "quarantined_customers": quarantined,
+               "ingestion_report": _ingestion_report(raw, report, context.run_id)}  # fmt: skip
+
+    records = [
+        LineageRecord(run_id=context.run_id, asset_key=asset, upstream_assets=upstream, input_file_sha256=raw.sha256,
+                      code_version=__version__, started_at=started, row_count=None)  # rows: as written
+        for asset, upstream in (("raw_workbook", []), ("cleaned_customers", ["raw_workbook"]))
+    ]  # fmt: skip
+    try:
+        store.write_parts(parts(), lineage=records, append=("ingestion_report",))
+    except IngestionError as error:
+        error.sheet = error.sheet or (raw.sheet if len(raw.sheets) <= 1 else None)  # several sheets: not a guess
+        raise _reject(error) from None
+    except (WarehouseUnavailable, WarehouseBusy) as error:
+        raise _failure(str(error)) from None
+    result, customers = cleaned["result"], cleaned["customers"]
     report = result.report
-    kept = len(result.customers)
-    customers = result.customers.assign(
-        _reference_date=pd.Timestamp(reference), _file_sha256=repeated(raw.sha256, kept),
-        _run_id=repeated(context.run_id, kept),
-    )  # fmt: skip
-    ingestion_report = pd.DataFrame([{
-        "run_id": context.run_id, "source_file": raw.source_file, "sheet": raw.sheet, "file_sha256": raw.sha256,
-        "rows_read": report.rows_read, "rows_kept": report.rows_kept, "rows_dropped": json.dumps(report.dropped_rows),
-        "columns_dropped": json.dumps(report.dropped_columns), "aliases_applied": json.dumps(report.aliases_applied),
-        "unparseable_values": json.dumps(report.unparseable_values), "formats": json.dumps(report.formats),
-        "created_at": pd.Timestamp.now(tz="UTC"),
-    }])  # fmt: skip
-    write_assets(
-        context, store,
-        {"raw_workbook": table, "cleaned_customers": customers,
-         "quarantined_customers": result.quarantined.assign(run_id=context.run_id),
-         "ingestion_report": ingestion_report},
-        lineage={"raw_workbook": ([], len(table)), "cleaned_customers": (["raw_workbook"], len(customers))},
-        started_at=started, input_sha256=raw.sha256, append=("ingestion_report",),
-    )  # fmt: skip
     quarantined = int(result.quarantined["customer_id"].nunique()) if len(result.quarantined) else 0
     if quarantined:
         context.log.warning(f"{quarantined} customers quarantined for impossible values (table quarantined_customers)")
-    yield dg.MaterializeResult(
-        asset_key="raw_workbook",
-        metadata=table_metadata(table, source_file=raw.source_file, sheet=", ".join(raw.sheets),
-                                header_row=raw.header_row, file_sha256=raw.sha256,
-                                original_headers=dg.MetadataValue.json(list(raw.headers))),
-    )  # fmt: skip
+    yield dg.MaterializeResult(asset_key="raw_workbook", metadata=raw_metadata)
     yield dg.MaterializeResult(
         asset_key="cleaned_customers",
         metadata=table_metadata(

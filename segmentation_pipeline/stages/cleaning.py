@@ -142,30 +142,42 @@ _ORDER_WORDS = {fields.DAY_FIRST: "day-first", fields.MONTH_FIRST: "month-first"
 
 
 def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.ndarray, file: str, *,
-                   reference_date: date, date_order: str,
-                   source_sheets: np.ndarray | None = None) -> pd.DataFrame:  # fmt: skip
+                   reference_date: date, date_order: str, source_sheets: np.ndarray | None = None,
+                   consume: bool = False) -> pd.DataFrame:  # fmt: skip
     """Every column through its kind's parser (``stages/fields.py``), over its distinct values, with the number
-    and date formats its values prove; dates become datetime64 (NaT where missing or unreadable)."""
+    and date formats its values prove; dates become datetime64 (NaT where missing or unreadable). ``consume``:
+    each text column is removed from ``frame`` once parsed."""
     parsed: dict[str, object] = {}
     decimals = _number_formats(frame, report, file)
     orders = _date_formats(frame, report, file, date_order)
-    for name in frame.columns:
-        kind = fields.kind_of(name)
-        column = fields.parse_column(kind, _values(frame[name]), decimal=decimals.get(name, "."),
-                                     order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
-        if kind is Kind.ID:
-            _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
-            parsed[name] = _compact(kind, column)
-            continue
-        if len(column.bad):
-            report.unparseable_values[name] = len(column.bad)
-            if kind is Kind.DATE and np.isnan(column.values).all():  # not one date: a format, not a typo
-                example = frame[name].iloc[int(column.bad_rows[0])]
-                raise IngestionError(f"no value reads as a date (e.g. {fields.shown(example)}; numbers are not "
-                                     "guessed as epochs): export dates as dates or as text (YYYY-MM-DD)",
-                                     file=file, column=name)  # fmt: skip
-        parsed[name] = fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else _compact(kind, column)
-    return pd.DataFrame(parsed, index=frame.index)
+    index = frame.index
+    for name in list(frame.columns):
+        parsed[name] = _parse_one(frame, name, report, source_rows, file, decimals=decimals, orders=orders,
+                                  reference_date=reference_date, date_order=date_order,
+                                  source_sheets=source_sheets)  # fmt: skip
+        if consume:
+            frame.pop(name)  # its text is no longer needed
+    return pd.DataFrame(parsed, index=index)
+
+
+def _parse_one(frame: pd.DataFrame, name: str, report: CleaningReport, source_rows: np.ndarray, file: str, *,
+               decimals: dict[str, str], orders: dict[str, str], reference_date: date, date_order: str,
+               source_sheets: np.ndarray | None) -> object:  # fmt: skip
+    """One column parsed (see :func:`_parse_columns`)."""
+    kind = fields.kind_of(name)
+    column = fields.parse_column(kind, _values(frame[name]), decimal=decimals.get(name, "."),
+                                 order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
+    if kind is Kind.ID:
+        _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
+        return _compact(kind, column)
+    if len(column.bad):
+        report.unparseable_values[name] = len(column.bad)
+        if kind is Kind.DATE and np.isnan(column.values).all():  # not one date: a format, not a typo
+            example = frame[name].iloc[int(column.bad_rows[0])]
+            raise IngestionError(f"no value reads as a date (e.g. {fields.shown(example)}; numbers are not "
+                                 "guessed as epochs): export dates as dates or as text (YYYY-MM-DD)",
+                                 file=file, column=name)  # fmt: skip
+    return fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else _compact(kind, column)
 
 
 def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
@@ -352,6 +364,7 @@ def clean_customers(
     source_file: str = "input",
     drop_uninformative: bool = True,
     date_order: str = fields.DAY_FIRST,
+    consume: bool = False,
 ) -> CleaningResult:
     """Clean a raw export (text cells, original headers) into one typed row per customer.
 
@@ -360,7 +373,9 @@ def clean_customers(
     sheet), used to name the sheet in those errors.
     ``drop_uninformative=False`` keeps empty and constant columns: scoring a handful of customers must not drop
     a column just because the handful agree on it. ``date_order``: the day/month order of a date column whose
-    values do not prove one.
+    values do not prove one. ``consume=True``: ``raw`` is cleaning's alone (the caller holds no other reference),
+    and each text column is let go of once it is parsed, so a large file's text and its typed table are never both
+    whole in memory.
     """
     report = CleaningReport(rows_read=len(raw))
     rows = pd.Series(
@@ -369,11 +384,13 @@ def clean_customers(
     )
     sheets = None if source_sheets is None else pd.Series(np.asarray(source_sheets, dtype=object), index=raw.index)
     canonical = canonicalise_columns(raw, report)
+    if consume:
+        del raw  # canonical holds the columns now; parsing releases them one by one
     if schema.ID_COLUMN not in canonical.columns:
         looked_for = ", ".join(schema.COLUMN_ALIASES[schema.ID_COLUMN][:3])
         raise IngestionError(f"no customer id column (looked for {looked_for}, ...)", file=source_file)
     typed = _parse_columns(canonical, report, rows.to_numpy(), source_file, reference_date=reference_date,
-                           date_order=date_order, source_sheets=source_sheets)  # fmt: skip
+                           date_order=date_order, source_sheets=source_sheets, consume=consume)  # fmt: skip
 
     # Customers numbered once, in order of first appearance: rows of one customer share a number. A row can only
     # repeat another row of its own customer: only those rows are compared whole.

@@ -249,6 +249,7 @@ class Warehouse:
                             self._write_part(connection, name, part, first=name not in written,
                                              append=name in append)  # fmt: skip
                             written[name] = written.get(name, 0) + len(part)
+                        chunk = part = None  # written: the next part may be built in the memory this one held
                 finally:
                     self._writing = None
                 if also is not None:
