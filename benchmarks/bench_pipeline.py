@@ -87,7 +87,8 @@ from segmentation_pipeline.runner import run_pipeline
 from segmentation_pipeline.warehouse import Warehouse
 IMPORTED = time.time()
 source, database = Path(sys.argv[1]), Path(sys.argv[2])
-summary = run_pipeline(source, database, settings=SegmentationSettings(reference_date="2026-06-30"))
+restarts = {"n_init": int(os.environ["BENCH_N_INIT"])} if os.environ.get("BENCH_N_INIT") else {}
+summary = run_pipeline(source, database, settings=SegmentationSettings(reference_date="2026-06-30", **restarts))
 ENDED = time.time()
 STOP.set()
 SAMPLER.join()
@@ -496,7 +497,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "segmentation_bench_inputs",
                         help="--curve: where the generated inputs are kept between runs")  # fmt: skip
     parser.add_argument("--out", type=Path, help="--curve: where the chart and JSON go (default: --cache)")
+    parser.add_argument("--n-init", type=int, help="K-means restarts of the timed runs (default: the setting's)")
     args = parser.parse_args()
+    if args.n_init:  # read by every graph child, of this checkout and of --against
+        os.environ["BENCH_N_INIT"] = str(args.n_init)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         if args.versus_original:
