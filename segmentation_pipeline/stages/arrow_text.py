@@ -30,7 +30,7 @@ def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = Non
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if pa.types.is_dictionary(values.type):
-        values = _compact_dictionary(values)
+        values = compact_dictionary(values)
     elif values.type != TEXT:
         values = values.cast(TEXT)
     if not pa.types.is_dictionary(values.type):
@@ -40,7 +40,7 @@ def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = Non
     return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([values])), index=index, copy=False)
 
 
-def _compact_dictionary(values: pa.DictionaryArray) -> pa.Array:
+def compact_dictionary(values: pa.DictionaryArray) -> pa.Array:
     """A dictionary column whose entries are distinct non-null texts (equal texts may come from different values,
     e.g. 1 and 1.0, or from several row groups); plain text when hardly anything repeats."""
     texts = values.dictionary.cast(TEXT)

@@ -194,6 +194,8 @@ def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
         return pd.Categorical.from_codes(codes, categories=pd.Index(sets, dtype=object, tupleize_cols=False))
     codes = pa.array(column.codes.astype(np.int32), mask=column.codes < 0)
     texts = pa.DictionaryArray.from_arrays(codes, pa.array(column.table[:-1].tolist(), arrow_text.TEXT))
+    if kind is Kind.CATEGORY and len(column.table) * 2 <= len(column.codes):  # repeating levels: kept encoded
+        return pd.arrays.ArrowExtensionArray(pa.chunked_array([arrow_text.compact_dictionary(texts)]))
     return pd.array(texts.cast(arrow_text.TEXT), dtype=arrow_text.STR_DTYPE)
 
 
@@ -404,6 +406,7 @@ def clean_customers(
         sheets = None if sheets is None else sheets[~duplicated]
 
     customers, rows = _merge_channel_rows(typed, customer, rows, report, source_file, sheets)
+    del typed  # (its rows are in customers now: a large file's two tables are not kept side by side)
     customers, quarantined = _quarantine(customers, rows, reference_date, report)
 
     for column, years in fields.YEARS_OF_DATE.items():
