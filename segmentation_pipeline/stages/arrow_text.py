@@ -106,14 +106,6 @@ def factorize(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return codes, encoded.dictionary
 
 
-def distinct(values: object) -> list[object]:
-    """The distinct values of a column (Arrow text or any pandas column), as Python values, nulls left out."""
-    texts = text_array(values)
-    if texts is not None:
-        return unique(texts).to_pylist()
-    return list(pd.unique(np.asarray(values, dtype=object)))
-
-
 def unique(texts: pa.Array) -> pa.Array:
     """The distinct non-null texts (of a dictionary column: the entries its rows use), as plain strings."""
     if pa.types.is_dictionary(texts.type):

@@ -89,7 +89,7 @@ def _number_formats(frame: pd.DataFrame, report: CleaningReport, file: str) -> d
     marks: dict[str, set[str]] = {}
     for name in frame.columns:
         if fields.kind_of(name) is Kind.NUMBER:
-            found, examples = fields.decimal_marks(_distinct_texts(frame[name]))
+            found, examples = fields.decimal_marks(_distinct(frame[name]))
             if not found:
                 raise IngestionError(f"numbers written two ways ({examples[0]!r} reads with a decimal point, "
                                      f"{examples[1]!r} with a decimal comma): export one number format",
@@ -111,7 +111,7 @@ def _date_formats(frame: pd.DataFrame, report: CleaningReport, file: str, defaul
     for name in frame.columns:
         if fields.kind_of(name) is not Kind.DATE:
             continue
-        orders, examples, numeric = fields.date_orders(arrow_text.distinct(frame[name]))
+        orders, examples, numeric = fields.date_orders(_distinct(frame[name]))
         if not orders:
             raise IngestionError(f"dates written two ways ({examples[0]!r} is day-first, {examples[1]!r} month-first): "
                                  "export one date format", file=file, column=name)  # fmt: skip
@@ -131,7 +131,8 @@ def _values(column: pd.Series) -> object:
     return texts if texts is not None else column.to_numpy(dtype=object)
 
 
-def _distinct_texts(column: pd.Series) -> object:
+def _distinct(column: pd.Series) -> object:
+    """A column's distinct values, for the format decisions: Arrow text (nulls left out) when it is Arrow text."""
     texts = arrow_text.text_array(column)
     if texts is not None:
         return arrow_text.unique(texts)
@@ -187,9 +188,7 @@ def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
     if column.codes is None or column.table is None or kind not in (Kind.ID, Kind.CATEGORY, Kind.CHANNELS):
         return column.values
     if kind is Kind.CHANNELS:  # distinct texts may read as the same set ("ATM, Web", "Web,ATM"): one category
-        table = np.empty(len(column.table), dtype=object)
-        table[:] = list(column.table)  # tuples stay whole
-        remap, sets = pd.factorize(table)
+        remap, sets = pd.factorize(column.table)  # an object array of tuples
         codes = remap[column.codes]  # code -1 picks the last entry: the empty set
         return pd.Categorical.from_codes(codes, categories=pd.Index(sets, dtype=object, tupleize_cols=False))
     codes = pa.array(column.codes.astype(np.int32), mask=column.codes < 0)

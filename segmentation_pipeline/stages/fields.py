@@ -185,7 +185,7 @@ _WHOLE_FLOAT_TEXT = re.compile(r"([0-9]+)\.0+")  # "1504161.0": an id that went 
 _EXPONENT_TEXT = re.compile(r"[+-]?[0-9]*\.?[0-9]+[eE][+-]?[0-9]+")
 
 
-def decimal_marks(texts: Sequence[object]) -> tuple[set[str], list[str]]:
+def decimal_marks(texts: Sequence[object] | pa.Array) -> tuple[set[str], list[str]]:
     """The decimal marks under which every number-like text of a column reads as a number: {".", ","} when the
     values cannot tell (plain integers, "1,234"), one mark when they prove it ("1,5" or "1.234,56": comma;
     "1.5" or "1,234.56": point), none when they contradict each other. Also returns up to two example values that
@@ -309,13 +309,14 @@ DATE_ORDERS: Final = (DAY_FIRST, MONTH_FIRST)
 _NUMERIC_DATE = re.compile(r"([0-9]{1,2})[/.-]([0-9]{1,2})[/.-]([0-9]{4}|[0-9]{2})(?:[ T].*)?")
 
 
-def date_orders(texts: Sequence[object]) -> tuple[set[str], list[str], bool]:
+def date_orders(texts: Sequence[object] | pa.Array) -> tuple[set[str], list[str], bool]:
     """The orders (``DAY_FIRST``, ``MONTH_FIRST``) under which every numeric date of a column is a real date: a
     first number above 12 proves day-first, a second above 12 month-first; both kinds of value: no order fits.
     Returns the orders, up to one example value proving each, and whether the column has numeric dates at all."""
     proof: dict[str, str] = {}
     numeric = False
-    for value in texts:
+    arrow = arrow_text.text_array(texts)
+    for value in texts if arrow is None else arrow_text.plain(arrow).to_pylist():
         if type(value) is not str:
             continue
         match = _NUMERIC_DATE.fullmatch(value.strip())
