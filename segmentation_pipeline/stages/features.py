@@ -112,11 +112,18 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
         self.category_unknown_: list[int] = []
         category_names: list[str] = []
         if self.categorical_columns_:
+            # The encoder learns from each customer's level as a code into the column's sorted levels (NumPy's
+            # unique over integers, not Python's over a quarter of a million strings), then is told the levels'
+            # names: codes and names sort alike, so its categories, infrequent groups and output names are the
+            # ones fitting on the names gives.
+            coded = {c: self._level_codes(batch, c) for c in self.categorical_columns_}
             encoder = OneHotEncoder(
                 handle_unknown="infrequent_if_exist",
                 min_frequency=self.rare_level_share if self.rare_level_share > 0 else None,
                 sparse_output=False,
-            ).fit(pd.DataFrame({c: self._levels(batch, c) for c in self.categorical_columns_}))
+            ).fit(pd.DataFrame({c: codes for c, (codes, _) in coded.items()}))
+            encoder.categories_ = [names[codes] for codes, (_, names) in zip(encoder.categories_, coded.values(),
+                                                                             strict=True)]  # fmt: skip
             self._compile_encoder(encoder)
             category_names = [f"cat__{n}" for n in encoder.get_feature_names_out(self.categorical_columns_)]
         channel_lists = batch.channels or []
@@ -215,11 +222,16 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
         return cached[1]
 
     @staticmethod
-    def _levels(batch: CustomerBatch, name: str) -> np.ndarray:
+    def _level_codes(batch: CustomerBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's level (as text; no value: MISSING_LEVEL) as a code into the column's sorted levels,
+        and those levels."""
         values = batch.category(name)
         if values is None:
-            return np.full(batch.n, MISSING_LEVEL, dtype=object)
-        return np.array([MISSING_LEVEL if v is None else str(v) for v in values], dtype=object)
+            return np.zeros(batch.n, dtype=np.intp), np.array([MISSING_LEVEL], dtype=object)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        texts = np.array([*(str(v) for v in uniques), MISSING_LEVEL], dtype=object)  # code -1: the last
+        final, levels = pd.factorize(texts, sort=True)  # two values with one text are one level
+        return final[codes].astype(np.intp, copy=False), np.asarray(levels, dtype=object)
 
     def _category_block(self, batch: CustomerBatch, n: int) -> np.ndarray:
         """The output column of every customer's level, category after category (-1: lights nothing)."""

@@ -14,8 +14,10 @@ import contextlib
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +116,7 @@ class Warehouse:
     _tables_ready: bool = field(default=False, repr=False)
     _pinned: duckdb.DuckDBPyConnection | None = field(default=None, repr=False, compare=False)
     _writing: duckdb.DuckDBPyConnection | None = field(default=None, repr=False, compare=False)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -150,7 +153,8 @@ class Warehouse:
             yield self._pinned
             return
         if read_only and self._writing is not None:  # a read while write_parts runs: beside its connection
-            cursor = self._writing.cursor()
+            with self._write_lock:  # not while write_parts' writer thread is using that connection
+                cursor = self._writing.cursor()
             try:
                 if self.search_path:
                     cursor.execute(f"SET search_path = '{','.join(self.search_path)}'")
@@ -235,21 +239,36 @@ class Warehouse:
         in ``append``), its later parts are appended; all of it, and lineage, in ONE transaction. A lineage record
         whose ``row_count`` is None gets the rows written to the table of its asset's name. While ``parts`` is
         consumed, reads of this store (:meth:`query`, :meth:`batches`) go through cursors of the writing connection
-        and see what was committed before the write began. Returns the rows written per table."""
+        and see what was committed before the write began.
+
+        A part is written by a writer thread while ``parts`` builds the next one (DuckDB compresses and stores
+        without Python's lock, so building and writing share the two cores); at most one part is in flight, so
+        memory holds two parts at most. Returns the rows written per table."""
         written: dict[str, int] = {}
+
+        def write(chunk: Mapping[str, TablePart]) -> None:
+            with self._write_lock:
+                for name, part in chunk.items():
+                    self._write_part(connection, name, part, first=name not in written, append=name in append)
+                    written[name] = written.get(name, 0) + len(part)
+
         with self.connect() as connection:
             self._ensure_tables(connection)
             connection.execute("BEGIN TRANSACTION")
             try:
                 self._writing = connection
                 try:
-                    for chunk in parts:
-                        for name, part in chunk.items():
-                            _check_identifier(name)
-                            self._write_part(connection, name, part, first=name not in written,
-                                             append=name in append)  # fmt: skip
-                            written[name] = written.get(name, 0) + len(part)
-                        chunk = part = None  # written: the next part may be built in the memory this one held
+                    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-writer") as writer:
+                        pending: Future[None] | None = None
+                        for chunk in parts:
+                            for name in chunk:
+                                _check_identifier(name)
+                            if pending is not None:
+                                pending.result()
+                            pending = writer.submit(write, chunk)
+                            chunk = None  # the writer holds it; the next part may be built meanwhile
+                        if pending is not None:
+                            pending.result()
                 finally:
                     self._writing = None
                 if also is not None:
