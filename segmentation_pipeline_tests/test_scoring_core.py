@@ -158,3 +158,20 @@ def test_the_api_keeps_serving_when_a_new_model_is_refused(warehouse_copy, monke
     assert registry.active_version(store) == "sub-1"
     assert cache.refresh() is False
     assert cache.current.version == serving and "sub-1 refused" in (cache.last_error or "")
+
+
+def test_the_same_stored_model_is_checked_once_per_process(trained_warehouse: TrainedWarehouse,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A run's steps load one model several times: the same bytes give the same checked model; other bytes (here
+    the same archive with a comment added) are loaded and checked afresh."""
+    with duckdb.connect(str(trained_warehouse.path), read_only=True) as connection:
+        (blob,) = connection.execute("SELECT model_blob FROM kmeans_model").fetchone()
+    first = SegmentationModel.from_bytes(blob)
+    checked: list[str] = []
+    monkeypatch.setattr(SegmentationModel, "verify_sample", lambda model: checked.append(model.version))
+    assert SegmentationModel.from_bytes(blob) is first and checked == []
+    buffer = io.BytesIO(blob)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = b"another copy"
+    other = SegmentationModel.from_bytes(buffer.getvalue())
+    assert other is not first and checked == [first.version]

@@ -13,9 +13,12 @@ against the running code: a model the running code would score differently is re
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -42,10 +45,16 @@ if TYPE_CHECKING:
 FORMAT = "segmentation-model/2"  # 2: customer-level ratings (score boundaries) and the policy rules in force
 SAMPLE_SIZE = 256  # customers kept with a model to verify, at load, that the running code scores them the same
 SAMPLE_TOLERANCE = 1e-6  # distances and scores may differ by float rounding only
+LOADED_KEPT = 2  # models kept loaded and verified per process (a run's steps load the same model several times)
 
 
 class ModelContractError(ValueError):
     """A stored model the running code cannot score as it was fitted (different features, changed rules)."""
+
+
+# SegmentationModel.from_bytes: the models last loaded in this process, checked
+_LOADED: OrderedDict[tuple[bytes, type, tuple[int, ...]], SegmentationModel] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -132,7 +141,28 @@ class SegmentationModel:
     def from_bytes(cls, blob: bytes, *, transformer_class: type[CustomerFeatureTransformer] | None = None
                    ) -> SegmentationModel:  # fmt: skip
         """A stored model, checked against the running code (:meth:`check_contract`, :meth:`verify_sample`).
-        Raises :class:`ModelContractError` with one line saying what differs."""
+        Raises :class:`ModelContractError` with one line saying what differs.
+
+        The same bytes give the same model: the last :data:`LOADED_KEPT` models loaded in this process are kept,
+        keyed by their bytes' SHA-256, already checked and with their scorer built (a run's scoring step, its
+        policy check and its report load one model; each load would rebuild the imputer's trees and re-score the
+        sample). The model is shared: callers read it, none changes it."""
+        running = transformer_class or CustomerFeatureTransformer  # the running code's rules are part of the key
+        key = (hashlib.sha256(blob).digest(), running, tuple(map(id, running.derived_features.values())))
+        with _LOADED_LOCK:
+            model = _LOADED.get(key)
+            if model is not None:
+                _LOADED.move_to_end(key)
+                return model
+        model = cls._load(blob, transformer_class=transformer_class)
+        with _LOADED_LOCK:
+            _LOADED[key] = model
+            while len(_LOADED) > LOADED_KEPT:
+                _LOADED.popitem(last=False)
+        return model
+
+    @classmethod
+    def _load(cls, blob: bytes, *, transformer_class: type[CustomerFeatureTransformer] | None) -> SegmentationModel:
         try:
             with zipfile.ZipFile(io.BytesIO(blob)) as archive:
                 meta = json.loads(archive.read("model.json"))
