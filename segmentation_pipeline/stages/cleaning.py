@@ -216,16 +216,17 @@ def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_
 
 
 def _merge_channel_rows(
-    frame: pd.DataFrame, customer: np.ndarray, source_rows: pd.Series, report: CleaningReport, file: str,
-    source_sheets: pd.Series | None,
+    frame: pd.DataFrame, customer: np.ndarray, others_key: np.ndarray, source_rows: pd.Series,
+    report: CleaningReport, file: str, source_sheets: pd.Series | None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """One row per customer: rows that differ only in their channel become one row with the set of channels.
     Rows of one customer id that differ in anything else are a broken export: refused, naming the ids.
-    ``customer``: each row's customer number (0, 1, ... in order of first appearance)."""
+    ``customer``: each row's customer number (0, 1, ... in order of first appearance); ``others_key``: each row's
+    :func:`_row_keys` over every column but the channels (rows of customers on several rows; others: any)."""
     has_channels = schema.CHANNEL_COLUMN in frame.columns
     others = frame.drop(columns=[schema.CHANNEL_COLUMN]) if has_channels else frame
     repeated = np.bincount(customer)[customer] > 1  # only customers on several rows can conflict or merge
-    pairs = pd.DataFrame({"customer": customer[repeated], "row": _row_keys(others, repeated)}).drop_duplicates()
+    pairs = pd.DataFrame({"customer": customer[repeated], "row": others_key[repeated]}).drop_duplicates()
     conflicting_numbers = pairs["customer"][pairs["customer"].duplicated()].unique()  # two different rows
     if len(conflicting_numbers):
         first_of = pd.Series(np.arange(len(customer))).groupby(customer).first()  # a row of each customer
@@ -245,17 +246,18 @@ def _merge_channel_rows(
     first = np.zeros(len(customer), dtype=bool)
     first[np.unique(customer, return_index=True)[1]] = True  # each customer's first row
     report.count_rows("merged: one row per subscribed channel", int((~first).sum()))
-    merged = others[first].copy() if not first.all() else others
+    merged = others[first] if not first.all() else others
     if has_channels:
-        merged[schema.CHANNEL_COLUMN] = _channel_union(customer, frame[schema.CHANNEL_COLUMN])
+        merged = merged.assign(**{schema.CHANNEL_COLUMN: _channel_union(customer, frame[schema.CHANNEL_COLUMN])})
     return merged, source_rows[first]
 
 
-def _row_keys(frame: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+def _row_keys(frame: pd.DataFrame, rows: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
     """A number for each row selected by the mask ``rows``, equal exactly when two rows hold equal values in every
     column (missing equal to missing, as ``DataFrame.duplicated`` compares them). Built a column at a time, so it
-    needs memory for a few numbers per row rather than one per cell."""
-    key = np.zeros(int(rows.sum()), dtype=np.int64)
+    needs memory for a few numbers per row rather than one per cell. ``key``: the rows' keys over other columns,
+    extended here by ``frame``'s."""
+    key = np.zeros(int(rows.sum()), dtype=np.int64) if key is None else key
     for name in frame.columns:
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
@@ -395,16 +397,22 @@ def clean_customers(
 
     # Customers numbered once, in order of first appearance: rows of one customer share a number. A row can only
     # repeat another row of its own customer: only those rows are compared whole.
+    # Each such row's key over every column but the channels (to tell rows that differ only in their channel),
+    # then extended by the channels (to find exact duplicates).
     customer = pd.factorize(typed[schema.ID_COLUMN])[0]
     repeated = np.bincount(customer)[customer] > 1
+    channels = [schema.CHANNEL_COLUMN] if schema.CHANNEL_COLUMN in typed.columns else []
+    others_key = np.full(len(typed), -1, dtype=np.int64)
+    others_key[repeated] = _row_keys(typed.drop(columns=channels), repeated)
     duplicated = np.zeros(len(typed), dtype=bool)
-    duplicated[repeated] = pd.Series(_row_keys(typed, repeated)).duplicated().to_numpy()
+    duplicated[repeated] = pd.Series(_row_keys(typed[channels], repeated, others_key[repeated])).duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
     if duplicated.any():  # (no copy of a large table that has none; a first appearance is never a duplicate)
         typed, rows, customer = typed[~duplicated], rows[~duplicated], customer[~duplicated]
+        others_key = others_key[~duplicated]
         sheets = None if sheets is None else sheets[~duplicated]
 
-    customers, rows = _merge_channel_rows(typed, customer, rows, report, source_file, sheets)
+    customers, rows = _merge_channel_rows(typed, customer, others_key, rows, report, source_file, sheets)
     del typed  # (its rows are in customers now: a large file's two tables are not kept side by side)
     customers, quarantined = _quarantine(customers, rows, reference_date, report)
 
