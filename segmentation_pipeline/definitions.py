@@ -8,6 +8,7 @@ import dagster as dg
 from segmentation_pipeline.config import default_warehouse_path
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.orchestration.documentation import document_assets
 from segmentation_pipeline.orchestration.jobs import reclustering_job, segmentation_job
 from segmentation_pipeline.orchestration.progress import terminal_logger
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
@@ -25,7 +26,7 @@ def build_resources(warehouse_path: str | None = None) -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=SEGMENTATION_ASSETS,
+    assets=document_assets(SEGMENTATION_ASSETS),  # with a reference to the code of each
     asset_checks=SEGMENTATION_CHECKS,
     jobs=[segmentation_job, reclustering_job],
     sensors=SEGMENTATION_SENSORS,

@@ -104,6 +104,24 @@ def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
     assert re.search(r"<script[^>]*\bsrc=", html) is None
 
 
+def test_materialisations_show_the_columns_written_with_duckdb_types_and_descriptions(materialised) -> None:
+    """What the UI shows after a run: each table's columns as DuckDB wrote them (names, order, DuckDB types), each
+    described, and previews without long float tails."""
+    result, database = materialised
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    with duckdb.connect(str(database), read_only=True) as connection:
+        for table in set(ASSET_KEYS) - {"published_snapshot"}:
+            shown = events[table]["dagster/column_schema"].schema.columns
+            written = [tuple(row[:2]) for row in connection.execute(f"DESCRIBE {table}").fetchall()]
+            assert [(c.name, c.type) for c in shown] == written, table
+            assert all(c.description and "not in the column contract" not in c.description for c in shown), table
+    assert events["pca_embedding"]["dagster/column_schema"].schema.columns[1].description.startswith(
+        "coordinate on principal component 1")  # fmt: skip
+    preview = events["cluster_assignments"]["preview"].md_str
+    assert re.search(r"[0-9]\.[0-9]{5}", preview) is None and re.search(r"[0-9]\.[0-9]{1,4}\b", preview)
+
+
 def test_planted_groups_recovered_and_high_group_tiered_high(materialised, workbook) -> None:
     _, database = materialised
     _, labels = workbook
