@@ -66,9 +66,20 @@ def test_materialisation_succeeds_with_checks_passing(materialised) -> None:
     materialised_keys = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert set(ASSET_KEYS) <= materialised_keys
     evaluations = result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} >= {"unique_customer_ids", "required_columns_present",
-                                                     "values_in_range", "silhouette_above_floor"}  # fmt: skip
+    assert {e.check_name for e in evaluations} >= {
+        "unique_customer_ids", "required_columns_present", "values_in_range", "silhouette_above_floor",
+        "every_customer_assigned_once", "tier_mix_within_bounds"}  # fmt: skip
     assert all(e.passed for e in evaluations)
+    by_name = {e.check_name: e for e in evaluations}
+    assigned = by_name["every_customer_assigned_once"]  # blocking, on cluster_assignments
+    assert assigned.asset_key == dg.AssetKey("cluster_assignments") and assigned.blocking
+    assert {k: assigned.metadata[k].value for k in ("missing", "extra", "duplicated")} == dict.fromkeys(
+        ("missing", "extra", "duplicated"), 0)  # fmt: skip
+    mix = by_name["tier_mix_within_bounds"]
+    assert mix.asset_key == dg.AssetKey("cluster_assignments") and mix.severity == dg.AssetCheckSeverity.WARN
+    shares = mix.metadata["shares"].value
+    assert set(shares) == {"High", "Medium", "Low"} and abs(sum(shares.values()) - 1) < 1e-3
+    assert by_name["ratings_meet_policy_floors"].asset_key == dg.AssetKey("cluster_assignments")
 
 
 def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
