@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -49,6 +49,13 @@ def default_input_path() -> Path:
 def default_rules_path() -> Path:
     """The policy rules file a run applies when none is named: $SEGMENTATION_RULES, else the bundled one."""
     return Path(os.environ.get(RULES_ENV) or DEFAULT_RULES)
+
+
+# The share of customers each rating may hold before the tier_mix_within_bounds check warns (min and max): a
+# segmentation that rates more than a third of the bank High, or fewer than a fifth Low, is more likely
+# miscalibrated (or fed a broken export) than right.
+DEFAULT_TIER_SHARE_MIN: dict[str, float] = {"High": 0.0, "Medium": 0.0, "Low": 0.2}
+DEFAULT_TIER_SHARE_MAX: dict[str, float] = {"High": 0.35, "Medium": 0.7, "Low": 1.0}
 
 
 class SettingsError(ValueError):
@@ -110,6 +117,34 @@ class PipelineSettings(BaseModel):
     rules_file: str | None = Field(
         None, description="policy rules file (TOML); None = $SEGMENTATION_RULES, else the bundled policy_rules.toml"
     )
+    tier_share_min: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_SHARE_MIN),
+        description="smallest share of customers per rating (High/Medium/Low) before the tier mix check warns",
+    )  # fmt: skip
+    tier_share_max: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_SHARE_MAX),
+        description="largest share of customers per rating (High/Medium/Low) before the tier mix check warns",
+    )  # fmt: skip
+
+    @field_validator("tier_share_min", "tier_share_max")
+    @classmethod
+    def _shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        from segmentation_pipeline.stages.tiering import TIERS  # (the stages import config: not at module load)
+
+        for tier, share in shares.items():
+            if tier not in TIERS:
+                raise ValueError(f"{tier!r} is not a rating ({', '.join(TIERS)})")
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"the share of {tier} must lie between 0 and 1 (got {share})")
+        return shares
+
+    @model_validator(mode="after")
+    def _share_range(self) -> PipelineSettings:
+        for tier, low in self.tier_share_min.items():
+            if low > self.tier_share_max.get(tier, 1.0):
+                raise ValueError(f"tier_share_min of {tier} ({low}) is above its tier_share_max "
+                                 f"({self.tier_share_max.get(tier, 1.0)})")  # fmt: skip
+        return self
 
     @field_validator("k_max")
     @classmethod

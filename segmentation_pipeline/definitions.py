@@ -8,11 +8,12 @@ import dagster as dg
 from segmentation_pipeline.config import default_warehouse_path
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.orchestration.documentation import document_assets
 from segmentation_pipeline.orchestration.jobs import reclustering_job, segmentation_job
 from segmentation_pipeline.orchestration.progress import terminal_logger
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.orchestration.schedules import weekly_reclustering_schedule
-from segmentation_pipeline.orchestration.sensors import SEGMENTATION_SENSORS
+from segmentation_pipeline.orchestration.sensors import SEGMENTATION_SENSORS, ensure_folders, incoming_dir
 
 __all__ = ["build_resources", "defs", "reclustering_job", "segmentation_job"]
 
@@ -24,8 +25,15 @@ def build_resources(warehouse_path: str | None = None) -> dict[str, object]:
     }
 
 
+# The drop, archive and rejected folders exist as soon as the code location loads (a fresh clone has none). Where
+# they cannot be created the location still loads (the UI and runs by hand do not need them): one line says so
+# here, and the sensor's skip message says it at every evaluation.
+_folders_problem = ensure_folders(incoming_dir())
+if _folders_problem is not None:
+    dg.get_dagster_logger().warning(_folders_problem)
+
 defs = dg.Definitions(
-    assets=SEGMENTATION_ASSETS,
+    assets=document_assets(SEGMENTATION_ASSETS),  # with a reference to the code of each
     asset_checks=SEGMENTATION_CHECKS,
     jobs=[segmentation_job, reclustering_job],
     sensors=SEGMENTATION_SENSORS,

@@ -35,8 +35,7 @@ def _graphql(url: str, query: str, variables: dict[str, object] | None = None) -
 
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
-    folder = tmp_path_factory.mktemp("dagster_dev")
-    (folder / "incoming").mkdir()
+    folder = tmp_path_factory.mktemp("dagster_dev")  # no incoming/ folder: loading the code location creates it
     # The team's instance: dagster.yaml's run queue and pool (its storage paths are relative to the working
     # directory, as when `dagster dev` runs from the repository root).
     shutil.copy(REPO_ROOT / "dagster.yaml", folder / "dagster.yaml")
@@ -51,13 +50,15 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 
 
 def test_asset_graph_is_served_with_groups_and_descriptions(dagster_dev) -> None:
-    url, _, _ = dagster_dev
+    url, _, folder = dagster_dev
     data = _graphql(url, "{ assetNodes { assetKey { path } groupName description } }")
     nodes = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
     assert set(nodes) >= ASSETS
     for name in ASSETS:
         assert nodes[name]["groupName"] == "segmentation"
         assert nodes[name]["description"]
+    # Loading the code location created the drop, archive and rejected folders (a fresh clone has none).
+    assert all((folder / name).is_dir() for name in ("incoming", "archive", "rejected"))
 
 
 def test_run_launched_like_the_ui_materialises_the_warehouse(dagster_dev) -> None:

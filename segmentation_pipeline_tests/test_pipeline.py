@@ -66,9 +66,20 @@ def test_materialisation_succeeds_with_checks_passing(materialised) -> None:
     materialised_keys = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert set(ASSET_KEYS) <= materialised_keys
     evaluations = result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} >= {"unique_customer_ids", "required_columns_present",
-                                                     "values_in_range", "silhouette_above_floor"}  # fmt: skip
+    assert {e.check_name for e in evaluations} >= {
+        "unique_customer_ids", "required_columns_present", "values_in_range", "silhouette_above_floor",
+        "every_customer_assigned_once", "tier_mix_within_bounds"}  # fmt: skip
     assert all(e.passed for e in evaluations)
+    by_name = {e.check_name: e for e in evaluations}
+    assigned = by_name["every_customer_assigned_once"]  # blocking, on cluster_assignments
+    assert assigned.asset_key == dg.AssetKey("cluster_assignments") and assigned.blocking
+    assert {k: assigned.metadata[k].value for k in ("missing", "extra", "duplicated")} == dict.fromkeys(
+        ("missing", "extra", "duplicated"), 0)  # fmt: skip
+    mix = by_name["tier_mix_within_bounds"]
+    assert mix.asset_key == dg.AssetKey("cluster_assignments") and mix.severity == dg.AssetCheckSeverity.WARN
+    shares = mix.metadata["shares"].value
+    assert set(shares) == {"High", "Medium", "Low"} and abs(sum(shares.values()) - 1) < 1e-3
+    assert by_name["ratings_meet_policy_floors"].asset_key == dg.AssetKey("cluster_assignments")
 
 
 def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
@@ -102,6 +113,24 @@ def test_every_asset_is_a_table_with_rows(materialised, workbook) -> None:
     # plotly.js is inline (it is megabytes), and nothing is loaded from elsewhere.
     assert len(html) > 1_000_000 and "Plotly.newPlot" in html
     assert re.search(r"<script[^>]*\bsrc=", html) is None
+
+
+def test_materialisations_show_the_columns_written_with_duckdb_types_and_descriptions(materialised) -> None:
+    """What the UI shows after a run: each table's columns as DuckDB wrote them (names, order, DuckDB types), each
+    described, and previews without long float tails."""
+    result, database = materialised
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    with duckdb.connect(str(database), read_only=True) as connection:
+        for table in set(ASSET_KEYS) - {"published_snapshot"}:
+            shown = events[table]["dagster/column_schema"].schema.columns
+            written = [tuple(row[:2]) for row in connection.execute(f"DESCRIBE {table}").fetchall()]
+            assert [(c.name, c.type) for c in shown] == written, table
+            assert all(c.description and "not in the column contract" not in c.description for c in shown), table
+    assert events["pca_embedding"]["dagster/column_schema"].schema.columns[1].description.startswith(
+        "coordinate on principal component 1")  # fmt: skip
+    preview = events["cluster_assignments"]["preview"].md_str
+    assert re.search(r"[0-9]\.[0-9]{5}", preview) is None and re.search(r"[0-9]\.[0-9]{1,4}\b", preview)
 
 
 def test_planted_groups_recovered_and_high_group_tiered_high(materialised, workbook) -> None:

@@ -23,6 +23,7 @@ from segmentation_pipeline.orchestration.sensors import (
     TAG_STAGED,
     SensorCursor,
     archive_accepted_workbook,
+    ensure_folders,
     new_workbook_sensor,
     reject_failed_workbook,
 )
@@ -63,7 +64,8 @@ def test_new_file_runs_once_after_it_settles(incoming: Path) -> None:
     path = _small_export(incoming / "week 1.csv")
     tick = Ticker()
     first = tick()
-    assert first.run_requests == [] and "1 waiting" in first.skip_reason.skip_message  # seen once: maybe half-written
+    assert first.run_requests == []  # seen once: maybe half-written
+    assert first.skip_reason.skip_message == f"no new complete file in {incoming} (1 ignored: 1 just dropped)"
     second = tick()
     assert len(second.run_requests) == 1
     request = second.run_requests[0]
@@ -125,8 +127,46 @@ def test_temporary_and_foreign_names_are_ignored(incoming: Path) -> None:
     (incoming / "subfolder.csv").mkdir()  # a directory with an export suffix is not a file
     tick = Ticker()
     for _ in range(3):
-        assert tick().run_requests == []
+        result = tick()
+        assert result.run_requests == []
     assert sorted(p.name for p in incoming.iterdir()) == sorted([*names, "subfolder.csv"])
+    # The skip message names the folder watched and every entry left alone, with why.
+    assert result.skip_reason.skip_message == (
+        f"no new complete file in {incoming} (7 ignored: 1 not an export: notes.txt, 5 temporary or hidden: "
+        ".hidden.csv, copy.tmp, file.csv.crdownload, ..., 1 a folder: subfolder.csv)")  # fmt: skip
+
+
+def test_skip_message_counts_files_still_being_written_and_waiting_for_their_run(incoming: Path) -> None:
+    tick = Ticker()
+    growing = _small_export(incoming / "growing.csv")
+    assert tick().skip_reason.skip_message.endswith("(1 ignored: 1 just dropped)")
+    (requested,) = tick().run_requests  # settled: requested; its run has not moved it yet
+    with growing.open("a") as more:  # (a new drop beside it)
+        more.write("")
+    late = _small_export(incoming / "late.csv", seed=4)
+    assert tick().skip_reason.skip_message.endswith("(2 ignored: 1 just dropped, 1 waiting for its run)")
+    with late.open("a") as more:
+        more.write("8888888,,,,,\n")
+    (incoming / "notes.txt").write_text("not an export")
+    assert tick().skip_reason.skip_message == (f"no new complete file in {incoming} (3 ignored: 1 still being written, "
+                                               "1 waiting for its run, 1 not an export: notes.txt)")  # fmt: skip
+    assert requested.tags[TAG_FILE] == "growing.csv"
+
+
+def test_folders_are_created_at_load_and_an_unwritable_place_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incoming = tmp_path / "fresh" / "data" / "incoming"
+    assert ensure_folders(incoming) is None and ensure_folders(incoming) is None  # idempotent
+    assert {p.name for p in incoming.parent.iterdir()} == {"incoming", "archive", "rejected"}
+    # (`dagster dev` loading the code location creates them: test_dagster_ui starts it on a folder without them.)
+    # Where they cannot be created (a file stands in the way), the sensor says so instead of failing.
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    monkeypatch.setenv(INCOMING_ENV, str(tmp_path / "blocked" / "incoming"))
+    result = new_workbook_sensor(dg.build_sensor_context())
+    assert result.run_requests == [] and result.skip_reason.skip_message == (
+        f"drop folder {tmp_path / 'blocked' / 'incoming'} cannot be created (Not a directory): set "
+        f"{INCOMING_ENV} to a folder in a writable place")  # fmt: skip
 
 
 def test_mtime_going_backwards_never_skips_a_file(incoming: Path) -> None:

@@ -30,6 +30,14 @@ import pyarrow as pa
 
 from segmentation_pipeline import __version__, schema
 from segmentation_pipeline.config import PipelineSettings, default_input_path
+from segmentation_pipeline.orchestration.documentation import (
+    asset_tags,
+    k_search_markdown,
+    materialised_schema,
+    owners,
+    table_definition_metadata,
+)
+from segmentation_pipeline.orchestration.documentation import markdown_preview as _markdown_preview
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.resources import SegmentationSettings, WarehouseResource
 from segmentation_pipeline.reporting import build_segment_report, latest_report_path, write_report_files
@@ -122,26 +130,16 @@ def write_assets(
 # --- shared helpers ---------------------------------------------------------------------------------------------
 
 
-def _markdown_preview(frame: pd.DataFrame, rows: int = 5, max_columns: int = 12) -> str:
-    shown = frame.head(rows).iloc[:, :max_columns]
-    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
-    rule = "|" + "---|" * len(shown.columns)
-    body = ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
-def table_metadata(frame: pd.DataFrame | pa.Table, *, rows: int | None = None, **extra: object) -> dict[str, object]:
-    """Row count, column schema and a markdown preview: what every asset shows in the UI. ``frame``: the table, or
-    (an Arrow table) its first part, the table having ``rows`` rows."""
-    if isinstance(frame, pa.Table):
-        schema_columns = [dg.TableColumn(name=f.name, type=str(f.type)) for f in frame.schema]
-        preview = frame.slice(0, 5).to_pandas()
-    else:
-        schema_columns = [dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
-        preview = frame
+def table_metadata(
+    frame: pd.DataFrame | pa.Table, *, table: str, rows: int | None = None, **extra: object
+) -> dict[str, object]:
+    """Row count, column schema (DuckDB types, the contract's descriptions) and a markdown preview (numbers
+    rounded): what every table-backed asset shows in the UI. ``frame``: the rows written to ``table``, or its first
+    part (or first rows), the table having ``rows`` rows."""
+    preview = frame.slice(0, 5).to_pandas() if isinstance(frame, pa.Table) else frame
     return {
         "dagster/row_count": dg.MetadataValue.int(len(frame) if rows is None else rows),
-        "dagster/column_schema": dg.TableSchema(columns=schema_columns),
+        "dagster/column_schema": materialised_schema(table, frame),
         "preview": dg.MetadataValue.md(_markdown_preview(preview)),
         **extra,
     }
@@ -252,9 +250,16 @@ def _reference_date(settings: SegmentationSettings) -> date:
     return date.fromisoformat(value) if value else date.today()
 
 
-def _spec(name: str, description: str, deps: list[str], kinds: set[str]) -> dg.AssetSpec:
+def _documented(table: str | None, *, pii: bool) -> dict[str, object]:
+    """What every asset's definition says besides its description: owners, tags, and for a table-backed asset
+    its DuckDB table and declared columns (``documentation.py``)."""
+    return {"owners": owners(), "tags": asset_tags(pii=pii),
+            "metadata": table_definition_metadata(table) if table else {}}  # fmt: skip
+
+
+def _spec(name: str, description: str, deps: list[str], kinds: set[str], *, pii: bool) -> dg.AssetSpec:
     return dg.AssetSpec(name, description=description, deps=deps, kinds=kinds, group_name=GROUP,
-                        code_version=__version__)  # fmt: skip
+                        code_version=__version__, **_documented(name, pii=pii))  # fmt: skip
 
 
 # --- ingestion: the file read and cleaned once ---------------------------------------------------------------------
@@ -266,11 +271,11 @@ def _spec(name: str, description: str, deps: list[str], kinds: set[str]) -> dg.A
     specs=[
         _spec("raw_workbook", "The bank's export read losslessly: every column with its original header, every cell "
               "as exported (as text), plus lineage columns: source file, sheet, source row, file SHA-256, ingestion "
-              "time, run id.", [], {"duckdb", "python"}),
+              "time, run id.", [], {"duckdb", "python"}, pii=True),
         _spec("cleaned_customers", "One row per customer with canonical column names and types: duplicates removed, "
               "per-channel rows merged into one row with the set of channels, impossible values quarantined, age "
               "and tenure derived, empty and constant columns dropped. Every dropped row and column is counted "
-              "with its reason.", ["raw_workbook"], {"duckdb", "pandas"}),
+              "with its reason.", ["raw_workbook"], {"duckdb", "pandas"}, pii=True),
     ],  # fmt: skip
     pool=WAREHOUSE_POOL,
 )
@@ -311,8 +316,8 @@ def ingest_export(
     # parsed: the file's text and its typed customers are never both whole in memory. Both, and the cleaning's
     # tables, are written in ONE transaction; a file cleaning refuses writes nothing.
     raw_table, raw = _raw_table(raw, context.run_id), replace(raw, frame=raw.frame.iloc[:0])
-    raw_metadata = table_metadata(raw_table.head(5), source_file=raw.source_file, sheet=", ".join(raw.sheets),
-                                  header_row=raw.header_row, file_sha256=raw.sha256,
+    raw_metadata = table_metadata(raw_table.head(5), table="raw_workbook", source_file=raw.source_file,
+                                  sheet=", ".join(raw.sheets), header_row=raw.header_row, file_sha256=raw.sha256,
                                   original_headers=dg.MetadataValue.json(list(raw.headers)))  # fmt: skip
     raw_metadata["dagster/row_count"] = dg.MetadataValue.int(len(raw_table))
     cleaned: dict[str, object] = {}
@@ -357,7 +362,8 @@ def ingest_export(
     yield dg.MaterializeResult(
         asset_key="cleaned_customers",
         metadata=table_metadata(
-            customers, rows_read=report.rows_read, rows_kept=report.rows_kept, quarantined_customers=quarantined,
+            customers, table="cleaned_customers", rows_read=report.rows_read, rows_kept=report.rows_kept,
+            quarantined_customers=quarantined,
             dropped_rows=dg.MetadataValue.json(report.dropped_rows),
             dropped_columns=dg.MetadataValue.json(report.dropped_columns),
             aliases_applied=dg.MetadataValue.json(report.aliases_applied),
@@ -374,6 +380,7 @@ def ingest_export(
 @dg.asset(
     group_name=GROUP, code_version=__version__, deps=["cleaned_customers"], kinds={"duckdb", "scikitlearn"},
     pool=WAREHOUSE_POOL, partitions_def=EXPORTS,
+    **_documented("kmeans_model", pii=True),  # the stored model keeps a verification sample of 256 customers
 )  # fmt: skip
 def kmeans_model(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
@@ -455,7 +462,8 @@ def kmeans_model(
             "ari_vs_previous": summary["ari"], "tier_mix_psi": summary["tier_mix_psi"],
             "feature_psi": dg.MetadataValue.json(summary["feature_psi"]),
             "drift_flags": dg.MetadataValue.json(summary["flags"]),
-            "k_search": dg.MetadataValue.md(_markdown_preview(model.k_search.round(4), rows=50)),
+            "k_search": dg.MetadataValue.md(k_search_markdown(model.k_search, model.k)),
+            "dagster/column_schema": materialised_schema("kmeans_model", tables["kmeans_model"]),
         }
     )  # fmt: skip
 
@@ -631,9 +639,9 @@ def _scored_parts(store: Warehouse, model: SegmentationModel, run_id: str, *, ch
     specs=[
         _spec("customer_features", "The feature matrix of every cleaned customer, as the served model computes it "
               "(log, standardise, K-nearest-neighbour imputation, flags, one-hot, channels).",
-              ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}),
+              ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}, pii=True),
         _spec("pca_embedding", "Every customer's PCA coordinates under the served model (pc1 and pc2 are the plot "
-              "coordinates).", ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}),
+              "coordinates).", ["kmeans_model", "cleaned_customers"], {"duckdb", "scikitlearn"}, pii=True),
         _spec("cluster_assignments", "One row per customer: cluster (behaviour segment) and its tier, the customer's "
               "rating (risk_tier: the segment's tier raised by the customer's own risk score and by policy rules), "
               "the rating before rules, what decided it (rating_basis), the policy rules that apply to the customer "
@@ -641,13 +649,13 @@ def _scored_parts(store: Warehouse, model: SegmentationModel, run_id: str, *, ch
               "centroid, pc1/pc2, model and policy version and run id, computed with the ACTIVE model of the "
               "registry by the same compiled scorer the API uses. Customers whose rating changed are appended to "
               "tier_migrations; the run's governance figures go to rating_governance.",
-              ["kmeans_model", "cleaned_customers"], {"duckdb"}),
+              ["kmeans_model", "cleaned_customers"], {"duckdb", "numpy"}, pii=True),
         _spec("rating_reasons", "Every customer's top reasons (indicator, the customer's value, the segment's and "
               "the population's typical value, contribution to the score), rank 1 the most telling for its tier.",
-              ["kmeans_model", "cleaned_customers"], {"duckdb"}),
+              ["kmeans_model", "cleaned_customers"], {"duckdb", "numpy"}, pii=True),
         _spec("segment_profiles", "Per cluster of the model that made the assignments: tier, risk score, the score "
               "boundary of its tier (any customer scoring at or above it is rated at least that tier), every term of "
-              "the score and the typical (median) value of every indicator.", ["kmeans_model"], {"duckdb"}),
+              "the score and the typical (median) value of every indicator.", ["kmeans_model"], {"duckdb"}, pii=False),
     ],  # fmt: skip
     pool=WAREHOUSE_POOL,
 )
@@ -675,17 +683,20 @@ def score_customers(
         context.log.warning(f"assignments use the active model {model.version}{note}")
     first, figures = scoring.first, scoring.figures
     yield dg.MaterializeResult(asset_key="customer_features", metadata=table_metadata(
-        first["customer_features"], rows=rows["customer_features"], model_version=model.version,
+        first["customer_features"], table="customer_features", rows=rows["customer_features"],
+        model_version=model.version,
         n_features=len(model.features.feature_names_),
         numeric_features=dg.MetadataValue.json(model.features.numeric_columns_),
         categorical_features=dg.MetadataValue.json(model.features.categorical_columns_)))  # fmt: skip
     ratios = [round(float(r), 5) for r in model.explained_variance_ratio]
     yield dg.MaterializeResult(asset_key="pca_embedding", metadata=table_metadata(
-        first["pca_embedding"], rows=rows["pca_embedding"], model_version=model.version, n_components=len(ratios),
+        first["pca_embedding"], table="pca_embedding", rows=rows["pca_embedding"], model_version=model.version,
+        n_components=len(ratios),
         explained_variance_total=sum(ratios), explained_variance_ratio=dg.MetadataValue.json(ratios)))  # fmt: skip
     measures = {m: dict(zip(g["item"], g["customers"].astype(int), strict=True)) for m, g in figures.groupby("measure")}
     yield dg.MaterializeResult(asset_key="cluster_assignments", metadata=table_metadata(
-        first["cluster_assignments"], rows=rows["cluster_assignments"], model_version=model.version,
+        first["cluster_assignments"], table="cluster_assignments", rows=rows["cluster_assignments"],
+        model_version=model.version,
         policy_version=model.policy.version, tier_counts=dg.MetadataValue.json(scoring.tier_counts()),
         tier_mix_segment=dg.MetadataValue.json(measures["tier_mix_segment"]),
         tier_mix_before_rules=dg.MetadataValue.json(measures["tier_mix_before_rules"]),
@@ -694,14 +705,16 @@ def score_customers(
         rank_inversions=int(measures["rank_inversions"][""]), tier_migrations=scoring.migrations,
         tier_moves=dg.MetadataValue.json(dict(scoring.moves.most_common()))))  # fmt: skip
     yield dg.MaterializeResult(asset_key="rating_reasons", metadata=table_metadata(
-        first["rating_reasons"], rows=rows["rating_reasons"], model_version=model.version))  # fmt: skip
+        first["rating_reasons"], table="rating_reasons", rows=rows["rating_reasons"],
+        model_version=model.version))  # fmt: skip
     yield dg.MaterializeResult(asset_key="segment_profiles", metadata=table_metadata(
-        model.profiles(), model_version=model.version))  # fmt: skip
+        model.profiles(), table="segment_profiles", model_version=model.version))  # fmt: skip
 
 
 @dg.asset(
-    group_name=GROUP, code_version=__version__, deps=["cluster_assignments"], kinds={"plotly", "html"},
+    group_name=GROUP, code_version=__version__, deps=["cluster_assignments"], kinds={"plotly", "html", "duckdb"},
     pool=WAREHOUSE_POOL, partitions_def=EXPORTS,
+    **_documented("segment_report", pii=True),  # the report lists outlying customers by id
 )  # fmt: skip
 def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The interactive HTML report analysts read (one self-contained file, plotly.js embedded, opens offline):
@@ -734,13 +747,14 @@ def segment_report(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             "tier_counts": dg.MetadataValue.json(report.tier_counts),
             "outliers_flagged": len(report.outliers),
             "sections": dg.MetadataValue.json(report.sections),
+            "dagster/column_schema": materialised_schema("segment_report", row),
         }
     )
 
 
 @dg.asset(
     group_name=GROUP, code_version=__version__, deps=["segment_report"], kinds={"duckdb"}, pool=WAREHOUSE_POOL,
-    partitions_def=EXPORTS,
+    partitions_def=EXPORTS, **_documented(None, pii=False),  # no table of its own: a row of `snapshots`
 )  # fmt: skip
 def published_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Publishes the run's snapshot in ONE DuckDB transaction, once every asset before it and every blocking check

@@ -12,7 +12,8 @@ from segmentation_pipeline.schema import ID_COLUMN, NON_NEGATIVE_COLUMNS
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.fields import MAX_AGE_YEARS
 from segmentation_pipeline.stages.policy import floor_violations
-from segmentation_pipeline.stages.tiering import indicator_matrix
+from segmentation_pipeline.stages.tiering import TIERS, indicator_matrix
+from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import load_model
 
 CHECK_CHUNK = 100_000  # customers the policy check reads at a time
@@ -129,6 +130,94 @@ def ratings_meet_policy_floors(
     )
 
 
+EXAMPLES = 5  # ids shown per kind of gap
+
+
+def assignment_gaps(store: Warehouse) -> dict[str, tuple[int, list[str]]]:
+    """How far cluster_assignments is from one row per cleaned customer, in SQL (DuckDB anti-joins: no customer
+    is read into Python): ``missing`` (cleaned customers without an assignment), ``extra`` (assignments of no
+    cleaned customer) and ``duplicated`` (customers assigned more than once), each as (count, the first ids)."""
+    kinds = {
+        "missing": f"SELECT c.{ID_COLUMN} FROM cleaned_customers c ANTI JOIN cluster_assignments a USING ({ID_COLUMN})",
+        "extra": f"SELECT a.{ID_COLUMN} FROM cluster_assignments a ANTI JOIN cleaned_customers c USING ({ID_COLUMN})",
+        "duplicated": f"SELECT {ID_COLUMN} FROM cluster_assignments GROUP BY {ID_COLUMN} HAVING count(*) > 1",
+    }
+    counts = store.query(" UNION ALL ".join(f"SELECT '{kind}' AS kind, count(*) AS n FROM ({sql})"
+                                            for kind, sql in kinds.items()))  # fmt: skip
+    gaps = {}
+    for kind, n in zip(counts["kind"], counts["n"].astype(int), strict=True):
+        examples = store.query(f"SELECT CAST({ID_COLUMN} AS VARCHAR) AS id FROM ({kinds[kind]}) ORDER BY 1 "
+                               f"LIMIT {EXAMPLES}")["id"].tolist() if n else []  # fmt: skip
+        gaps[kind] = (int(n), examples)
+    return gaps
+
+
+@dg.asset_check(
+    asset="cluster_assignments",
+    blocking=True,
+    description="Every cleaned customer is assigned exactly once: none missing, none extra, none twice.",
+)
+def every_customer_assigned_once(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    gaps = assignment_gaps(warehouse.run_store(context.run.run_id))
+    words = {"missing": "cleaned customers have no assignment", "extra": "assignments belong to no cleaned customer",
+             "duplicated": "customers are assigned more than once"}  # fmt: skip
+    described = "; ".join(f"{n} {words[kind]} (e.g. {', '.join(ids)})" for kind, (n, ids) in gaps.items() if n)
+    return dg.AssetCheckResult(
+        passed=not described,
+        description=described or "every cleaned customer is assigned exactly once",
+        metadata={**{kind: n for kind, (n, _) in gaps.items()},
+                  "examples": dg.MetadataValue.json({kind: ids for kind, (_, ids) in gaps.items() if ids})},
+    )  # fmt: skip
+
+
+def tier_shares(store: Warehouse) -> dict[str, float]:
+    """The share of assigned customers per rating (every tier, 0.0 when none holds it)."""
+    counts = store.query("SELECT risk_tier, count(*) AS n FROM cluster_assignments GROUP BY risk_tier")
+    total = int(counts["n"].sum())
+    found = dict(zip(counts["risk_tier"], counts["n"].astype(int), strict=True))
+    return {tier: (found.get(tier, 0) / total if total else 0.0) for tier in TIERS}
+
+
+def shares_out_of_bounds(
+    shares: dict[str, float], minimum: dict[str, float], maximum: dict[str, float]
+) -> dict[str, str]:
+    """The ratings whose share lies outside its bounds, each with a few words saying how."""
+    out = {}
+    for tier, share in shares.items():
+        low, high = minimum.get(tier, 0.0), maximum.get(tier, 1.0)
+        if share < low:
+            out[tier] = f"{share:.1%} is below the minimum {low:.1%}"
+        elif share > high:
+            out[tier] = f"{share:.1%} is above the maximum {high:.1%}"
+    return out
+
+
+@dg.asset_check(
+    asset="cluster_assignments",
+    description="Warns when a rating's share of customers lies outside its bounds (settings tier_share_min and "
+    "tier_share_max).",
+)
+def tier_mix_within_bounds(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, segmentation: SegmentationSettings
+) -> dg.AssetCheckResult:
+    settings = segmentation.settings()
+    shares = tier_shares(warehouse.run_store(context.run.run_id))
+    out = shares_out_of_bounds(shares, settings.tier_share_min, settings.tier_share_max)
+    return dg.AssetCheckResult(
+        passed=not out,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"{tier}: {words}" for tier, words in out.items()) or "every rating's share in bounds",
+        metadata={**{f"share_{tier.lower()}": round(share, 4) for tier, share in shares.items()},
+                  "shares": dg.MetadataValue.json({tier: round(share, 4) for tier, share in shares.items()}),
+                  "bounds": dg.MetadataValue.json({tier: [settings.tier_share_min.get(tier, 0.0),
+                                                          settings.tier_share_max.get(tier, 1.0)] for tier in shares}),
+                  "out_of_bounds": dg.MetadataValue.json(out)},
+    )  # fmt: skip
+
+
 SEGMENTATION_CHECKS = [
     unique_customer_ids, required_columns_present, values_in_range, silhouette_above_floor, ratings_meet_policy_floors,
+    every_customer_assigned_once, tier_mix_within_bounds,
 ]  # fmt: skip

@@ -15,6 +15,9 @@ Life of a file dropped in ``$SEGMENTATION_INCOMING`` (default ``data/incoming/``
    when it fails. Both check the hash first: a file replaced by new content meanwhile is left for its own run.
 
 ``archive/`` and ``rejected/`` sit beside the incoming folder (``data/archive``, ``data/rejected`` by default).
+All three are created when the code location loads (:func:`ensure_folders`) and again by the sensor if they went
+missing; a location where they cannot be created does not stop the code location from loading (the UI and runs
+by hand work without them): the load logs one line, and the sensor's skip message says it at every evaluation.
 
 The cursor is JSON: ``{"files": {path: [size, mtime_ns] | [size, mtime_ns, sha256]}, "processed": [sha256, ...]}``
 - observations, never wall-clock time, so a clock or mtime going backwards cannot make it skip a file. Entries
@@ -66,12 +69,37 @@ def staging_dir(incoming: Path) -> Path:
     return incoming.parent / STAGING_DIR
 
 
-def is_candidate(path: Path) -> bool:
-    """A regular file with an export suffix and not a temporary name."""
+def ensure_folders(incoming: Path) -> str | None:
+    """Create the drop, archive and rejected folders if they are missing (idempotent). Returns None, or one line
+    saying why they cannot be created."""
+    for folder in (incoming, archive_dir(incoming), rejected_dir(incoming)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            what = "drop folder" if folder == incoming else f"{folder.name} folder"
+            return (f"{what} {folder.absolute()} cannot be created ({error.strerror or error}): set {INCOMING_ENV} "
+                    "to a folder in a writable place")  # fmt: skip
+    return None
+
+
+IGNORED_TEMPORARY, IGNORED_NOT_EXPORT, IGNORED_FOLDER = "temporary or hidden", "not an export", "a folder"
+
+
+def ignore_reason(path: Path) -> str | None:
+    """Why the sensor leaves an entry of the drop folder alone (None: a file it may run)."""
     name = path.name.lower()
     if name.startswith(TEMP_PREFIXES) or name.endswith(TEMP_SUFFIXES):
-        return False
-    return path.suffix.lower() in ACCEPTED_SUFFIXES and path.is_file()
+        return IGNORED_TEMPORARY
+    if path.is_dir():
+        return IGNORED_FOLDER
+    if path.suffix.lower() not in ACCEPTED_SUFFIXES or not path.is_file():
+        return IGNORED_NOT_EXPORT
+    return None
+
+
+def is_candidate(path: Path) -> bool:
+    """A regular file with an export suffix and not a temporary name."""
+    return ignore_reason(path) is None
 
 
 @dataclass
@@ -102,14 +130,33 @@ class ReadyFile:
     staged: Path | None = None  # the copy the run reads (None for a duplicate: nothing to run)
 
 
+WAITING_NEW, WAITING_WRITTEN, WAITING_RUN = "just dropped", "still being written", "waiting for its run"
+
+
 @dataclass
 class FolderScan:
-    """One evaluation's outcome: files to run, byte-identical copies of processed content, the new cursor."""
+    """One evaluation's outcome: files to run, byte-identical copies of processed content, the new cursor, and
+    the entries not run now by reason (``WAITING_*``, ``IGNORED_*``: their names)."""
 
     ready: list[ReadyFile]
     duplicates: list[ReadyFile]
     cursor: SensorCursor
     waiting: int = 0  # files seen for the first time or still changing
+    ignored: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip_message(self, folder: Path) -> str:
+        """Why no run was requested, naming the folder and every entry left alone, e.g. ``no new complete file in
+        /data/incoming (2 ignored: 1 still being written, 1 not an export: notes.txt)``."""
+        message = f"no new complete file in {folder.absolute()}"
+        if not self.ignored:
+            return message
+        total = sum(len(names) for names in self.ignored.values())
+        parts = []
+        for reason, names in self.ignored.items():
+            named = "" if reason.startswith(("just", "still", "waiting")) else ": " + ", ".join(names[:3]) + (
+                ", ..." if len(names) > 3 else "")  # fmt: skip
+            parts.append(f"{len(names)} {reason}{named}")
+        return f"{message} ({total} ignored: {', '.join(parts)})"
 
 
 def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
@@ -120,7 +167,14 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
     ready: list[ReadyFile] = []
     duplicates: list[ReadyFile] = []
     waiting = 0
-    candidates = sorted(p for p in folder.iterdir() if is_candidate(p)) if folder.is_dir() else []
+    ignored: dict[str, list[str]] = {}
+    candidates = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        reason = ignore_reason(path)
+        if reason is None:
+            candidates.append(path)
+        else:
+            ignored.setdefault(reason, []).append(path.name)
     for path in candidates:
         key = str(path.resolve())
         try:
@@ -132,15 +186,18 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
         if previous is None or list(previous[:2]) != observed:
             files[key] = observed  # first sight, or still being written
             waiting += 1
+            ignored.setdefault(WAITING_NEW if previous is None else WAITING_WRITTEN, []).append(path.name)
             continue
         if len(previous) > 2:
             files[key] = previous  # already submitted: its run will move it
+            ignored.setdefault(WAITING_RUN, []).append(path.name)
             continue
         staged, sha = stage_file(path, staging_dir(folder))
         after = path.stat()
         if [after.st_size, after.st_mtime_ns] != observed:
             files[key] = [after.st_size, after.st_mtime_ns]  # written to while copying: wait, copy again later
             waiting += 1
+            ignored.setdefault(WAITING_WRITTEN, []).append(path.name)
             continue
         if sha in processed:
             duplicates.append(ReadyFile(path, sha))
@@ -149,7 +206,9 @@ def scan_folder(folder: Path, cursor: SensorCursor) -> FolderScan:
         files[key] = [*observed, sha]
         ready.append(ReadyFile(path, sha, staged))
     # Files that left the folder drop out of the cursor, which so stays as small as the folder.
-    return FolderScan(ready, duplicates, SensorCursor(files=files, processed=processed[-MAX_PROCESSED:]), waiting)
+    order = (WAITING_NEW, WAITING_WRITTEN, WAITING_RUN, IGNORED_NOT_EXPORT, IGNORED_TEMPORARY, IGNORED_FOLDER)
+    return FolderScan(ready, duplicates, SensorCursor(files=files, processed=processed[-MAX_PROCESSED:]), waiting,
+                      ignored={reason: ignored[reason] for reason in order if reason in ignored})  # fmt: skip
 
 
 def run_request_for(ready: ReadyFile) -> dg.RunRequest:
@@ -208,6 +267,9 @@ def _reason_text(headline: str, *, file: str, sha256: str | None, run_id: str | 
 def new_workbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """See the module docstring."""
     folder = incoming_dir()
+    unusable = ensure_folders(folder)  # a folder removed since the code location loaded comes back
+    if unusable is not None:
+        return dg.SensorResult(cursor=context.cursor, skip_reason=unusable)
     scan = scan_folder(folder, SensorCursor.from_json(context.cursor))
     for duplicate in scan.duplicates:
         reason = _reason_text(
@@ -221,9 +283,7 @@ def new_workbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     for ready in scan.ready:
         context.log.info(f"{ready.path.name}: complete (sha256 {ready.sha256[:12]}...), requesting a run")
     partitions = [EXPORTS.build_add_request([export_key(ready.sha256) for ready in scan.ready])] if requests else []
-    skip = None
-    if not requests:
-        skip = f"no new complete file in {folder}" + (f" ({scan.waiting} waiting to settle)" if scan.waiting else "")
+    skip = None if requests else scan.skip_message(folder)
     return dg.SensorResult(run_requests=requests, cursor=scan.cursor.to_json(), skip_reason=skip,
                            dynamic_partitions_requests=partitions)  # fmt: skip
 
