@@ -3,6 +3,7 @@ the model cache's hot swap and its behaviour while the warehouse is locked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -301,8 +302,7 @@ def test_cache_queries_the_warehouse_only_when_its_files_change(tmp_path: Path, 
 def _store_copy_as_new_version(store: Warehouse, version: str) -> str:
     from segmentation_pipeline.warehouse import registry
 
-    model = load_model(store)
-    model.version = version
+    model = dataclasses.replace(load_model(store), version=version)  # a loaded model is shared: copied, not changed
     with store.connect() as connection:
         row = connection.execute("SELECT * FROM kmeans_model ORDER BY created_at DESC LIMIT 1").df()
         row["model_version"] = version

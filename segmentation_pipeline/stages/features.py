@@ -161,7 +161,7 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
         batch = as_batch(X)
         derived = self.derived(batch) if derived is None else derived
         n = batch.n
-        matrix = np.zeros((n, self.n_features_out_))
+        matrix = np.zeros((n, self.n_features_out_), order="F")  # column-major: stored a column at a time
         width = len(self.numeric_columns_)
         if width:
             block = self._numeric_matrix(batch, derived)

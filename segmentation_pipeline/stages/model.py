@@ -57,7 +57,7 @@ _LOADED: OrderedDict[tuple[bytes, type, tuple[int, ...]], SegmentationModel] = O
 _LOADED_LOCK = threading.Lock()
 
 
-@dataclass
+@dataclass(frozen=True)  # shared once loaded (SegmentationModel.from_bytes): nobody changes it
 class SegmentationModel:
     version: str
     features: CustomerFeatureTransformer
@@ -345,6 +345,21 @@ def fit_model(
     tiers = fit_risk_tiers(indicators, labels, clustering.k, settings.risk_weights)
     centers = np.asarray(kmeans.cluster_centers_, dtype=np.float64)
     pca = embedding.pca
+    # The sample's expected answers come from the fit itself (its embedding and labels), not from the compiled
+    # scorer, so loading cross-checks the two paths.
+    rows = np.sort(np.random.default_rng(settings.random_state).permutation(batch.n)[:SAMPLE_SIZE])
+    points = embedding.components[rows]
+    sample = batch.take(rows)
+    scores = tiers.terms(indicators[rows]).sum(axis=1)
+    rating = rate(tiers.tier_ranks(labels[rows]), tiers.score_ranks(scores),
+                  policy.matches(sample, indicators[rows]), policy)  # fmt: skip
+    expected = {
+        "customers": sample.to_columns(),
+        "cluster": labels[rows].tolist(),
+        "distance_to_centroid": np.linalg.norm(points - centers[labels[rows]], axis=1).tolist(),
+        "risk_score": scores.tolist(),
+        "risk_tier": [TIERS[r] for r in rating.risk_rank.tolist()],
+    }
     model = SegmentationModel(
         version=version, features=transformer, pca_components=np.asarray(pca.components_, dtype=np.float64),
         pca_mean=np.asarray(pca.mean_, dtype=np.float64),
@@ -354,22 +369,8 @@ def fit_model(
                  "training_customers": float(batch.n)},
         k_search=clustering.k_search, trained_at=datetime.now().astimezone(), n_customers=plan.customers,
         settings=settings.model_dump(), input_sha256=input_sha256, run_id=run_id, contract=transformer_class.contract(),
+        sample=expected,
     )  # fmt: skip
-    # The sample's expected answers come from the fit itself (its embedding and labels), not from the compiled
-    # scorer, so loading cross-checks the two paths.
-    rows = np.sort(np.random.default_rng(settings.random_state).permutation(batch.n)[:SAMPLE_SIZE])
-    points = embedding.components[rows]
-    sample = batch.take(rows)
-    scores = tiers.terms(indicators[rows]).sum(axis=1)
-    rating = rate(tiers.tier_ranks(labels[rows]), tiers.score_ranks(scores),
-                  policy.matches(sample, indicators[rows]), policy)  # fmt: skip
-    model.sample = {
-        "customers": sample.to_columns(),
-        "cluster": labels[rows].tolist(),
-        "distance_to_centroid": np.linalg.norm(points - centers[labels[rows]], axis=1).tolist(),
-        "risk_score": scores.tolist(),
-        "risk_tier": [TIERS[r] for r in rating.risk_rank.tolist()],
-    }
     return FittedModel(
         model=model, labels=labels, order=continuity.order, previous_labels=continuity.previous_labels,
         new_labels=continuity.new_labels, previous_model_version=continuity.previous_model_version,
