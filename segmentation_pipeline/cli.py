@@ -227,6 +227,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
     except (sql.SqlError, WarehouseBusy, WarehouseUnavailable, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `segmentation sql ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return EXIT_OK
     typing = sys.stdin.isatty()
     if typing:
         sql.enable_line_editing()

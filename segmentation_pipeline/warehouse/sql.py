@@ -113,10 +113,10 @@ def _write_table(connection: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBP
     """The first ``max_rows`` rows in DuckDB's box; a line after it when rows were left out."""
     head = relation.limit(output.max_rows + 1).to_arrow_table()  # one run of the query, at most max_rows + 1 rows
     shown = connection.from_arrow(head.slice(0, output.max_rows))
-    wide = 1 << 20  # no terminal: every column, every character
+    wide = 1 << 20  # no terminal: every column, every character; in one, DuckDB's own fitting to its width
     with contextlib.redirect_stdout(output.stream):
         shown.show(max_rows=output.max_rows, max_width=output.width or wide,
-                   max_col_width=output.width or wide)  # fmt: skip
+                   max_col_width=None if output.width else wide)  # fmt: skip
     if head.num_rows > output.max_rows:
         print(f"more than {output.max_rows} rows: the first {output.max_rows} are shown (--max-rows N shows more, "
               "--format csv or json shows every row)", file=output.stream)  # fmt: skip
