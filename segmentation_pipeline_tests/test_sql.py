@@ -153,6 +153,7 @@ def test_bad_sql_and_a_missing_warehouse_are_one_line(
         (["SELEC 1", "--warehouse", path], 'error: Parser Error: syntax error at or near "SELEC"'),
         (["SELECT * FROM no_such_table", "--warehouse", path], "Table with name no_such_table does not exist"),
         (["CREATE TABLE t (a INT)", "--warehouse", path], "read-only"),
+        (["-- nothing", "--warehouse", path], "error: no SQL statement to run"),
         (["SELECT 1", "--warehouse", str(tmp_path / "none.duckdb")], "no warehouse at"),
         (["--warehouse", str(tmp_path / "none.duckdb")], "no warehouse at"),  # the prompt does not start
     ):

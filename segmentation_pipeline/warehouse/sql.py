@@ -90,6 +90,8 @@ def run(warehouse: Warehouse, text: str, output: Output) -> int:
             statements = connection.extract_statements(text)
         except duckdb.Error as error:
             raise SqlError(error_line(error)) from None
+        if not statements:
+            raise SqlError("no SQL statement to run")
         for position, statement in enumerate(statements, start=1):
             try:
                 relation = connection.sql(statement.query)
