@@ -207,6 +207,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    """`segmentation sql [QUERY]`: SQL on the warehouse, read-only; without a query, a prompt (or a script on stdin)."""
+    from segmentation_pipeline.warehouse import Warehouse, sql
+    from segmentation_pipeline.warehouse.store import WarehouseBusy, WarehouseUnavailable
+
+    warehouse = Warehouse(_warehouse(args))
+    try:
+        output = sql.Output.to(sys.stdout, args.format, args.max_rows)
+    except ValueError as error:
+        print(f"error: --max-rows: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.query is not None:
+            sql.run(warehouse, args.query, output)
+            return EXIT_OK
+        with warehouse.connect(read_only=True):  # a missing or locked warehouse is said before any prompt
+            pass
+    except (sql.SqlError, WarehouseBusy, WarehouseUnavailable, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `segmentation sql ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return EXIT_OK
+    typing = sys.stdin.isatty()
+    if typing:
+        sql.enable_line_editing()
+        print(f"{warehouse.path} (read-only). Statements end with ';'. .help for help, .quit to leave.")
+    failed = sql.interactive(warehouse, output, prompts=typing)
+    return EXIT_FAILED if failed and not typing else EXIT_OK
+
+
 def _number(value: object) -> str:
     if value is None:
         return "unknown"
@@ -251,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
     explain.set_defaults(handler=cmd_explain)
+
+    query = commands.add_parser("sql", help="run SQL on the warehouse, read-only (no query: an interactive prompt)")
+    query.add_argument("query", nargs="?", help="the SQL to run (several statements: separate them with ';'); "
+                       "without it, a prompt (or the statements on stdin)")  # fmt: skip
+    query.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                       help="table (DuckDB's box, the first --max-rows rows), csv or json (every row)")  # fmt: skip
+    query.add_argument("--max-rows", type=int, default=40, help="rows a table shows (default: 40)")
+    query.set_defaults(handler=cmd_sql)
 
     serve = commands.add_parser("serve", help="run the real-time scoring API (FastAPI on uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")

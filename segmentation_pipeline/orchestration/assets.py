@@ -429,9 +429,9 @@ def kmeans_model(
     candidate = pd.DataFrame([{"model_version": version, "entry": entry.to_json(), "activate": quality.passed}])
     tables = {"kmeans_model": model_table_row(model), "kmeans_k_search": k_search, snapshots.CANDIDATE_TABLE: candidate,
               "policy_rules": policy_rules_rows(model)}  # fmt: skip
-    if stability.previous_model_version is not None:
-        tables["model_stability"] = stability.to_frame(run_id=context.run_id, model_version=version,
-                                                       created_at=pd.Timestamp(model.trained_at))  # fmt: skip
+    drift = stability.to_frame(run_id=context.run_id, model_version=version, created_at=pd.Timestamp(model.trained_at))
+    # The first model has nothing to compare with: no rows, but the table exists from the first run on.
+    tables["model_stability"] = drift if stability.previous_model_version is not None else drift.iloc[0:0]
     write_assets(
         context, store, tables, lineage={"kmeans_model": (["cleaned_customers"], 1)}, started_at=started,
         input_sha256=input_sha, append=("kmeans_model", "kmeans_k_search", "model_stability", "policy_rules"),
@@ -628,8 +628,8 @@ def _scored_parts(store: Warehouse, model: SegmentationModel, run_id: str, *, ch
                 scoring.moves.update(moved["old_tier"] + " -> " + moved["new_tier"])
         yield tables
     last: dict[str, TablePart] = {"rating_governance": scoring.governance(model, run_id)}
-    if previous and not scoring.migrations:
-        last["tier_migrations"] = empty_migrations()  # the table exists from the first run with a predecessor
+    if not scoring.migrations:
+        last["tier_migrations"] = empty_migrations()  # the table exists from the first run on
     yield last
 
 

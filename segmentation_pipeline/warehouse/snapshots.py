@@ -11,8 +11,9 @@ A run that does not ingest a file (the weekly re-clustering) builds on the publi
 what it recomputed, and reads the rest (``raw_workbook``, ``cleaned_customers``) from its *base* snapshot.
 
 History: when a snapshot is published, its ratings and reasons are appended to ``rating_history`` and
-``reason_history`` (kept ``history_days``); superseded snapshots' schemas are dropped beyond the newest
-``keep_snapshots``. :func:`explain` answers what a customer's rating was at any moment.
+``reason_history`` (kept ``history_days``), and the analysts' views (:mod:`views`) are recreated for it;
+superseded snapshots' schemas are dropped beyond the newest ``keep_snapshots``. :func:`explain` answers what a
+customer's rating was at any moment.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from segmentation_pipeline.warehouse import registry
+from segmentation_pipeline.warehouse import registry, views
 from segmentation_pipeline.warehouse.store import (
     Warehouse,
     WarehouseUnavailable,
@@ -305,6 +306,10 @@ def publish(
                 "INSERT INTO main.reason_history SELECT ?, customer_id, rank, indicator, value, segment_typical, "
                 "population_typical, contribution FROM main.rating_reasons", [snapshot.snapshot_id],
             )  # fmt: skip
+            views.create_views(connection, views.Publication(
+                warehouse=main.path, snapshot_id=snapshot.snapshot_id, run_id=snapshot.snapshot_id,  # one id
+                published_at=now, model_version=model_version, columns=views.relations(connection),
+            ))  # fmt: skip
             connection.execute("COMMIT")
         except BaseException as error:
             with contextlib.suppress(duckdb.Error):
