@@ -78,7 +78,10 @@ def table_definition_metadata(table: str) -> dict[str, object]:
         "dagster/table_name": table_name(table),
         "dagster/column_schema": declared_schema(table),
         "warehouse": dg.MetadataValue.path(str(warehouse)),
-        "query": dg.MetadataValue.md(f"```\nduckdb -readonly {warehouse} -c 'SELECT * FROM {table} LIMIT 10'\n```"),
+        # The pipeline's own duckdb library reads the file (a separately installed duckdb CLI may be older).
+        "query": dg.MetadataValue.md(
+            f"```\nsegmentation sql --warehouse {warehouse} 'SELECT * FROM {table} LIMIT 10'\n```"
+        ),
     }
 
 
