@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from segmentation_pipeline.config import PipelineSettings
-from segmentation_pipeline.orchestration.assets import _scored_parts, _Scoring, plan_and_training_customers
+from segmentation_pipeline.orchestration.assets import plan_and_training_customers
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.ingestion import read_customer_file
@@ -20,6 +20,7 @@ from segmentation_pipeline.stages.model import fit_model
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import load_model
+from segmentation_pipeline.warehouse.scoring_pass import ScoringPass, scored_parts
 
 REFERENCE = date(2026, 6, 30)
 SCORED_TABLES = ("customer_features", "pca_embedding", "cluster_assignments", "rating_reasons", "segment_profiles",
@@ -39,10 +40,10 @@ EXPECTED_TYPES = {
 }  # fmt: skip
 
 
-def _score_into(path: Path, model: object, schema: str, chunk_size: int) -> _Scoring:
+def _score_into(path: Path, model: object, schema: str, chunk_size: int) -> ScoringPass:
     store = Warehouse(path, schema=schema, search_path=(schema, "small", "main"))
-    scoring = _Scoring()
-    store.write_parts(_scored_parts(store, model, "run-x", chunk_size=chunk_size, previous=True,  # type: ignore[arg-type]
+    scoring = ScoringPass()
+    store.write_parts(scored_parts(store, model, "run-x", chunk_size=chunk_size, previous=True,  # type: ignore[arg-type]
                                     scoring=scoring))  # fmt: skip
     return scoring
 
