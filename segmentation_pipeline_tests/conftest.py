@@ -7,7 +7,9 @@ version, runs again) takes :func:`warehouse_copy`, a private copy of the same fi
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,22 @@ class TrainedWarehouse:
     directory: Path
     path: Path  # the DuckDB file
     source: Path  # the export it was trained on (CSV, TRAIN_CUSTOMERS customers)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's Dagster instance. `segmentation run` records its runs in $DAGSTER_HOME, else in the working
+    directory's dagster.yaml: from the repository root, the team's .dagster_home/, which tests must never write.
+    Each worker gets its own folder (SQLite storage in it; telemetry off). A test may still set its own."""
+    folder = tmp_path_factory.mktemp("dagster_home")
+    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = previous
 
 
 @pytest.fixture(scope="session")
