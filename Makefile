@@ -33,8 +33,10 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_pipeline.py --rows 100000
 
+## The Dagster UI on http://127.0.0.1:3000 (webserver, daemon, the code location of pyproject.toml's [tool.dg]),
+## showing the runs of `make run` too: both use dagster.yaml's instance (.dagster_home/) unless DAGSTER_HOME is set.
 dagster-ui: $(VENV)/.installed
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/reports

@@ -28,6 +28,8 @@ exact silhouette, results to CSV). Prints both times and the ratio.
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import hashlib
 import importlib.util
 import json
@@ -423,11 +425,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@functools.cache
+def _dagster_home() -> str:
+    """The timed runs' Dagster instance: one folder for the whole benchmark (telemetry off, removed at exit), not
+    the repository's .dagster_home/ that `segmentation run` records in when started from the repository root."""
+    folder = tempfile.mkdtemp(prefix="bench_dagster_home_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    Path(folder, "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    return folder
+
+
 def _wall(command: list[str], tree: Path | None) -> tuple[float, float, str]:
     """Wall seconds of a whole child process (start-up included), its CPU seconds (user + system, its own children
     included: a figure a busy shared machine disturbs less than wall time) and its standard output."""
     env = python_env(tree)
-    env.pop("DAGSTER_HOME", None)  # an ephemeral Dagster instance, as a fresh `segmentation run` has
+    env["DAGSTER_HOME"] = _dagster_home()  # a persistent instance, as `make run` has, outside the repository
     cpu = _children_cpu()
     started = time.perf_counter()
     completed = subprocess.run(command, env=env, cwd=tree or REPO, capture_output=True, text=True)

@@ -24,10 +24,8 @@ def _warehouse(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from segmentation_pipeline.orchestration.resources import SegmentationSettings
-    from segmentation_pipeline.runner import run_pipeline
+    from segmentation_pipeline.runner import open_run_history, run_pipeline
     from segmentation_pipeline.stages.policy import PolicyError, load_policy
 
     input_path = Path(args.input) if args.input else default_input_path()
@@ -39,10 +37,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"segmentation run: {input_path} -> {warehouse} (policy {policy.source} {policy.version})", file=sys.stderr,
           flush=True)  # fmt: skip
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance, history = open_run_history(args.dagster_home)  # the one `dg dev` shows: runs appear in the UI
+    print(f"run history: {history}", file=sys.stderr, flush=True)
     settings = SegmentationSettings(rules_file=str(Path(args.rules).resolve())) if args.rules else None
-    summary = run_pipeline(input_path, warehouse, sheet=args.sheet, settings=settings, instance=instance,
-                           show_progress=True)  # fmt: skip
+    with instance:
+        summary = run_pipeline(input_path, warehouse, sheet=args.sheet, settings=settings, instance=instance,
+                               show_progress=True)  # fmt: skip
     if not summary.success:
         print(f"error: {summary.error}", file=sys.stderr)
         return EXIT_FAILED
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sheet", help="sheet to read (default: the one holding the customer table)")
     run.add_argument("--rules", help="policy rules file (default: $SEGMENTATION_RULES or the bundled "
                      "policy_rules.toml)")  # fmt: skip
+    run.add_argument("--dagster-home", help="Dagster instance folder to record the run in (default: $DAGSTER_HOME, "
+                     "else ./dagster.yaml's storage, as `dg dev` from here shows; else kept nowhere)")  # fmt: skip
     run.set_defaults(handler=cmd_run)
 
     generate = commands.add_parser("generate", help="write a synthetic export with planted behaviour groups")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,30 @@ from segmentation_pipeline.stages.ingestion import StagingError, stage_file
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import served_version
 from segmentation_pipeline.warehouse.store import WarehouseUnavailable
+
+INSTANCE_CONFIG = "dagster.yaml"
+
+
+def open_run_history(dagster_home: str | Path | None = None) -> tuple[dg.DagsterInstance, str]:
+    """The Dagster instance a `segmentation run` records its run, materialisations and check results in, and where
+    that is in words. It is the one `dg dev` (or `dagster dev`) shows when started from the same directory:
+
+    - ``dagster_home`` (``--dagster-home``), else ``$DAGSTER_HOME``: that folder's instance, configured by its
+      dagster.yaml if it has one (the folder is created if missing);
+    - else the working directory's dagster.yaml, as `dg dev` reads it with DAGSTER_HOME unset (the repository's,
+      from its root: SQLite storage under .dagster_home/, created on first use);
+    - else an ephemeral instance: the run is kept nowhere.
+
+    Relative paths in a dagster.yaml are relative to the working directory, for Dagster and so here."""
+    home = dagster_home or os.environ.get("DAGSTER_HOME")
+    if home:
+        folder = Path(home).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.from_config(str(folder)), f"Dagster instance {folder}"
+    config = Path.cwd() / INSTANCE_CONFIG
+    if config.is_file():
+        return dg.DagsterInstance.from_config(str(config.parent)), f"Dagster instance of {config}"
+    return dg.DagsterInstance.ephemeral(), f"not kept (DAGSTER_HOME unset and no {INSTANCE_CONFIG} here)"
 
 
 @dataclass

@@ -7,7 +7,9 @@ version, runs again) takes :func:`warehouse_copy`, a private copy of the same fi
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,22 @@ class TrainedWarehouse:
     directory: Path
     path: Path  # the DuckDB file
     source: Path  # the export it was trained on (CSV, TRAIN_CUSTOMERS customers)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's Dagster instance. `segmentation run` records its runs in $DAGSTER_HOME, else in the working
+    directory's dagster.yaml: from the repository root, the team's .dagster_home/, which tests must never write.
+    Each worker gets its own folder (SQLite storage in it; telemetry off). A test may still set its own."""
+    folder = tmp_path_factory.mktemp("dagster_home")
+    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +64,8 @@ MODULE_SECONDS = {
     "test_faults.py": 95, "test_dagster_ui.py": 58, "test_snapshots.py": 50, "test_rejections.py": 36,
     "test_report_browser.py": 33, "test_stability.py": 32, "test_api_server.py": 30, "test_concurrency.py": 25,
     "test_pipeline.py": 22, "test_report_pipeline.py": 21, "test_policy.py": 20, "test_registry.py": 19,
-    "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_sensor.py": 10, "test_sql.py": 8,
+    "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_sensor.py": 10, "test_dg_project.py": 10,
+    "test_sql.py": 8,
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """The whole asset graph, materialised for real into a DuckDB file, and the `segmentation` CLI on top of it."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline.cli import main as cli_main
+from segmentation_pipeline.config import REPO_ROOT
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.synthetic import generate_export, write_export, write_labels
 from segmentation_pipeline_tests.automation_helpers import materialize_file, settings
@@ -144,11 +146,35 @@ def test_planted_groups_recovered_and_high_group_tiered_high(materialised, workb
     assert (high["risk_tier"] == "High").mean() > 0.95
 
 
-def test_cli_run_recovers_planted_groups(workbook, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_recovers_planted_groups_and_keeps_its_run_history(
+    workbook, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, labels = workbook
     database = tmp_path / "cli.duckdb"
+    # As `make run` from the repository root: DAGSTER_HOME unset, the repository's dagster.yaml in the working
+    # directory. The run is recorded where `dg dev` started there reads (its storage paths are relative to it).
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", project / "dagster.yaml")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert cli_main(["run", "--input", str(path), "--warehouse", str(database)]) == 0
     captured = capsys.readouterr()
+    assert f"run history: Dagster instance of {project / 'dagster.yaml'}" in captured.err.splitlines()
+    assert (project / ".dagster_home" / "storage" / "history" / "runs.db").is_file()
+    monkeypatch.setenv("DAGSTER_HOME", str(project))  # the same instance, opened as `dg dev` would with it set
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records()
+        assert [record.dagster_run.status for record in runs] == [dg.DagsterRunStatus.SUCCESS]
+        assert runs[0].dagster_run.job_name == "segmentation_job"
+        for name in ASSET_KEYS:
+            event = instance.get_latest_materialization_event(dg.AssetKey(name))
+            assert event is not None and event.run_id == runs[0].dagster_run.run_id, name
+        logs = instance.all_logs(runs[0].dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        evaluations = [entry.dagster_event.asset_check_evaluation_data for entry in logs]
+        checks = {evaluation.check_name: evaluation.passed for evaluation in evaluations}
+    expected = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert set(checks) == expected, checks  # every check's result is recorded (passed or not)
     out = captured.out
     assert "customers:       2500" in out and "silhouette:" in out and "report:" in out
     # Progress on stderr: one short line per finished step (asset or check), nothing of Dagster's DEBUG stream.
