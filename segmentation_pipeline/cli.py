@@ -149,6 +149,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             insecure_no_auth=args.insecure_no_auth,
             check_interval=args.check_interval,
             access_log=args.access_log,
+            decisions_dir=Path(args.decisions_dir) if args.decisions_dir else None,
+            decisions_mode=args.decisions,
+            decisions_on_error=args.decisions_on_error,
         )
     except ServeError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -259,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure-no-auth", action="store_true", help="accept requests without an API key (tests)")
     serve.add_argument("--check-interval", type=float, default=2.0, help="seconds between active-model checks")
     serve.add_argument("--access-log", action="store_true", help="log every request line (paths carry customer ids)")
+    serve.add_argument("--decisions", choices=["full", "hash-only", "off"],
+                       help="decision log: record inputs too (full), only their hash, or nothing "
+                       "(default: $SEGMENTATION_DECISIONS or full)")  # fmt: skip
+    serve.add_argument("--decisions-dir", help="decision log folder (default: $SEGMENTATION_DECISIONS_DIR or "
+                       "<warehouse stem>_decisions beside the warehouse)")  # fmt: skip
+    serve.add_argument("--decisions-on-error", choices=["fail-open", "fail-closed"],
+                       help="when the decision log cannot be written: keep scoring, or refuse with 503 "
+                       "(default: $SEGMENTATION_DECISIONS_ON_ERROR or fail-open)")  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     return parser
 
