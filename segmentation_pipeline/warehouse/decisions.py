@@ -221,7 +221,15 @@ def view_sql(folder: Path) -> str:
     """The query behind ``api_decisions``: every segment and daily file; the typed empty relation when the folder
     holds none (DuckDB binds a view when it is created, and a glob matching nothing is an error)."""
     if any(folder.glob("**/*.parquet")):
-        return f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet('{_glob(folder)}', union_by_name = true)"
+        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet('{_glob(folder)}', union_by_name = true)"
+        probe = duckdb.connect()  # bound aside first: a failing statement would abort the caller's transaction
+        try:
+            probe.execute(f"DESCRIBE {sql}")
+            return sql
+        except duckdb.Error:  # an unreadable file (not one this code wrote): empty until it is put right
+            pass
+        finally:
+            probe.close()
     return _typed_empty()
 
 

@@ -12,7 +12,8 @@ what it recomputed, and reads the rest (``raw_workbook``, ``cleaned_customers``)
 
 History: when a snapshot is published, its ratings and reasons are appended to ``rating_history`` and
 ``reason_history`` (kept ``history_days``); superseded snapshots' schemas are dropped beyond the newest
-``keep_snapshots``. :func:`explain` answers what a customer's rating was at any moment.
+``keep_snapshots``. :func:`explain` answers what a customer's rating was at any moment. Publication also (re)defines
+the view ``api_decisions`` over the scoring API's decision log (``decisions.create_decisions_view``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from segmentation_pipeline.warehouse import registry
+from segmentation_pipeline.warehouse import decisions, registry
 from segmentation_pipeline.warehouse.store import (
     Warehouse,
     WarehouseUnavailable,
@@ -305,6 +306,9 @@ def publish(
                 "INSERT INTO main.reason_history SELECT ?, customer_id, rank, indicator, value, segment_typical, "
                 "population_typical, contribution FROM main.rating_reasons", [snapshot.snapshot_id],
             )  # fmt: skip
+            # The API's ratings, beside the pipeline's: the view over its decision log (re-created with each
+            # publication, so that it sees files that appeared since a view over an empty folder was made).
+            decisions.create_decisions_view(connection, decisions.folder_for(main.path))
             connection.execute("COMMIT")
         except BaseException as error:
             with contextlib.suppress(duckdb.Error):
