@@ -173,12 +173,12 @@ def ensure_folder(folder: Path) -> None:
         _write_atomically(SCHEMA.empty_table(), schema_file)
 
 
-def _write_atomically(table: pa.Table, target: Path) -> None:
+def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") -> None:
     """Write under a hidden temporary name in the same folder, flush to disk, rename: whole or absent."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as sink:
-            pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=_REPEATING)
+            pq.write_table(table, sink, compression=compression, use_dictionary=_REPEATING)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, target)
@@ -195,7 +195,7 @@ def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) ->
     day = folder / "segments" / now.strftime("%Y-%m-%d")
     day.mkdir(parents=True, exist_ok=True)
     target = day / f"{now.strftime('%Y%m%dT%H%M%S.%f')}Z-{os.getpid()}-{next(_SEQUENCE)}.parquet"
-    _write_atomically(table, target)
+    _write_atomically(table, target, compression="lz4")  # cheaper to write than zstd; compaction recompresses
     return target
 
 
