@@ -5,8 +5,10 @@ Measures, on 127.0.0.1:
 - latency percentiles with ONE client (sequential requests);
 - batch throughput (customers/s) with 10,000-customer requests;
 - a trivial route (/healthz) as the framework's ceiling on this machine;
-and prints them next to the same measurements of the previous commit (``--against REV``, default ``HEAD~1``: a
-git worktree of it beside this checkout, its own server trained on the same data), taken in turn in every round.
+for this checkout with its decision log on (the default, ``full``: every answer recorded as Parquet beside the
+warehouse) and off (``--decisions off``), and prints them next to the same measurements of the previous commit
+(``--against REV``, default ``HEAD~1``: a git worktree of it beside this checkout, its own server trained on the
+same data), taken in turn in every round. ``--log-modes full,hash-only,off`` chooses this checkout's variants.
 
     .venv/bin/python benchmarks/bench_api.py [--train-rows 5000] [--duration 5] [--connections 16] [--repeat 3]
         [--against HEAD~1]
@@ -28,6 +30,7 @@ import multiprocessing as mp
 import os
 import pickle
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -262,10 +265,10 @@ def train(source: Path, warehouse: Path, tree: Path | None) -> None:
                    cwd=tree or REPO, check=True)  # fmt: skip
 
 
-def start_server(warehouse: Path, port: int, tree: Path | None = None) -> subprocess.Popen:
+def start_server(warehouse: Path, port: int, tree: Path | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     env = python_env(tree, SEGMENTATION_API_KEYS=API_KEY)
     command = [sys.executable, "-m", "segmentation_pipeline.cli", "serve", "--port", str(port),
-               "--warehouse", str(warehouse)]  # fmt: skip
+               "--warehouse", str(warehouse), *extra]  # fmt: skip
     server = subprocess.Popen(command, env=env, cwd=tree or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -303,6 +306,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (median reported)")
     parser.add_argument("--against", default="HEAD~1", help="git revision measured beside this checkout ('none')")
+    parser.add_argument("--log-modes", default="full,off", help="decision-log modes of this checkout to measure")
     args = parser.parse_args()
     from segmentation_pipeline.synthetic import generate_export, write_export
 
@@ -320,12 +324,17 @@ def main() -> int:
         batches = [records[: args.batch]] + [customer_records(args.batch, seed=seed) for seed in (2, 3, 4)]
         complete, gappy = complete_and_gappy(records)
         print(f"{len(complete):,} complete / {len(gappy):,} gappy request bodies", file=sys.stderr)
-        rounds: dict[str, list[dict]] = {name: [] for name in checkouts}
-        for round_number in range(args.repeat):  # rounds, in turn: a slow spell of the machine hits both
-            for name, checkout in checkouts.items():
+        # Each variant: (its checkout's warehouse, the checkout, serve's extra arguments).
+        variants = {f"log {mode}": ("this", None, ("--decisions", mode)) for mode in args.log_modes.split(",")}
+        if tree is not None:
+            variants["previous"] = ("previous", tree, ())
+        rounds: dict[str, list[dict]] = {name: [] for name in variants}
+        for round_number in range(args.repeat):  # rounds, in turn: a slow spell of the machine hits every variant
+            for name, (trained, checkout, extra) in variants.items():
                 print(f"round {round_number + 1}/{args.repeat}: {name} ...", file=sys.stderr, flush=True)
                 port = free_port()
-                server = start_server(warehouses[name], port, checkout)
+                shutil.rmtree(Path(tmp) / f"{trained}_decisions", ignore_errors=True)  # each round from empty
+                server = start_server(warehouses[trained], port, checkout, extra)
                 try:
                     loads = {
                         "single": [http_request(port, "/v1/score", r) for r in complete],
@@ -354,7 +363,7 @@ def main() -> int:
           f"median of {args.repeat} rounds (range over the rounds)")  # fmt: skip
     if "previous" in rounds:
         print(f"previous = {describe(args.against)}")
-    print(f"{'measure':<38}{'this':>10}{'range':>20}{'previous':>10}{'range':>20}{'target':>11}")
+    print(f"{'measure':<38}" + "".join(f"{name:>12}{'range':>20}" for name in rounds) + f"{'target':>11}")
     rows = [
         ("complete customers, req/s", "complete", "rps", ">= 2,000"),
         ("customers with missing values, req/s", "gappy", "rps", ">= 300"),
@@ -368,13 +377,10 @@ def main() -> int:
     for label, measure, key, target in rows:
         fmt = "{:,.3f}" if label.endswith(", s") else "{:,.2f}" if label.endswith("ms") else "{:,.0f}"
         line = f"{label:<38}"
-        for name in ("this", "previous"):
-            if name not in rounds:
-                line += f"{'':>30}"
-                continue
+        for name in rounds:
             measured = figures(name, measure, key)
             spread = f"{fmt.format(min(measured))}-{fmt.format(max(measured))}"
-            line += f"{fmt.format(float(np.median(measured))):>10}{spread:>20}"
+            line += f"{fmt.format(float(np.median(measured))):>12}{spread:>20}"
         print(line + f"{target:>11}")
     print(f"{'in-process, complete, us (this)':<38}{fast['complete_us']:>10.1f}")
     print(f"{'in-process, with gaps, us (this)':<38}{fast['gappy_us']:>10.1f}")

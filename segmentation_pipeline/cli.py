@@ -149,6 +149,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             insecure_no_auth=args.insecure_no_auth,
             check_interval=args.check_interval,
             access_log=args.access_log,
+            decisions_dir=Path(args.decisions_dir) if args.decisions_dir else None,
+            decisions_mode=args.decisions,
+            decisions_on_error=args.decisions_on_error,
         )
     except ServeError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -156,17 +159,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_decisions(args: argparse.Namespace) -> int:
+    """`segmentation decisions compact`: the API's decision log, segments -> daily files, then retention."""
+    from segmentation_pipeline.warehouse import decisions
+
+    folder = Path(args.decisions_dir).absolute() if args.decisions_dir else decisions.folder_for(_warehouse(args))
+    try:
+        older_than, retention = decisions.maintenance_from_environment()
+        if args.older_than:
+            older_than = decisions.parse_duration(args.older_than, "--older-than")
+        if args.retention:
+            retention = decisions.parse_duration(args.retention, "--retention")
+    except decisions.DecisionSettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not folder.is_dir():
+        print(f"no decision log at {folder} yet: nothing to do")
+        return EXIT_OK
+    done = decisions.maintain(folder, older_than=older_than, retention=retention)
+    print(f"decision log:    {folder}")
+    print(f"compacted:       {done.compacted_segments} segment(s) into {len(done.days_written)} daily file(s)"
+          f"{': ' + ', '.join(done.days_written) if done.days_written else ''}")  # fmt: skip
+    print(f"removed:         {len(done.days_removed)} day(s) older than {retention.days} days"
+          f"{': ' + ', '.join(done.days_removed) if done.days_removed else ''}")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    """`segmentation explain CUSTOMER_ID [--as-of T] [--json]`: the rating a customer had, from the history."""
+    """`segmentation explain CUSTOMER_ID [--as-of T] [--json]`: the rating a customer had, from the history, and
+    the API's latest decisions about the customer."""
     from datetime import datetime
 
     from segmentation_pipeline.stages.tiering import TIER_RANK
-    from segmentation_pipeline.warehouse import Warehouse, snapshots
+    from segmentation_pipeline.warehouse import Warehouse, decisions, snapshots
 
     warehouse = Warehouse(_warehouse(args))
-    if not warehouse.exists() or snapshots.SNAPSHOTS_TABLE not in warehouse.table_names():
-        print(f"error: no published snapshot in {warehouse.path}: run the pipeline first", file=sys.stderr)
-        return EXIT_FAILED
     as_of = None
     if args.as_of:
         try:
@@ -175,13 +202,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"error: --as-of {args.as_of!r} is not a date or timestamp (e.g. 2026-11-30T08:00)", file=sys.stderr)
             return EXIT_USAGE
         as_of = as_of if as_of.tzinfo else as_of.astimezone()
-    explained = snapshots.explain(warehouse, args.customer_id, as_of)
+    api = decisions.recent(decisions.folder_for(warehouse.path), args.customer_id, as_of=as_of)
+    published = warehouse.exists() and snapshots.SNAPSHOTS_TABLE in warehouse.table_names()
+    explained = snapshots.explain(warehouse, args.customer_id, as_of) if published else None
     if explained is None:
         moment = f"at {as_of.isoformat()}" if as_of else "now"
-        print(f"error: customer {args.customer_id} had no published rating {moment}", file=sys.stderr)
-        return EXIT_FAILED
+        if not api:
+            why = f"had no published rating {moment}" if published else f"has no rating: no published snapshot in " \
+                f"{warehouse.path} (run the pipeline first) and no API decision"
+            print(f"error: customer {args.customer_id} {why}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(snapshots.to_json({"customer_id": args.customer_id, "published_rating": None, "api_decisions": api}))
+            return EXIT_OK
+        print(f"customer {args.customer_id}: no published rating {moment}")
+        _print_api_decisions(api)
+        return EXIT_OK
     if args.json:
-        print(snapshots.to_json(explained))
+        print(snapshots.to_json({**explained, "api_decisions": api}))
         return EXIT_OK
     print(f"customer {explained['customer_id']}: {explained['risk_tier']} risk (score {explained['risk_score']:.2f})")
     basis = {"segment": "its segment's tier", "score": "its own risk score", "rule": "a policy rule"}
@@ -204,6 +242,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         typical = f"segment {_number(reason['segment_typical'])}, population {_number(reason['population_typical'])}"
         print(f"  {rank}. {reason['indicator']} = {_number(reason['value'])} ({typical}): "
               f"{reason['contribution']:+.3f}")  # fmt: skip
+    _print_api_decisions(api)
     return EXIT_OK
 
 
@@ -236,6 +275,22 @@ def cmd_sql(args: argparse.Namespace) -> int:
         print(f"{warehouse.path} (read-only). Statements end with ';'. .help for help, .quit to leave.")
     failed = sql.interactive(warehouse, output, prompts=typing)
     return EXIT_FAILED if failed and not typing else EXIT_OK
+
+
+def _print_api_decisions(api: list[dict[str, object]]) -> None:
+    if not api:
+        print("API decisions: none recorded")
+        return
+    print(f"API decisions (latest {len(api)}):")
+    for row in api:
+        moment = row["decided_at"].isoformat(timespec="seconds")  # type: ignore[attr-defined]
+        if row["outcome"] == "rated":
+            rules = f", rules {', '.join(row['rule_ids'])}" if row["rule_ids"] else ""  # type: ignore[arg-type]
+            print(f"  {moment}  {row['risk_tier']} (score {row['risk_score']:.2f}, cluster {row['cluster']}{rules}), "
+                  f"model {row['model_version']}, policy {row['policy_version']}, request {row['request_id']}")
+        else:
+            fields = ", ".join(map(str, row["problem_fields"])) or "another customer of the batch"  # type: ignore
+            print(f"  {moment}  refused (422: {fields}), request {row['request_id']}")
 
 
 def _number(value: object) -> str:
@@ -278,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
 
     explain = commands.add_parser("explain", help="a customer's rating: tier, score, segment, the rules that raised "
-                                  "it, reasons, model and policy (from the history)")
+                                  "it, reasons, model and policy (from the history); and the API's latest decisions")
     explain.add_argument("customer_id", help="the customer id as exported (text; leading zeros count)")
     explain.add_argument("--as-of", help="a moment in the past (ISO date or timestamp); default: now")
     explain.add_argument("--warehouse", help="DuckDB file (default: $SEGMENTATION_WAREHOUSE or data/warehouse.duckdb)")
@@ -293,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table (DuckDB's box, the first --max-rows rows), csv or json (every row)")  # fmt: skip
     query.add_argument("--max-rows", type=int, default=40, help="rows a table shows (default: 40)")
     query.set_defaults(handler=cmd_sql)
+    decisions = commands.add_parser("decisions", help="the API's decision log: compact segments into daily files "
+                                    "and apply retention")  # fmt: skip
+    decisions.add_argument("action", choices=["compact"])
+    decisions.add_argument("--older-than", help="compact segments older than this (36h, 7d, 90m; default: "
+                           "$SEGMENTATION_DECISIONS_COMPACT_AFTER or 1d)")  # fmt: skip
+    decisions.add_argument("--retention", help="remove days older than this (default: "
+                           "$SEGMENTATION_DECISIONS_RETENTION or 3650d)")  # fmt: skip
+    decisions.add_argument("--warehouse", help="DuckDB file the log sits beside (default: $SEGMENTATION_WAREHOUSE "
+                           "or data/warehouse.duckdb)")  # fmt: skip
+    decisions.add_argument("--decisions-dir", help="the decision log folder (default: $SEGMENTATION_DECISIONS_DIR or "
+                           "<warehouse stem>_decisions beside the warehouse)")  # fmt: skip
+    decisions.set_defaults(handler=cmd_decisions)
 
     serve = commands.add_parser("serve", help="run the real-time scoring API (FastAPI on uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
@@ -301,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure-no-auth", action="store_true", help="accept requests without an API key (tests)")
     serve.add_argument("--check-interval", type=float, default=2.0, help="seconds between active-model checks")
     serve.add_argument("--access-log", action="store_true", help="log every request line (paths carry customer ids)")
+    serve.add_argument("--decisions", choices=["full", "hash-only", "off"],
+                       help="decision log: record inputs too (full), only their hash, or nothing "
+                       "(default: $SEGMENTATION_DECISIONS or full)")  # fmt: skip
+    serve.add_argument("--decisions-dir", help="decision log folder (default: $SEGMENTATION_DECISIONS_DIR or "
+                       "<warehouse stem>_decisions beside the warehouse)")  # fmt: skip
+    serve.add_argument("--decisions-on-error", choices=["fail-open", "fail-closed"],
+                       help="when the decision log cannot be written: keep scoring, or refuse with 503 "
+                       "(default: $SEGMENTATION_DECISIONS_ON_ERROR or fail-open)")  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     return parser
 

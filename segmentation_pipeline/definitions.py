@@ -8,6 +8,10 @@ import dagster as dg
 from segmentation_pipeline.config import default_warehouse_path
 from segmentation_pipeline.orchestration.assets import SEGMENTATION_ASSETS
 from segmentation_pipeline.orchestration.checks import SEGMENTATION_CHECKS
+from segmentation_pipeline.orchestration.decisions_maintenance import (
+    decisions_maintenance_job,
+    decisions_maintenance_schedule,
+)
 from segmentation_pipeline.orchestration.documentation import document_assets
 from segmentation_pipeline.orchestration.jobs import reclustering_job, segmentation_job
 from segmentation_pipeline.orchestration.progress import terminal_logger
@@ -35,9 +39,9 @@ if _folders_problem is not None:
 defs = dg.Definitions(
     assets=document_assets(SEGMENTATION_ASSETS),  # with a reference to the code of each
     asset_checks=SEGMENTATION_CHECKS,
-    jobs=[segmentation_job, reclustering_job],
+    jobs=[segmentation_job, reclustering_job, decisions_maintenance_job],
     sensors=SEGMENTATION_SENSORS,
-    schedules=[weekly_reclustering_schedule],
+    schedules=[weekly_reclustering_schedule, decisions_maintenance_schedule],
     resources=build_resources(),
     # A run uses the loggers its run config names (none: Dagster's default console logger). `segmentation run`
     # names "terminal".

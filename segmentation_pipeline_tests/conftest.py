@@ -64,8 +64,8 @@ MODULE_SECONDS = {
     "test_faults.py": 95, "test_dagster_ui.py": 58, "test_snapshots.py": 50, "test_rejections.py": 36,
     "test_report_browser.py": 33, "test_stability.py": 32, "test_api_server.py": 30, "test_concurrency.py": 25,
     "test_pipeline.py": 22, "test_report_pipeline.py": 21, "test_policy.py": 20, "test_registry.py": 19,
-    "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_sensor.py": 10, "test_dg_project.py": 10,
-    "test_sql.py": 8,
+    "test_schedule.py": 16, "test_api.py": 15, "test_api_fuzz.py": 13, "test_decision_log.py": 12,
+    "test_sensor.py": 10, "test_dg_project.py": 10, "test_sql.py": 8,
 }  # fmt: skip
 
 

@@ -8,6 +8,10 @@ Order of checks on ``POST /v1/score``: API key (401) -> body size (413, before r
 ``limits``) -> JSON (422) ->
 batch size (413) -> field validation (422, every bad field named) -> scoring. No client input reaches a 5xx: the
 OpenAPI schema is fuzzed with schemathesis in the tests.
+
+With a :class:`DecisionLog` (``segmentation serve`` always passes one), every answer 200 or 422 of
+``/v1/score`` is recorded (``decision_log``), the answer carries its ``X-Request-ID``, and ``/healthz`` reports the
+log's state; a fail-closed log that cannot write makes the route answer 503 instead of scoring.
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the dependency annotations of closures at runtime.
@@ -30,6 +34,7 @@ from pydantic import TypeAdapter
 
 from segmentation_pipeline.api.batch_json import batch_columns
 from segmentation_pipeline.api.batching import SingleRecordBatcher
+from segmentation_pipeline.api.decision_log import DecisionLog, ScoredList
 from segmentation_pipeline.api.limits import BODY_TIMEOUT_SECONDS, BodyRefused, read_body
 from segmentation_pipeline.api.model_cache import LoadedModel, ModelCache, _finite
 from segmentation_pipeline.api.schemas import (
@@ -67,9 +72,12 @@ _ERRORS = {
     413: {"model": ErrorResponse, "description": f"body over the byte limit, or more than {MAX_BATCH} customers"},
     422: {"model": ErrorResponse, "description": "invalid JSON or invalid fields (each one named in `detail`)"},
 }
+_REFUSED_UNLOGGED = {"model": ErrorResponse, "description": "the decision log cannot be written and the service is "
+                     "set to fail-closed: nothing is scored until it can; retry later"}  # fmt: skip
 
 
 _UNAUTHORIZED = b'{"detail":"missing or invalid API key"}'
+_UNLOGGED = b'{"detail":"the decision log cannot be written (fail-closed): nothing is scored until it can"}'
 
 
 class _BodyError(Exception):
@@ -86,12 +94,14 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     cache: ModelCache | None = None,
+    decisions: DecisionLog | None = None,
 ) -> FastAPI:
     """The scoring service over a warehouse.
 
     ``api_keys=None`` disables authentication (only for an explicit ``--insecure-no-auth``); an empty sequence
     is refused. The active model is loaded now (``LookupError`` when the warehouse has none) and re-checked every
-    ``check_interval`` seconds while the app runs (lifespan).
+    ``check_interval`` seconds while the app runs (lifespan). ``decisions``: the decision log, started and flushed
+    with the app (None: answers are not recorded).
     """
     verifier = None if api_keys is None else ApiKeyVerifier(api_keys)
     cache = cache or ModelCache(warehouse_path, check_interval=check_interval)
@@ -100,10 +110,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202 - starlette's lifespan protocol
         cache.start()
+        if decisions is not None:
+            decisions.start()
         try:
             yield
         finally:
             cache.stop()
+            if decisions is not None:  # after uvicorn's graceful shutdown: every answer given is in the buffer
+                decisions.close()
 
     app = FastAPI(
         title="Customer risk segmentation API",
@@ -117,6 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.model_cache = cache
+    app.state.decisions = decisions
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="an API key of the service")
 
     async def require_key(key: Annotated[str | None, Depends(key_header)]) -> None:  # async: no thread hop
@@ -128,18 +143,21 @@ def create_app(
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz() -> dict[str, object]:
-        """Liveness and the served model version (no key needed; nothing about customers)."""
+        """Liveness, the served model version and the decision log's state (no key needed; nothing about
+        customers). `status` is `degraded` while the decision log cannot be written."""
         checked = cache.last_check
+        log_health = None if decisions is None else decisions.health()
         return {
-            "status": "ok",
+            "status": "degraded" if log_health and log_health["status"] == "degraded" else "ok",
             "model_version": cache.current.version,
             "seconds_since_model_check": None if checked is None else round(time.monotonic() - checked, 3),
+            "decision_log": log_health,
         }
 
     @app.post(
         "/v1/score",
         response_model=ScoreResult | ScoreBatchResponse,
-        responses=_ERRORS,  # type: ignore[arg-type]
+        responses={**_ERRORS, 503: _REFUSED_UNLOGGED},  # type: ignore[arg-type]
         tags=["scoring"],
         openapi_extra={
             # The key is checked inline on this hot route (FastAPI's dependency solving costs ~50 us a call);
@@ -163,15 +181,32 @@ def create_app(
     async def score(request: Request) -> Response:
         """Score one customer (a `CustomerRecord`) or a batch (`{"customers": [...]}`): cluster, risk tier,
         distance to the segment centre, the customer's risk score and the reasons behind its tier."""
-        if verifier is not None and not verifier(request.headers.get(API_KEY_HEADER)):
-            return Response(_UNAUTHORIZED, status_code=401, media_type="application/json",
-                            headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
+        started = time.perf_counter()
+        key_id = None
+        if verifier is not None:
+            key_id = verifier.identify(request.headers.get(API_KEY_HEADER))
+            if key_id is None:
+                return Response(_UNAUTHORIZED, status_code=401, media_type="application/json",
+                                headers={"WWW-Authenticate": "ApiKey"})  # fmt: skip
+        record = None
+        if decisions is not None:
+            if decisions.refusing:
+                return Response(_UNLOGGED, status_code=503, media_type="application/json",
+                                headers={"Retry-After": "5"})  # fmt: skip
+            request_id = decisions.request_id()
+            headers = {"X-Request-ID": request_id}
+
+            def record(status: int, payload: object) -> None:  # 200 and 422 are decisions; 413, 408 are not
+                if status == 200 or status == 422:
+                    decisions.add(request_id, key_id, body, status, payload, started)
+        else:
+            headers = None
         try:
             body = await read_body(request, max_body_bytes, body_timeout)
             if len(body) > 65_536:  # big bodies: decode, score and encode off the event loop
                 loaded = cache.current  # one model for the whole request, even if a new one is published meanwhile
-                status, encoded = await run_in_threadpool(_score_body_encoded, body, loaded, max_batch)
-                return Response(encoded, status_code=status, media_type="application/json")
+                status, encoded = await run_in_threadpool(_score_body_encoded, body, loaded, max_batch, record)
+                return Response(encoded, status_code=status, media_type="application/json", headers=headers)
             records, batch = _records_of(body, max_batch)
             if batch:
                 status, payload = _score_records(records, cache.current, batch=True)
@@ -181,7 +216,9 @@ def create_app(
             status, payload = error.status, {"detail": error.detail}
         except BodyRefused as refused:  # too big (413), too slow (408, and the connection closed), client gone
             return refused.response()
-        return Response(_dumps(payload), status_code=status, media_type="application/json")
+        if record is not None:
+            record(status, payload)
+        return Response(_dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=authed, responses={401: _ERRORS[401]}, tags=["model"])
     async def model_info() -> dict[str, object]:
@@ -280,9 +317,14 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
     return _score_records(records, loaded, batch=batch)
 
 
-def _score_body_encoded(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, bytes]:
-    """``_score_body`` with the payload already JSON (and its objects freed in the calling thread)."""
+def _score_body_encoded(
+    body: bytes, loaded: LoadedModel, max_batch: int, record: Callable[[int, object], None] | None = None
+) -> tuple[int, bytes]:
+    """``_score_body`` with the payload already JSON (and, without a decision log, its objects freed in the
+    calling thread); ``record`` is given the answer first."""
     status, payload = _score_body(body, loaded, max_batch)
+    if record is not None:
+        record(status, payload)
     return status, _dumps(payload)
 
 
@@ -353,15 +395,22 @@ def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]
     table = scorer.reason_table(scored)
     reasons = list(map(ReasonOut, table.indicator, table.value, table.segment_typical, table.population_typical,
                        table.contribution))  # fmt: skip
-    ids = scored.customer_id.tolist()
-    results = list(
-        map(ScoreResultOut, ids, scored.cluster.tolist(), scored.risk_tier.tolist(), scored.segment_tier.tolist(),
-            scored.tier_before_rules.tolist(), scored.rating.basis.tolist(), scorer.rule_ids(scored),
-            scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), repeat(version),
+    columns = {
+        "customer_id": scored.customer_id.tolist(), "cluster": scored.cluster.tolist(),
+        "risk_tier": scored.risk_tier.tolist(), "segment_tier": scored.segment_tier.tolist(),
+        "tier_before_rules": scored.tier_before_rules.tolist(), "rating_basis": scored.rating.basis.tolist(),
+        "rule_ids": scorer.rule_ids(scored), "distance_to_centroid": scored.distance_to_centroid.tolist(),
+        "risk_score": scored.risk_score.tolist(),
+    }  # fmt: skip
+    results = ScoredList(
+        map(ScoreResultOut, columns["customer_id"], columns["cluster"], columns["risk_tier"], columns["segment_tier"],
+            columns["tier_before_rules"], columns["rating_basis"], columns["rule_ids"],
+            columns["distance_to_centroid"], columns["risk_score"], repeat(version),
             table.per_customer_lists(reasons))  # fmt: skip
     )
+    results.columns, results.reasons = columns, table  # what the decision log records, as columns
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
-        log.debug("scored %d customer(s) with %s: ids %s", len(results), version, ids[:20])
+        log.debug("scored %d customer(s) with %s: ids %s", len(results), version, columns["customer_id"][:20])
     return results
 
 

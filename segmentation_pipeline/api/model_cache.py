@@ -107,6 +107,8 @@ class ModelCache:
         # The files as of the last complete check: taken before loading, so a write meanwhile is seen next tick.
         self._checked_signature: tuple[object, ...] | None = self._files_signature()
         self._current = compile_model(load_model(self.warehouse))  # raises LookupError when there is no model
+        # The policy rules version of every model served so far (for the decision log's records).
+        self.policy_versions: dict[str, str] = {self._current.version: self._current.model.policy.version}
         log.info("serving model %s", self._current.version)
 
     @property
@@ -171,6 +173,7 @@ class ModelCache:
                 self.last_error = f"loading {version} failed"
                 log.exception("model %s could not be compiled; still serving %s", version, self._current.version)
                 return False
+            self.policy_versions[loaded.version] = loaded.model.policy.version  # before the swap: logged answers
             previous, self._current = self._current.version, loaded  # the swap: one attribute assignment
             self._checked_signature = signature
             log.info("model %s now served (was %s)", loaded.version, previous)

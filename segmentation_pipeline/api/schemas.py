@@ -207,10 +207,21 @@ class CustomerAssignment(BaseModel):
     run_id: str | None
 
 
+class DecisionLogHealth(BaseModel):
+    status: Literal["ok", "degraded", "off"] = Field(description="degraded: the log cannot be written right now")
+    mode: Literal["full", "hash-only", "off"]
+    fail_closed: bool = Field(description="true: scoring is refused (503) while the log cannot be written")
+    error: str | None
+    pending: int = Field(description="records waiting to be written")
+    written: int = Field(description="records written since the service started")
+    dropped: int = Field(description="records lost because too many waited while the log could not be written")
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="degraded: the decision log cannot be written")
     model_version: str
     seconds_since_model_check: float | None
+    decision_log: DecisionLogHealth | None = Field(None, description="null when the app runs without a log")
 
 
 class FieldError(BaseModel):

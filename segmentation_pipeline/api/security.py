@@ -4,10 +4,14 @@ Keys come from ``SEGMENTATION_API_KEYS`` (comma-separated) and/or the file named
 (one key per line or comma-separated; blank lines and ``#`` comments ignored), so a key can live in a secrets
 mount rather than in the environment. A presented key is compared with every valid key in constant time
 (``hmac.compare_digest``, no early exit), so neither the time taken nor which key matched leaks anything.
+
+Keys have no names: where a key must be told apart from the others (the decision log), it is named by
+:func:`key_id`, a short fingerprint of its SHA-256, never the key itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Mapping
@@ -49,21 +53,32 @@ def load_api_keys(environ: Mapping[str, str] | None = None) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def key_id(key: str) -> str:
+    """The name of a key in records and logs: ``key-`` and the first 12 hex digits of its SHA-256 (48 bits: enough
+    to tell a site's keys apart, useless to recover a key of 16 or more random characters)."""
+    return "key-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
 class ApiKeyVerifier:
     """Checks a presented key against the valid ones in constant time."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = [key.encode("utf-8") for key in keys]
+        self._keys = [(key.encode("utf-8"), key_id(key)) for key in keys]
         if not self._keys:
             raise ApiKeyConfigError(f"no API key configured: set {KEYS_ENV} or {KEYS_FILE_ENV}")
 
     def __call__(self, presented: str | None) -> bool:
+        return self.identify(presented) is not None
+
+    def identify(self, presented: str | None) -> str | None:
+        """The :func:`key_id` of the valid key presented; None when it is not one of them."""
         if presented is None:
-            return False
+            return None
         # Header values arrive as latin-1-decoded text: any of them encodes to UTF-8 bytes, which compare_digest
         # takes whatever they contain (it refuses non-ASCII str).
         candidate = presented.encode("utf-8", "surrogateescape")
-        matched = False
-        for key in self._keys:  # every key, always: no early exit
-            matched |= hmac.compare_digest(key, candidate)
-        return matched
+        found = None
+        for key, name in self._keys:  # every key, always: no early exit
+            if hmac.compare_digest(key, candidate):
+                found = name
+        return found

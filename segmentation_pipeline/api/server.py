@@ -31,15 +31,23 @@ def serve(
     access_log: bool = False,
     header_timeout: float | None = None,
     body_timeout: float | None = None,
+    decisions_dir: Path | None = None,
+    decisions_mode: str | None = None,
+    decisions_on_error: str | None = None,
 ) -> None:
-    """Start the API and block until it is stopped (Ctrl-C / SIGTERM).
+    """Start the API and block until it is stopped (Ctrl-C / SIGTERM: the decision log is flushed first).
 
     ``header_timeout`` / ``body_timeout``: seconds a client has to send a request's head / body; by default
-    ``$SEGMENTATION_API_HEADER_TIMEOUT`` / ``$SEGMENTATION_API_BODY_TIMEOUT``, else 10 s (see ``limits``)."""
+    ``$SEGMENTATION_API_HEADER_TIMEOUT`` / ``$SEGMENTATION_API_BODY_TIMEOUT``, else 10 s (see ``limits``).
+    ``decisions_*``: the decision log's folder, mode (full, hash-only, off) and fail-open / fail-closed; by default
+    from ``$SEGMENTATION_DECISIONS_*`` (see ``warehouse.decisions``)."""
     import uvicorn
 
     from segmentation_pipeline.api.app import create_app
+    from segmentation_pipeline.api.decision_log import DecisionLog
+    from segmentation_pipeline.api.model_cache import ModelCache
     from segmentation_pipeline.stages.model import ModelContractError
+    from segmentation_pipeline.warehouse import decisions
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keys = load_api_keys()
@@ -55,13 +63,20 @@ def serve(
             header_timeout = limits.seconds_from_env(limits.HEADER_TIMEOUT_ENV, limits.HEADER_TIMEOUT_SECONDS)
         if body_timeout is None:
             body_timeout = limits.seconds_from_env(limits.BODY_TIMEOUT_ENV, limits.BODY_TIMEOUT_SECONDS)
+        log_settings = decisions.settings_from_environment(
+            warehouse_path, folder=decisions_dir, mode=decisions_mode, on_error=decisions_on_error
+        )
     except ValueError as error:
         raise ServeError(str(error)) from None
+    if not log_settings.enabled:
+        logging.getLogger("segmentation.api").warning("decision log OFF: the ratings given are NOT recorded")
     if not warehouse_path.exists():
         raise ServeError(f"no warehouse at {warehouse_path}: run the pipeline first (segmentation run)")
     try:
+        cache = ModelCache(warehouse_path, check_interval=check_interval)
+        decision_log = DecisionLog(log_settings, cache.policy_versions.get) if log_settings.enabled else None
         app = create_app(warehouse_path, None if insecure_no_auth else keys, check_interval=check_interval,
-                         body_timeout=body_timeout)  # fmt: skip
+                         body_timeout=body_timeout, cache=cache, decisions=decision_log)  # fmt: skip
     except (LookupError, ModelContractError) as error:  # nothing this code can serve: one line, exit 1
         raise ServeError(str(error)) from None
     # Everything loaded so far (libraries, the model) lives as long as the process: move it out of the cyclic

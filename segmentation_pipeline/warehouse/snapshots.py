@@ -13,7 +13,8 @@ what it recomputed, and reads the rest (``raw_workbook``, ``cleaned_customers``)
 History: when a snapshot is published, its ratings and reasons are appended to ``rating_history`` and
 ``reason_history`` (kept ``history_days``), and the analysts' views (:mod:`views`) are recreated for it;
 superseded snapshots' schemas are dropped beyond the newest ``keep_snapshots``. :func:`explain` answers what a
-customer's rating was at any moment.
+customer's rating was at any moment. Publication also (re)defines the view ``api_decisions`` over the scoring
+API's decision log (``decisions.create_decisions_view``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from segmentation_pipeline.warehouse import registry, views
+from segmentation_pipeline.warehouse import decisions, registry, views
 from segmentation_pipeline.warehouse.store import (
     Warehouse,
     WarehouseUnavailable,
@@ -310,6 +311,9 @@ def publish(
                 warehouse=main.path, snapshot_id=snapshot.snapshot_id, run_id=snapshot.snapshot_id,  # one id
                 published_at=now, model_version=model_version, columns=views.relations(connection),
             ))  # fmt: skip
+            # The API's ratings, beside the pipeline's: the view over its decision log (re-created with each
+            # publication, so that it sees files that appeared since a view over an empty folder was made).
+            decisions.create_decisions_view(connection, decisions.folder_for(main.path))
             connection.execute("COMMIT")
         except BaseException as error:
             with contextlib.suppress(duckdb.Error):

@@ -28,6 +28,7 @@ from typing import TextIO
 import duckdb
 import pyarrow.csv as pa_csv
 
+from segmentation_pipeline.warehouse import decisions
 from segmentation_pipeline.warehouse.store import Warehouse, WarehouseBusy, WarehouseUnavailable
 
 FORMATS = ("table", "csv", "json")
@@ -86,6 +87,9 @@ def run(warehouse: Warehouse, text: str, output: Output) -> int:
     many statements ran. Raises :class:`SqlError` (one line) when DuckDB refuses or fails one; the missing, locked
     or unreadable warehouse errors of :meth:`Warehouse.connect` pass through."""
     with warehouse.connect(read_only=True) as connection:
+        # The API's decisions as they are on disk now (a file written since the last publication included): this
+        # connection's own api_decisions, over the decision log beside the warehouse.
+        decisions.create_decisions_view(connection, decisions.folder_for(warehouse.path))
         try:
             statements = connection.extract_statements(text)
         except duckdb.Error as error:

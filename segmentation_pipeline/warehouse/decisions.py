@@ -1,0 +1,391 @@
+"""The API's decision log on disk: Parquet segments beside the warehouse, their compaction, retention and view.
+
+The scoring API never writes the DuckDB warehouse (the pipeline is its one writer), so each rating it gives is
+appended to Parquet files in a folder of its own (:func:`folder_for`, default ``<warehouse stem>_decisions/``
+beside the warehouse file)::
+
+    schema.parquet                     zero rows: the columns, so that the view always binds
+    segments/2026-11-30/<UTC time>-<pid>-<n>.parquet   written by the API, about one a second while it scores
+    daily/2026-11-29.parquet           segments of a day, compacted
+
+Every file appears whole or not at all: it is written under a hidden ``.*.tmp`` name and renamed
+(:func:`write_segment`); the view's glob never matches a temporary name. :func:`compact` merges segments older
+than a given age into their day's file and :func:`apply_retention` removes days older than the retention;
+:func:`create_decisions_view` defines ``api_decisions`` in the warehouse over all of it. No HTTP, no Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import count
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+VIEW = "api_decisions"
+DIR_ENV = "SEGMENTATION_DECISIONS_DIR"
+MODE_ENV = "SEGMENTATION_DECISIONS"  # full | hash-only | off
+ON_ERROR_ENV = "SEGMENTATION_DECISIONS_ON_ERROR"  # fail-open | fail-closed
+FLUSH_ENV = "SEGMENTATION_DECISIONS_FLUSH_SECONDS"
+COMPACT_AFTER_ENV = "SEGMENTATION_DECISIONS_COMPACT_AFTER"
+RETENTION_ENV = "SEGMENTATION_DECISIONS_RETENTION"
+MODES = ("full", "hash-only", "off")
+ON_ERROR = ("fail-open", "fail-closed")
+DEFAULT_FLUSH_SECONDS = 1.0
+DEFAULT_COMPACT_AFTER = timedelta(days=1)
+DEFAULT_RETENTION = timedelta(days=3650)  # as the rating history: record-keeping rules ask for five years or more
+
+REASON = pa.struct([
+    ("indicator", pa.string()), ("value", pa.float64()), ("segment_typical", pa.float64()),
+    ("population_typical", pa.float64()), ("contribution", pa.float64()),
+])  # fmt: skip
+PROBLEM = pa.struct([("field", pa.string()), ("type", pa.string())])
+SCHEMA = pa.schema([
+    ("decided_at", pa.timestamp("us", tz="UTC")),  # when the answer was ready
+    ("request_id", pa.string()),  # also the answer's X-Request-ID header
+    ("item", pa.int32()),  # the customer's position in the request (0 for a one-customer request)
+    ("api_key_id", pa.string()),  # "key-" + 12 hex digits of the key's SHA-256; never the key; null without auth
+    ("outcome", pa.string()),  # rated | refused
+    ("http_status", pa.int16()),  # 200 | 422
+    ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
+    # SHA-256 (hex) of the customer's JSON text exactly as sent. Segments of mode full leave it null and keep the
+    # text: the view and the daily files compute it from the text (INPUT_HASH).
+    ("input_sha256", pa.string()),
+    ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
+    ("risk_tier", pa.string()),
+    ("segment_tier", pa.string()),
+    ("tier_before_rules", pa.string()),
+    ("rating_basis", pa.string()),
+    ("risk_score", pa.float64()),
+    ("distance_to_centroid", pa.float64()),
+    ("cluster", pa.int32()),
+    ("rule_ids", pa.list_(pa.string())),
+    ("reasons", pa.list_(REASON)),  # the top indicators behind the tier, as answered
+    ("model_version", pa.string()),
+    ("policy_version", pa.string()),  # the version of the policy rules the model applies
+    ("latency_ms", pa.float64()),  # from the request's arrival at the route to its answer being ready
+    ("problems", pa.list_(PROBLEM)),  # refused: each field problem (field name and kind), never the value
+])
+
+
+INPUT_HASH = "coalesce(input_sha256, sha256(input_json)) AS input_sha256"
+# Columns whose values repeat (dictionary-encoded in the files); the others are mostly distinct.
+_REPEATING = ["request_id", "api_key_id", "outcome", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
+              "model_version", "policy_version", "rule_ids.list.element", "reasons.list.element.indicator"]  # fmt: skip
+
+
+class DecisionSettingsError(ValueError):
+    """A decision-log setting that cannot be used: one sentence naming it."""
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    folder: Path
+    mode: str = "full"
+    fail_closed: bool = False
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def keep_inputs(self) -> bool:
+        return self.mode == "full"
+
+
+def folder_for(warehouse_path: str | Path, environ: dict[str, str] | None = None) -> Path:
+    """The decision-log folder: ``$SEGMENTATION_DECISIONS_DIR``, else ``<warehouse stem>_decisions`` beside the
+    warehouse file; absolute, so that a view over it reads the same folder from any working directory."""
+    configured = (os.environ if environ is None else environ).get(DIR_ENV, "").strip()
+    warehouse = Path(warehouse_path)
+    folder = Path(configured) if configured else warehouse.with_name(f"{warehouse.stem}_decisions")
+    return folder.expanduser().absolute()
+
+
+def settings_from_environment(
+    warehouse_path: str | Path, *, folder: str | Path | None = None, mode: str | None = None,
+    on_error: str | None = None, environ: dict[str, str] | None = None,
+) -> DecisionSettings:  # fmt: skip
+    """The API's decision-log settings: explicit values (``segmentation serve`` flags) over the environment over
+    the defaults (full inputs, fail-open, a flush a second)."""
+    env = os.environ if environ is None else environ
+    mode = (mode or env.get(MODE_ENV, "") or "full").strip().lower()
+    if mode not in MODES:
+        raise DecisionSettingsError(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}")
+    on_error = (on_error or env.get(ON_ERROR_ENV, "") or "fail-open").strip().lower()
+    if on_error not in ON_ERROR:
+        raise DecisionSettingsError(f"{ON_ERROR_ENV}={on_error!r}: expected one of {', '.join(ON_ERROR)}")
+    raw = env.get(FLUSH_ENV, "").strip()
+    try:
+        flush = float(raw) if raw else DEFAULT_FLUSH_SECONDS
+    except ValueError:
+        flush = -1.0
+    if not 0 < flush <= 60:
+        raise DecisionSettingsError(f"{FLUSH_ENV}={raw!r}: expected seconds between 0 and 60 (e.g. 1)")
+    where = Path(folder).expanduser().absolute() if folder else folder_for(warehouse_path, env)
+    return DecisionSettings(folder=where, mode=mode, fail_closed=on_error == "fail-closed", flush_seconds=flush)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, name: str) -> timedelta:
+    """``"36h"``, ``"7d"``, ``"90m"``, ``"30s"`` -> a timedelta; ``DecisionSettingsError`` naming ``name``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise DecisionSettingsError(f"{name}={text!r}: expected a duration such as 36h, 7d, 90m or 30s")
+    return timedelta(**{_UNITS[match[2]]: float(match[1])})
+
+
+def maintenance_from_environment(environ: dict[str, str] | None = None) -> tuple[timedelta, timedelta]:
+    """(compact segments older than, remove days older than): ``$SEGMENTATION_DECISIONS_COMPACT_AFTER`` and
+    ``$SEGMENTATION_DECISIONS_RETENTION``, else 1 day and 3650 days."""
+    env = os.environ if environ is None else environ
+    after = env.get(COMPACT_AFTER_ENV, "").strip()
+    keep = env.get(RETENTION_ENV, "").strip()
+    return (
+        parse_duration(after, COMPACT_AFTER_ENV) if after else DEFAULT_COMPACT_AFTER,
+        parse_duration(keep, RETENTION_ENV) if keep else DEFAULT_RETENTION,
+    )
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+
+_SEQUENCE = count()
+
+
+def ensure_folder(folder: Path) -> None:
+    """Create the folder and its zero-row ``schema.parquet`` (OSError when it cannot be written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    schema_file = folder / "schema.parquet"
+    if not schema_file.exists():
+        _write_atomically(SCHEMA.empty_table(), schema_file)
+
+
+def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") -> None:
+    """Write under a hidden temporary name in the same folder, flush to disk, rename: whole or absent."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as sink:
+            pq.write_table(table, sink, compression=compression, use_dictionary=_REPEATING)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) -> Path:
+    """Append one segment (a table of :data:`SCHEMA`) to the log; returns its path. OSError when the folder cannot
+    be written (full disk, permissions): nothing is left behind but the caller's records."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    day = folder / "segments" / now.strftime("%Y-%m-%d")
+    day.mkdir(parents=True, exist_ok=True)
+    target = day / f"{now.strftime('%Y%m%dT%H%M%S.%f')}Z-{os.getpid()}-{next(_SEQUENCE)}.parquet"
+    _write_atomically(table, target, compression="lz4")  # cheaper to write than zstd; compaction recompresses
+    return target
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+
+
+def _glob(folder: Path) -> str:
+    return str(folder / "**" / "*.parquet").replace("'", "''")
+
+
+def _typed_empty() -> str:
+    """``SELECT`` of no rows with the log's column names and types (for a folder with no file yet)."""
+    connection = duckdb.connect()
+    try:
+        columns = connection.from_arrow(SCHEMA.empty_table()).types
+    finally:
+        connection.close()
+    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(SCHEMA.names, columns, strict=True))
+    return f"SELECT {casts} WHERE false"
+
+
+def view_sql(folder: Path) -> str:
+    """The query behind ``api_decisions``: every segment and daily file; the typed empty relation when the folder
+    holds none (DuckDB binds a view when it is created, and a glob matching nothing is an error)."""
+    if any(folder.glob("**/*.parquet")):
+        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet('{_glob(folder)}', union_by_name = true)"
+        probe = duckdb.connect()  # bound aside first: a failing statement would abort the caller's transaction
+        try:
+            probe.execute(f"DESCRIBE {sql}")
+            return sql
+        except duckdb.Error:  # an unreadable file (not one this code wrote): empty until it is put right
+            pass
+        finally:
+            probe.close()
+    return _typed_empty()
+
+
+def create_decisions_view(connection: duckdb.DuckDBPyConnection, folder: Path) -> str:
+    """Define ``api_decisions`` over the decision log in ``folder``: in ``main`` on a writable connection (it
+    persists in the warehouse; call it inside the publishing transaction), a TEMP view on a read-only one. The
+    folder and its ``schema.parquet`` are created when possible, so that the view stays valid as files come and
+    go. Returns ``"main"`` or ``"temp"``."""
+    with contextlib.suppress(OSError):
+        ensure_folder(folder)
+    sql = view_sql(folder)
+    try:
+        connection.execute(f"CREATE OR REPLACE VIEW main.{VIEW} AS {sql}")
+        return "main"
+    except duckdb.InvalidInputException as error:  # read-only: the view lives as long as this connection
+        if "read-only" not in str(error):
+            raise
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {VIEW} AS {sql}")
+        return "temp"
+
+
+def recent(folder: Path, customer_id: str, *, limit: int = 10, as_of: datetime | None = None) -> list[dict]:
+    """The customer's latest API decisions (newest first), at or before ``as_of`` when given; [] when none."""
+    if not folder.is_dir() or not any(folder.glob("**/*.parquet")):
+        return []
+    moment = "" if as_of is None else "AND decided_at <= ?"
+    connection = duckdb.connect()
+    try:
+        cursor = connection.execute(
+            f"SELECT decided_at, request_id, outcome, risk_tier, risk_score, cluster, rule_ids, model_version, "
+            f"policy_version, api_key_id, [p.field FOR p IN coalesce(problems, [])] AS problem_fields "
+            f"FROM read_parquet('{_glob(folder)}', union_by_name = true) WHERE customer_id = ? {moment} "
+            f"ORDER BY decided_at DESC LIMIT {int(limit)}", [customer_id, *([as_of] if as_of else [])],
+        )  # fmt: skip
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
+# --- compaction and retention -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    compacted_segments: int
+    days_written: list[str]
+    days_removed: list[str]
+
+
+_SEGMENT_TIME = re.compile(r"^(\d{8}T\d{6}\.\d{6})Z-")
+
+
+def _segment_time(path: Path) -> datetime | None:
+    match = _SEGMENT_TIME.match(path.name)
+    return None if match is None else datetime.strptime(match[1], "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+
+
+def _day_dirs(folder: Path) -> Iterator[tuple[date, Path]]:
+    segments = folder / "segments"
+    if not segments.is_dir():
+        return
+    for directory in sorted(segments.iterdir()):
+        with contextlib.suppress(ValueError):
+            yield date.fromisoformat(directory.name), directory
+
+
+def _manifest(daily: Path) -> Path:
+    return daily.with_name(f".{daily.stem}.manifest.json")
+
+
+def _finish_interrupted(daily_dir: Path) -> None:
+    """A compaction killed part-way: a manifest means its merged file was complete (the manifest is written after
+    it), so rename it if that did not happen yet and remove the segments it holds; a temporary file without a
+    manifest is an incomplete write and goes."""
+    if not daily_dir.is_dir():
+        return
+    for manifest in daily_dir.glob(".*.manifest.json"):
+        entry = json.loads(manifest.read_text())
+        staged, target = Path(entry["staged"]), Path(entry["target"])
+        if staged.exists():
+            os.replace(staged, target)
+        for segment in entry["segments"]:
+            with contextlib.suppress(FileNotFoundError):
+                Path(segment).unlink()
+        manifest.unlink()
+    for leftover in daily_dir.glob(".*.tmp"):
+        leftover.unlink()
+
+
+def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now: datetime | None = None) -> list[str]:
+    """Merge the segments written more than ``older_than`` ago into their day's file ``daily/<day>.parquet``
+    (added to what it already holds), then remove them. Safe against a kill at any point: the merged file is
+    renamed into place only when complete, and a manifest written before the rename lets the next run finish
+    the removal, so no record is lost or counted twice. Returns the days written."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    daily_dir = folder / "daily"
+    _finish_interrupted(daily_dir)
+    cutoff = now - older_than
+    written = []
+    for day, directory in _day_dirs(folder):
+        old = sorted(p for p in directory.glob("*.parquet") if (_segment_time(p) or now) <= cutoff)
+        if not old:
+            continue
+        daily_dir.mkdir(parents=True, exist_ok=True)
+        target = daily_dir / f"{day.isoformat()}.parquet"
+        staged = daily_dir / f".{target.name}.{os.getpid()}.tmp"
+        sources = ([str(target)] if target.exists() else []) + [str(p) for p in old]
+        connection = duckdb.connect()
+        try:
+            connection.execute(f"SET temp_directory = '{str(daily_dir / '.spill').replace(chr(39), chr(39) * 2)}'")
+            listed = ", ".join("'" + source.replace("'", "''") + "'" for source in sources)
+            connection.execute(
+                f"COPY (SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet([{listed}], union_by_name = true)) TO "
+                f"'{str(staged).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
+            )
+        finally:
+            connection.close()
+        shutil.rmtree(daily_dir / ".spill", ignore_errors=True)
+        with staged.open("rb") as written_file:
+            os.fsync(written_file.fileno())
+        manifest = _manifest(target)
+        entry = {"staged": str(staged), "target": str(target), "segments": [str(p) for p in old]}
+        manifest.write_text(json.dumps(entry))
+        _finish_interrupted(daily_dir)  # rename, remove the segments, remove the manifest
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
+        written.append(day.isoformat())
+    return written
+
+
+def apply_retention(folder: Path, *, retention: timedelta = DEFAULT_RETENTION, now: datetime | None = None
+                    ) -> list[str]:  # fmt: skip
+    """Remove the days (daily files and segments) older than ``retention``. Returns the days removed."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    oldest_kept = (now - retention).date()
+    removed = set()
+    daily_dir = folder / "daily"
+    if daily_dir.is_dir():
+        for path in daily_dir.glob("*.parquet"):
+            with contextlib.suppress(ValueError):
+                if date.fromisoformat(path.stem) < oldest_kept:
+                    path.unlink()
+                    removed.add(path.stem)
+    for day, directory in _day_dirs(folder):
+        if day < oldest_kept:
+            shutil.rmtree(directory)
+            removed.add(day.isoformat())
+    return sorted(removed)
+
+
+def maintain(folder: Path, *, older_than: timedelta, retention: timedelta, now: datetime | None = None
+             ) -> Maintenance:  # fmt: skip
+    """Compaction, then retention (what ``segmentation decisions compact`` and the Dagster job run)."""
+    before = sum(1 for _ in (folder / "segments").glob("*/*.parquet")) if (folder / "segments").is_dir() else 0
+    days = compact(folder, older_than=older_than, now=now)
+    after = sum(1 for _ in (folder / "segments").glob("*/*.parquet")) if (folder / "segments").is_dir() else 0
+    removed = apply_retention(folder, retention=retention, now=now)
+    return Maintenance(compacted_segments=before - after, days_written=days, days_removed=removed)
