@@ -19,6 +19,7 @@ from segmentation_pipeline.warehouse.models import served_version
 from segmentation_pipeline.warehouse.store import WarehouseUnavailable
 
 INSTANCE_CONFIG = "dagster.yaml"
+HISTORY_ENV = "SEGMENTATION_RUN_HISTORY"  # "off": a run is recorded nowhere (CI, tests, one-off runs)
 
 
 def open_run_history(dagster_home: str | Path | None = None) -> tuple[dg.DagsterInstance, str]:
@@ -29,9 +30,12 @@ def open_run_history(dagster_home: str | Path | None = None) -> tuple[dg.Dagster
       dagster.yaml if it has one (the folder is created if missing);
     - else the working directory's dagster.yaml, as `dg dev` reads it with DAGSTER_HOME unset (the repository's,
       from its root: SQLite storage under .dagster_home/, created on first use);
-    - else an ephemeral instance: the run is kept nowhere.
+    - else an ephemeral instance: the run is kept nowhere; so too with ``$SEGMENTATION_RUN_HISTORY`` set to ``off``
+      (no instance set up on disk: the test suite's and one-off runs').
 
     Relative paths in a dagster.yaml are relative to the working directory, for Dagster and so here."""
+    if dagster_home is None and os.environ.get(HISTORY_ENV, "").strip().lower() == "off":
+        return dg.DagsterInstance.ephemeral(), f"not kept ({HISTORY_ENV}=off)"
     home = dagster_home or os.environ.get("DAGSTER_HOME")
     if home:
         folder = Path(home).expanduser().resolve()

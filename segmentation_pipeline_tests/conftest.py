@@ -29,16 +29,19 @@ class TrainedWarehouse:
 def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The suite's Dagster instance. `segmentation run` records its runs in $DAGSTER_HOME, else in the working
     directory's dagster.yaml: from the repository root, the team's .dagster_home/, which tests must never write.
-    Each worker gets its own folder (SQLite storage in it; telemetry off). A test may still set its own."""
+    The suite's CLI runs record nothing ($SEGMENTATION_RUN_HISTORY=off: no SQLite instance set up for each run; the
+    run-history test turns it back on); `dg` commands use this worker's own folder (telemetry off)."""
     folder = tmp_path_factory.mktemp("dagster_home")
     (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(folder)
+    settings = {"DAGSTER_HOME": str(folder), "SEGMENTATION_RUN_HISTORY": "off"}  # CLI runs: no instance on disk
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     yield folder
-    if previous is None:
-        os.environ.pop("DAGSTER_HOME", None)
-    else:
-        os.environ["DAGSTER_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
