@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from segmentation_pipeline.stages.cell_text import convert_rows
+import numpy as np
+
+from segmentation_pipeline.stages.cell_text import cell_texts
 from segmentation_pipeline.stages.raw_table import (
+    BLOCK_ROWS,
     HEADER_SCAN_ROWS,
     NO_ID_COLUMN,
     NOT_A_TABLE,
+    Block,
     IngestionError,
     RawTable,
     assemble_sheets,
@@ -201,7 +206,8 @@ def _sheet_head(sh) -> list[list[str | None]]:
     """The first HEADER_SCAN_ROWS physical rows of a loaded sheet, converted to text."""
     if sh.start is None:
         return []
-    return list(convert_rows(sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)))
+    rows = sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)
+    return _block(rows, 1).head(HEADER_SCAN_ROWS)
 
 
 def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
@@ -212,10 +218,34 @@ def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
     return sh.start[1], tuple(cells)
 
 
-def _sheet_rows(sh) -> Iterator[tuple[int, list[str | None]]]:
-    # iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns
-    # start at the used range's first column (sh.start[1]).
-    return enumerate(convert_rows(sh.iter_rows()), start=1)
+def _sheet_blocks(sh) -> Iterator[Block]:
+    """A loaded sheet's rows from row 1 down, :data:`BLOCK_ROWS` at a time, as text columns.
+
+    iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns start at
+    the used range's first column (sh.start[1]). Each block's cells are converted column by column
+    (:func:`cell_texts`): no Python text is made per cell, only the values calamine hands over."""
+    rows = sh.iter_rows()
+    first = 1
+    # The rows down to the header come first on their own: their text cells would make every column a mix of types.
+    size = HEADER_SCAN_ROWS
+    while window := list(itertools.islice(rows, size)):
+        yield _block(window, first)
+        first += len(window)
+        size = BLOCK_ROWS
+
+
+def _block(rows: list[list], first: int) -> Block:
+    """Calamine rows (physical rows ``first``, ``first + 1``...) as a block of text columns."""
+    width = max(map(len, rows), default=0)
+    cells = np.empty((len(rows), width), dtype=object)
+    if any(len(r) != width for r in rows):  # calamine's rows are as wide as the sheet's used range; just in case
+        cells[:] = ""
+        for i, r in enumerate(rows):
+            cells[i, : len(r)] = r
+    else:
+        cells[:] = rows
+    numbers = np.arange(first, first + len(rows), dtype=np.int64)
+    return Block(numbers, [cell_texts(column) for column in np.ascontiguousarray(cells.T)])
 
 
 def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
@@ -268,15 +298,15 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
         loaded = {chosen: sh}
         sh = None
 
-        def parts() -> Iterator[tuple[str, Iterator[tuple[int, list[str | None]]]]]:
+        def parts() -> Iterator[tuple[str, Iterator[Block]]]:
             for member in group:
                 # The chosen sheet is loaded already; the sheets that continue it are loaded one at a time.
                 member_sh = loaded.pop(member) if member in loaded else _load_sheet(wb, member, name, file_format)
-                rows = _sheet_rows(member_sh)
-                # Only the iterator keeps calamine's in-memory sheet alive now, so it is freed as soon as its last
-                # row is converted: peak memory is one sheet's cells plus the rows converted so far.
+                blocks = _sheet_blocks(member_sh)
+                # Only the generator keeps calamine's in-memory sheet alive now, so it is freed as soon as its last
+                # block is converted: peak memory is one sheet's cells plus the text converted so far.
                 member_sh = None  # noqa: F841
-                yield member, rows
+                yield member, blocks
 
         table = assemble_sheets(parts(), file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
         warnings = _full_sheet_warnings(table, file_format)
