@@ -264,14 +264,25 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
                 raise IngestionError(f"sheet {sheet!r} not found; available sheets: {available}", file=name)
             chosen = sheet
             sh = _load_sheet(wb, chosen, name, file_format)
-            group = [chosen]
+            if sh.start is None:
+                raise IngestionError("sheet is empty", file=name, sheet=chosen)
+            col_offset = sh.start[1]
+            # Only the generator keeps calamine's in-memory sheet alive now, so it is freed once its last block is
+            # converted.
+            parts = [(chosen, _sheet_blocks(sh))]
+            sh = None
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
-            # known headers (ties: visible before hidden, then more rows, then workbook order).
+            # known headers (ties: visible before hidden, then more rows, then workbook order). Calamine loads a
+            # whole sheet to show its first rows, so a sheet with a header is read (converted to text) while it is
+            # loaded: the sheets that continue the customer sheet are not loaded twice, and only one sheet's cells
+            # are in calamine's memory at a time.
             visible = {m.name: m.visible == pc.SheetVisibleEnum.Visible for m in wb.sheets_metadata}
             best_key: tuple | None = None
-            chosen, sh = None, None
+            chosen = None
             header_keys: dict[str, tuple] = {}
+            offsets: dict[str, int] = {}
+            read: dict[str, list[Block]] = {}
             for pos, candidate in enumerate(worksheets):
                 cand_sh = _load_sheet(wb, candidate, name, file_format)
                 head = _sheet_head(cand_sh)
@@ -282,33 +293,23 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
                 _, known = score_header(head[h])
                 key = (known, visible.get(candidate, True), cand_sh.height, -pos)
                 if best_key is None or key > best_key:
-                    best_key, chosen, sh = key, candidate, cand_sh
+                    best_key, chosen = key, candidate
+                offsets[candidate] = cand_sh.start[1]
+                read[candidate] = list(_sheet_blocks(cand_sh))
             cand_sh = None
-            if sh is None:
+            if chosen is None:
                 checked = ", ".join(repr(s) for s in worksheets)
                 if len(worksheets) == 1:
                     raise IngestionError(
                         f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=name, sheet=worksheets[0]
                     )
                 raise IngestionError(f"{NO_ID_COLUMN} in any sheet (checked {checked})", file=name)
+            col_offset = offsets[chosen]
             group = [c for c in worksheets if header_keys.get(c) == header_keys[chosen]]
-        if sh.start is None:
-            raise IngestionError("sheet is empty", file=name, sheet=chosen)
-        col_offset = sh.start[1]
-        loaded = {chosen: sh}
-        sh = None
+            read = {c: read[c] for c in group}  # a sheet with another header is not part of the table
+            parts = ((c, read.pop(c)) for c in group)
 
-        def parts() -> Iterator[tuple[str, Iterator[Block]]]:
-            for member in group:
-                # The chosen sheet is loaded already; the sheets that continue it are loaded one at a time.
-                member_sh = loaded.pop(member) if member in loaded else _load_sheet(wb, member, name, file_format)
-                blocks = _sheet_blocks(member_sh)
-                # Only the generator keeps calamine's in-memory sheet alive now, so it is freed as soon as its last
-                # block is converted: peak memory is one sheet's cells plus the text converted so far.
-                member_sh = None  # noqa: F841
-                yield member, blocks
-
-        table = assemble_sheets(parts(), file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
+        table = assemble_sheets(parts, file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
         warnings = _full_sheet_warnings(table, file_format)
         return dataclasses.replace(table, warnings=warnings) if warnings else table
     finally:
