@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentation_pipeline.schema import COLUMN_ALIASES, ID_COLUMN, canonical_name
-from segmentation_pipeline.stages.arrow_text import TEXT, plain, text_array, text_series
+from segmentation_pipeline.stages.arrow_text import TEXT, compact_text, plain, text_array, text_series
 
 # How many rows from the top of a sheet may hold title lines before the header.
 HEADER_SCAN_ROWS = 30
@@ -188,10 +188,15 @@ def _taken(label: str, seen: set[str]) -> bool:
 class Block:
     """Consecutive rows of one sheet (or file) as text columns: ``numbers`` are their 1-based physical row numbers,
     ``columns`` one Arrow text array each (null: an empty cell), all as long as ``numbers``. The blocks of one sheet
-    may differ in width (CSV lines do); a row is as wide as the widest row of its block, padded with empty cells."""
+    may differ in width (CSV lines do); a row is as wide as the widest row of its block, padded with empty cells.
+    Build one with :meth:`of`, which holds a column whose values repeat as a dictionary (``compact_text``)."""
 
     numbers: np.ndarray
     columns: list[pa.Array]
+
+    @classmethod
+    def of(cls, numbers: np.ndarray, columns: list[pa.Array]) -> Block:
+        return cls(numbers, [compact_text(c) for c in columns])
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -231,7 +236,7 @@ def text_blocks(rows: Iterable[tuple[int, list[str | None]]], size: int = BLOCK_
         width = max(map(len, cells))
         if any(len(c) != width for c in cells):
             cells = [c + [None] * (width - len(c)) for c in cells]
-        yield Block(numbers, [pa.array(column, type=TEXT) for column in zip(*cells, strict=True)])
+        yield Block.of(numbers, [pa.array(column, type=TEXT) for column in zip(*cells, strict=True)])
 
 
 def assemble_table(
@@ -298,7 +303,9 @@ def assemble_sheets(
     columns = {}
     for label, j in zip(labels, keep, strict=True):
         chunks = [b.columns[j] if j < len(b.columns) else pa.nulls(len(b), TEXT) for b in data]
-        columns[label] = text_series(pa.chunked_array(chunks, type=TEXT))
+        if len({c.type for c in chunks}) > 1:  # dictionaries in some blocks, plain text in others
+            chunks = [c.cast(TEXT) for c in chunks]
+        columns[label] = text_series(pa.chunked_array(chunks))
         for b in data:  # each column's blocks are let go once it is one array: peak is the text plus one column
             if j < len(b.columns):
                 b.columns[j] = None

@@ -8,6 +8,11 @@ long for one sheet continues on further sheets, so every other worksheet with th
 in the same columns) and the same visibility is read with it as one table, in workbook order. Row numbers are 1-based
 physical rows of each row's own sheet, i.e. what Excel shows in its row margin. A sheet whose last used row is the
 format's last row (Excel's 1,048,576; 65,536 in a legacy .xls) was probably cut off: the table carries a warning.
+
+Calamine holds a loaded sheet's cells in its own memory and hands them over as Python values a row at a time; they
+are taken :data:`~segmentation_pipeline.stages.raw_table.BLOCK_ROWS` rows at a time and converted column by column
+(``cell_text.cell_texts``) to Arrow text, so no Python text is made per cell and only one sheet's cells are in
+calamine's memory at a time.
 """
 
 from __future__ import annotations
@@ -245,7 +250,19 @@ def _block(rows: list[list], first: int) -> Block:
     else:
         cells[:] = rows
     numbers = np.arange(first, first + len(rows), dtype=np.int64)
-    return Block(numbers, [cell_texts(column) for column in np.ascontiguousarray(cells.T)])
+    return Block.of(numbers, [cell_texts(column) for column in np.ascontiguousarray(cells.T)])
+
+
+def _read_if_header(wb, sheet: str, name: str, file_format: str) -> tuple[tuple, int, int, list[Block]] | None:
+    """A worksheet with a customer id header in its first rows: (header key, known headers, height, its rows as
+    blocks); None for one without. Calamine's copy of the sheet is freed on return, before another is loaded."""
+    sh = _load_sheet(wb, sheet, name, file_format)
+    head = _sheet_head(sh)
+    h = find_header(head)
+    if h is None:
+        return None
+    _, known = score_header(head[h])
+    return _header_key(sh, head, h), known, sh.height, list(_sheet_blocks(sh))
 
 
 def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
@@ -284,19 +301,15 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
             offsets: dict[str, int] = {}
             read: dict[str, list[Block]] = {}
             for pos, candidate in enumerate(worksheets):
-                cand_sh = _load_sheet(wb, candidate, name, file_format)
-                head = _sheet_head(cand_sh)
-                h = find_header(head)
-                if h is None:
+                found = _read_if_header(wb, candidate, name, file_format)
+                if found is None:
                     continue
-                header_keys[candidate] = (_header_key(cand_sh, head, h), visible.get(candidate, True))
-                _, known = score_header(head[h])
-                key = (known, visible.get(candidate, True), cand_sh.height, -pos)
+                header_key, known, height, read[candidate] = found
+                header_keys[candidate] = (header_key, visible.get(candidate, True))
+                offsets[candidate] = header_key[0]
+                key = (known, visible.get(candidate, True), height, -pos)
                 if best_key is None or key > best_key:
                     best_key, chosen = key, candidate
-                offsets[candidate] = cand_sh.start[1]
-                read[candidate] = list(_sheet_blocks(cand_sh))
-            cand_sh = None
             if chosen is None:
                 checked = ", ".join(repr(s) for s in worksheets)
                 if len(worksheets) == 1:
