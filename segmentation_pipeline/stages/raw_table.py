@@ -232,11 +232,14 @@ def text_blocks(rows: Iterable[tuple[int, list[str | None]]], size: int = BLOCK_
     rows = iter(rows)
     while chunk := list(itertools.islice(rows, size)):
         numbers = np.fromiter((n for n, _ in chunk), dtype=np.int64, count=len(chunk))
-        cells = [c for _, c in chunk]
-        width = max(map(len, cells))
-        if any(len(c) != width for c in cells):
-            cells = [c + [None] * (width - len(c)) for c in cells]
-        yield Block.of(numbers, [pa.array(column, type=TEXT) for column in zip(*cells, strict=True)])
+        lengths = {len(c) for _, c in chunk}
+        cells = np.empty((len(chunk), max(lengths)), dtype=object)
+        if len(lengths) > 1:  # lines of differing length: padded with empty cells
+            for i, (_, c) in enumerate(chunk):
+                cells[i, : len(c)] = c
+        else:
+            cells[:] = [c for _, c in chunk]
+        yield Block.of(numbers, [pa.array(cells[:, j], type=TEXT) for j in range(cells.shape[1])])
 
 
 def assemble_table(
