@@ -110,10 +110,10 @@ def cell_texts(values: np.ndarray) -> pa.Array:
         return pa.array([], type=TEXT)
     # Cells of several types (a number column with empty cells, a title above the header): each type's cells
     # converted together, then put back in row order. By exact type: True, 1 and 1.0 are one key to a hash table.
-    types = np.fromiter(map(type, values), dtype=object, count=len(values))
-    kinds = set(types.tolist())
-    if len(kinds) == 1:
+    kinds = set(map(type, values))
+    if len(kinds) == 1:  # dates, booleans...
         return _texts_of(kinds.pop(), values)
+    types = np.fromiter(map(type, values), dtype=object, count=len(values))
     pieces, positions = [], []
     for t in kinds:
         at = np.flatnonzero(types == t)
