@@ -11,10 +11,9 @@ import pyarrow as pa
 import pytest
 
 from segmentation_pipeline.stages import fields
-from segmentation_pipeline.stages.cell_text import cell_text
+from segmentation_pipeline.stages.cell_text import cell_text, float_texts
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.fields import Kind
-from segmentation_pipeline.stages.readers_parquet import _float_text
 
 RNG = np.random.default_rng(20261130)
 
@@ -85,11 +84,11 @@ def test_float_cells_are_written_as_cell_text_writes_them() -> None:
     ])  # fmt: skip
     with np.errstate(over="ignore"):  # 1e300 is infinite as a float32: written "INF", as cell_text writes it
         singles = values.astype(np.float32)
-    for array in (pa.array(values), pa.array(singles)):
+    for array in (pa.array(values), pa.array(singles), pa.array(np.tile(values[::7], 3))):  # last: repeats
         expected = [cell_text(float(v)) for v in array.to_numpy(zero_copy_only=False)]
-        assert _float_text(array).to_pylist() == expected
+        assert float_texts(array.to_numpy(zero_copy_only=False)).to_pylist() == expected
     with_nulls = pa.array([1.5, None, 2.0])
-    assert _float_text(with_nulls).to_pylist() == ["1.5", None, "2"]
+    assert float_texts(with_nulls.to_numpy(zero_copy_only=False)).to_pylist() == ["1.5", None, "2"]
 
 
 def test_channels_of_a_customer_are_united_beyond_sixty_four_names() -> None:

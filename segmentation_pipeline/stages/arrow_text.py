@@ -29,15 +29,17 @@ def text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index | None = Non
         values = values.cast(pa.dictionary(pa.int32(), TEXT)).unify_dictionaries()
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    if pa.types.is_dictionary(values.type):
-        values = compact_dictionary(values)
-    elif values.type != TEXT:
-        values = values.cast(TEXT)
-    if not pa.types.is_dictionary(values.type):
-        encoded = values.dictionary_encode()
-        if len(encoded.dictionary) * 2 <= len(values):
-            values = encoded
+    values = compact_dictionary(values) if pa.types.is_dictionary(values.type) else compact_text(values)
     return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([values])), index=index, copy=False)
+
+
+def compact_text(values: pa.Array) -> pa.Array:
+    """Plain text held compactly: a dictionary of its distinct texts and an int32 code per row when at most half
+    the rows hold distinct texts, else ``large_string``."""
+    if values.type != TEXT:
+        values = values.cast(TEXT)
+    encoded = values.dictionary_encode()
+    return encoded if len(encoded.dictionary) * 2 <= len(values) else values
 
 
 def compact_dictionary(values: pa.DictionaryArray) -> pa.Array:

@@ -2,8 +2,10 @@
 
 :class:`RawTable` is a customer table as read from a file; :class:`IngestionError` is the one-line refusal of a file.
 Header detection (the first :data:`HEADER_SCAN_ROWS` rows are searched for the customer id header) and table
-assembly (:func:`assemble_table`) are shared by the xlsx, xls and CSV readers; the Parquet reader, whose header is
-its schema, shares the column labelling (:func:`unique_labels`).
+assembly (:func:`assemble_sheets`) are shared by the xlsx, xls and CSV readers; the Parquet reader, whose header is
+its schema, shares the column labelling (:func:`unique_labels`). Rows reach the assembly as :class:`Block` s, a few
+thousand rows as Arrow text columns at a time, so blank rows, padding and the columns kept are found per column,
+not per cell.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentation_pipeline.schema import COLUMN_ALIASES, ID_COLUMN, canonical_name
-from segmentation_pipeline.stages.arrow_text import TEXT, plain, text_array, text_series
+from segmentation_pipeline.stages.arrow_text import TEXT, compact_text, plain, text_array, text_series
 
 # How many rows from the top of a sheet may hold title lines before the header.
 HEADER_SCAN_ROWS = 30
@@ -182,6 +184,64 @@ def _taken(label: str, seen: set[str]) -> bool:
     return label.lower() in seen or label.casefold() in seen
 
 
+@dataclass(frozen=True)
+class Block:
+    """Consecutive rows of one sheet (or file) as text columns: ``numbers`` are their 1-based physical row numbers,
+    ``columns`` one Arrow text array each (null: an empty cell), all as long as ``numbers``. The blocks of one sheet
+    may differ in width (CSV lines do); a row is as wide as the widest row of its block, padded with empty cells.
+    Build one with :meth:`of`, which holds a column whose values repeat as a dictionary (``compact_text``)."""
+
+    numbers: np.ndarray
+    columns: list[pa.Array]
+
+    @classmethod
+    def of(cls, numbers: np.ndarray, columns: list[pa.Array]) -> Block:
+        return cls(numbers, [compact_text(c) for c in columns])
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def head(self, n: int) -> list[list[str | None]]:
+        """The first ``n`` rows as Python text (None: empty)."""
+        n = min(n, len(self))
+        if not self.columns:
+            return [[] for _ in range(n)]
+        return [list(row) for row in zip(*(c.slice(0, n).to_pylist() for c in self.columns), strict=True)]
+
+    def tail(self, start: int) -> Block:
+        return Block(self.numbers[start:], [c.slice(start) for c in self.columns])
+
+    def non_blank(self) -> Block:
+        """The rows with at least one cell."""
+        filled = np.zeros(len(self), dtype=bool)
+        for c in self.columns:
+            if c.null_count < len(c):
+                filled |= c.is_valid().to_numpy(zero_copy_only=False)
+        if filled.all():
+            return self
+        keep = pa.array(filled)
+        return Block(self.numbers[filled], [c.filter(keep) for c in self.columns])
+
+
+# Rows converted to text columns at a time: enough for Arrow's bulk work, few enough Python objects at once.
+BLOCK_ROWS = 32_768
+
+
+def text_blocks(rows: Iterable[tuple[int, list[str | None]]], size: int = BLOCK_ROWS) -> Iterator[Block]:
+    """(row number, cells) rows of text -> blocks of ``size`` rows (a CSV file's records)."""
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, size)):
+        numbers = np.fromiter((n for n, _ in chunk), dtype=np.int64, count=len(chunk))
+        lengths = {len(c) for _, c in chunk}
+        cells = np.empty((len(chunk), max(lengths)), dtype=object)
+        if len(lengths) > 1:  # lines of differing length: padded with empty cells
+            for i, (_, c) in enumerate(chunk):
+                cells[i, : len(c)] = c
+        else:
+            cells[:] = [c for _, c in chunk]
+        yield Block.of(numbers, [pa.array(cells[:, j], type=TEXT) for j in range(cells.shape[1])])
+
+
 def assemble_table(
     rows: Iterator[tuple[int, list[str | None]]],
     *,
@@ -193,44 +253,37 @@ def assemble_table(
 ) -> RawTable:
     """Find the header in the first rows, collect the non-blank data rows and build the RawTable.
 
-    ``rows`` yields (1-based physical row number, converted cells). ``col_offset`` is the 0-based sheet column
+    ``rows`` yields (1-based physical row number, cells of text or None). ``col_offset`` is the 0-based sheet column
     of each row's first cell (for "column_<letter>" labels).
     """
-    return assemble_sheets([(sheet, rows)], file=file, file_format=file_format, sha256=sha256, col_offset=col_offset)
+    parts = [(sheet, text_blocks(rows))]
+    return assemble_sheets(parts, file=file, file_format=file_format, sha256=sha256, col_offset=col_offset)
 
 
 def assemble_sheets(
-    parts: Iterable[tuple[str | None, Iterator[tuple[int, list[str | None]]]]],
+    parts: Iterable[tuple[str | None, Iterable[Block]]],
     *,
     file: str,
     file_format: str,
     sha256: str,
     col_offset: int = 0,
 ) -> RawTable:
-    """One table from one or more sheets that each hold the same header row: (sheet, rows) per sheet, in order.
+    """One table from one or more sheets that each hold the same header row: (sheet, blocks) per sheet, in order.
 
-    Each sheet's rows are as for :func:`assemble_table`; the table's header is the first sheet's, and every row
-    keeps its own sheet and row number. A later sheet without data rows adds nothing; the table as a whole needs
-    at least one data row. ``parts`` is consumed lazily, one sheet at a time.
+    Each sheet's blocks are its rows from the top, blank rows included (the header is searched in the first
+    :data:`HEADER_SCAN_ROWS` rows); the table's header is the first sheet's, every row keeps its own sheet and row
+    number, and blank rows are dropped. A later sheet without data rows adds nothing; the table as a whole needs
+    at least one data row. ``parts`` is consumed lazily, one sheet (and one block) at a time.
     """
-    data: list[list[str | None]] = []
-    source: list[int] = []
+    data: list[Block] = []
     counts: list[tuple[str | None, int]] = []  # rows taken from each sheet, in order
     first: tuple[str | None, int, list[str | None]] | None = None  # (sheet, header row, header cells)
-    width = 0
-    ragged = False
-    for sheet, rows in parts:
+    for sheet, blocks in parts:
         before = len(data)
-        header_row, header_cells, part_width, part_ragged = _collect_rows(rows, file=file, sheet=sheet, data=data,
-                                                                           source=source)  # fmt: skip
-        counts.append((sheet, len(data) - before))
+        header_row, header_cells = _collect_rows(iter(blocks), file=file, sheet=sheet, data=data)
+        counts.append((sheet, sum(len(b) for b in data[before:])))
         if first is None:
             first = (sheet, header_row, header_cells)
-            width = part_width
-        elif part_width != width:
-            part_ragged = True
-            width = max(width, part_width)
-        ragged = ragged or part_ragged
     if first is None:
         raise ValueError("assemble_sheets needs at least one sheet")
     sheet, header_row, header_cells = first
@@ -239,35 +292,35 @@ def assemble_sheets(
     if not data:
         raise IngestionError(f"{where} has a header but no data rows", file=file, sheet=sheet, row=header_row)
 
-    if ragged:  # CSV lines (or sheets) of differing length: pad with None
-        arr = np.full((len(data), width), None, dtype=object)
-        for i, cells in enumerate(data):
-            arr[i, : len(cells)] = cells
-    else:
-        arr = np.empty((len(data), width), dtype=object)
-        arr[:] = data
-    del data
+    # Rows shorter than the widest (CSV lines, sheets of different widths) are padded with empty cells.
+    width = max(len(header_cells), *(len(b.columns) for b in data))
     header_cells = list(header_cells) + [None] * (width - len(header_cells))
+    source = np.concatenate([b.numbers for b in data])
+    n = len(source)
 
     # Keep a column when it has a header, or when a header-less column holds data (labelled "column_<letter>").
-    keep = [
-        j
-        for j in range(width)
-        if (header_cells[j] is not None and header_cells[j].strip()) or any(v is not None for v in arr[:, j])
-    ]
+    filled = [any(j < len(b.columns) and b.columns[j].null_count < len(b) for b in data) for j in range(width)]
+    keep = [j for j in range(width) if (header_cells[j] is not None and header_cells[j].strip()) or filled[j]]
     headers = [header_cells[j] or "" for j in keep]
     labels = unique_labels(headers, [j + col_offset for j in keep])
-    frame = pd.DataFrame(
-        {label: text_series(pa.array(arr[:, j], type=TEXT)) for label, j in zip(labels, keep, strict=True)}
-    )
-    del arr
+    columns = {}
+    for label, j in zip(labels, keep, strict=True):
+        chunks = [b.columns[j] if j < len(b.columns) else pa.nulls(len(b), TEXT) for b in data]
+        if len({c.type for c in chunks}) > 1:  # dictionaries in some blocks, plain text in others
+            chunks = [c.cast(TEXT) for c in chunks]
+        columns[label] = text_series(pa.chunked_array(chunks))
+        for b in data:  # each column's blocks are let go once it is one array: peak is the text plus one column
+            if j < len(b.columns):
+                b.columns[j] = None
+    del data
+    frame = pd.DataFrame(columns)
     source_sheets = None
     if sheet is not None:
-        source_sheets = np.empty(len(frame), dtype=object)
+        source_sheets = np.empty(n, dtype=object)
         start = 0
-        for name, n in counts:
-            source_sheets[start : start + n] = name
-            start += n
+        for name, count in counts:
+            source_sheets[start : start + count] = name
+            start += count
     return RawTable(
         frame=frame,
         headers=headers,
@@ -282,39 +335,35 @@ def assemble_sheets(
 
 
 def _collect_rows(
-    rows: Iterator[tuple[int, list[str | None]]],
-    *,
-    file: str,
-    sheet: str | None,
-    data: list[list[str | None]],
-    source: list[int],
-) -> tuple[int, list[str | None], int, bool]:
-    """Find the header in the first rows of one sheet and append its non-blank data rows (and their numbers) to
-    ``data`` and ``source``. Returns (header row, header cells, widest row, whether row lengths differ)."""
-    head: list[tuple[int, list[str | None]]] = []
-    for item in rows:
-        head.append(item)
+    blocks: Iterator[Block], *, file: str, sheet: str | None, data: list[Block]
+) -> tuple[int, list[str | None]]:
+    """Find the header in the first rows of one sheet and append its non-blank data rows to ``data``, as blocks.
+    Returns (header row, header cells)."""
+    taken: list[Block] = []  # the blocks that hold the first HEADER_SCAN_ROWS rows
+    head: list[list[str | None]] = []
+    numbers: list[int] = []
+    for block in blocks:
+        taken.append(block)
+        head.extend(block.head(HEADER_SCAN_ROWS - len(head)))
+        numbers.extend(block.numbers[: HEADER_SCAN_ROWS - len(numbers)].tolist())
         if len(head) >= HEADER_SCAN_ROWS:
             break
 
-    h = find_header([cells for _, cells in head])
+    h = find_header(head)
     if h is None:
-        if not any(any(c is not None for c in cells) for _, cells in head):
+        if not any(any(c is not None for c in cells) for cells in head):
             raise IngestionError("sheet is empty" if sheet is not None else "file has no rows", file=file, sheet=sheet)
         raise IngestionError(f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=file, sheet=sheet)
-    header_row, header_cells = head[h]
+    header_row, header_cells = numbers[h], head[h]
 
-    width = len(header_cells)
-    ragged = False
-    for number, cells in itertools.chain(head[h + 1 :], rows):
-        for c in cells:
-            if c is not None:
-                break
-        else:
-            continue  # fully blank row: dropped
-        data.append(cells)
-        source.append(number)
-        if len(cells) != width:
-            ragged = True
-            width = max(width, len(cells))
-    return header_row, header_cells, width, ragged
+    skip = h + 1  # the rows down to the header are not data
+    for block in itertools.chain(taken, blocks):
+        if skip >= len(block):
+            skip -= len(block)
+            continue
+        if skip:
+            block, skip = block.tail(skip), 0
+        block = block.non_blank()
+        if len(block):
+            data.append(block)
+    return header_row, header_cells

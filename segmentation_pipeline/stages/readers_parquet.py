@@ -22,7 +22,7 @@ import pandas as pd
 
 from segmentation_pipeline.schema import CHANNEL_COLUMN, DATE_COLUMNS, ID_COLUMN, canonical_name
 from segmentation_pipeline.stages.arrow_text import TEXT, text_series
-from segmentation_pipeline.stages.cell_text import cell_text
+from segmentation_pipeline.stages.cell_text import cell_text, float_texts
 from segmentation_pipeline.stages.raw_table import NO_ID_COLUMN, IngestionError, RawTable, unique_labels
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -143,8 +143,8 @@ def _value_text(chunk, where: _Column, first_row: int):
         return pc.if_else(pc.equal(text, ""), pa.scalar(None, TEXT), text)
     if pa.types.is_integer(t) or pa.types.is_decimal(t):
         return chunk.cast(TEXT)
-    if pa.types.is_floating(t):
-        return _float_text(chunk)
+    if pa.types.is_floating(t):  # null -> NaN: no value either way
+        return float_texts(chunk.cast(pa.float64()).to_numpy(zero_copy_only=False))
     if pa.types.is_boolean(t):
         return pc.if_else(chunk, pa.scalar("TRUE", TEXT), pa.scalar("FALSE", TEXT))
     if pa.types.is_date(t):
@@ -165,29 +165,6 @@ def _one_type(chunks: list):
     if len({chunk.type for chunk in chunks}) > 1:
         chunks = [chunk.cast(TEXT) for chunk in chunks]
     return pa.chunked_array(chunks, type=chunks[0].type if chunks else TEXT)
-
-
-def _float_text(chunk):
-    """Floats as :func:`cell_text` writes them (a whole number without ".0", else the shortest round-trip text),
-    vectorised: whole numbers through int64, other values of ordinary size by Arrow's shortest text (which is
-    Python's ``repr`` there, as the tests prove), and the rest (exponents, infinities) by ``cell_text``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    values = chunk.cast(pa.float64()).to_numpy(zero_copy_only=False)  # null -> NaN: missing either way
-    size = np.abs(values)
-    missing = np.isnan(values)
-    with np.errstate(invalid="ignore"):
-        whole = ~missing & np.isfinite(values) & (values == np.floor(values)) & (size < 2.0**63)
-        ordinary = ~whole & (size >= 1e-4) & (size < 1e16)
-    text = pc.cast(pa.array(values), TEXT)
-    text = pc.if_else(pa.array(whole), pc.cast(pa.array(np.where(whole, values, 0).astype(np.int64)), TEXT), text)
-    exponent = pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
-    special = ~missing & ~whole & (~ordinary | exponent)
-    if special.any():
-        text = pc.replace_with_mask(text, pa.array(special),
-                                    pa.array([cell_text(float(v)) for v in values[special]], type=TEXT))  # fmt: skip
-    return pc.if_else(pa.array(missing), pa.scalar(None, TEXT), text)
 
 
 def _date_text(chunk, where: _Column, first_row: int):

@@ -8,22 +8,32 @@ long for one sheet continues on further sheets, so every other worksheet with th
 in the same columns) and the same visibility is read with it as one table, in workbook order. Row numbers are 1-based
 physical rows of each row's own sheet, i.e. what Excel shows in its row margin. A sheet whose last used row is the
 format's last row (Excel's 1,048,576; 65,536 in a legacy .xls) was probably cut off: the table carries a warning.
+
+Calamine holds a loaded sheet's cells in its own memory and hands them over as Python values a row at a time; they
+are taken :data:`~segmentation_pipeline.stages.raw_table.BLOCK_ROWS` rows at a time and converted column by column
+(``cell_text.cell_texts``) to Arrow text, so no Python text is made per cell and only one sheet's cells are in
+calamine's memory at a time.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from segmentation_pipeline.stages.cell_text import convert_rows
+import numpy as np
+
+from segmentation_pipeline.stages.cell_text import cell_texts
 from segmentation_pipeline.stages.raw_table import (
+    BLOCK_ROWS,
     HEADER_SCAN_ROWS,
     NO_ID_COLUMN,
     NOT_A_TABLE,
+    Block,
     IngestionError,
     RawTable,
     assemble_sheets,
@@ -201,7 +211,8 @@ def _sheet_head(sh) -> list[list[str | None]]:
     """The first HEADER_SCAN_ROWS physical rows of a loaded sheet, converted to text."""
     if sh.start is None:
         return []
-    return list(convert_rows(sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)))
+    rows = sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)
+    return _block(rows, 1).head(HEADER_SCAN_ROWS)
 
 
 def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
@@ -212,10 +223,46 @@ def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
     return sh.start[1], tuple(cells)
 
 
-def _sheet_rows(sh) -> Iterator[tuple[int, list[str | None]]]:
-    # iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns
-    # start at the used range's first column (sh.start[1]).
-    return enumerate(convert_rows(sh.iter_rows()), start=1)
+def _sheet_blocks(sh) -> Iterator[Block]:
+    """A loaded sheet's rows from row 1 down, :data:`BLOCK_ROWS` at a time, as text columns.
+
+    iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns start at
+    the used range's first column (sh.start[1]). Each block's cells are converted column by column
+    (:func:`cell_texts`): no Python text is made per cell, only the values calamine hands over."""
+    rows = sh.iter_rows()
+    first = 1
+    # The rows down to the header come first on their own: their text cells would make every column a mix of types.
+    size = HEADER_SCAN_ROWS
+    while window := list(itertools.islice(rows, size)):
+        yield _block(window, first)
+        first += len(window)
+        size = BLOCK_ROWS
+
+
+def _block(rows: list[list], first: int) -> Block:
+    """Calamine rows (physical rows ``first``, ``first + 1``...) as a block of text columns."""
+    width = max(map(len, rows), default=0)
+    cells = np.empty((len(rows), width), dtype=object)
+    if any(len(r) != width for r in rows):  # calamine's rows are as wide as the sheet's used range; just in case
+        cells[:] = ""
+        for i, r in enumerate(rows):
+            cells[i, : len(r)] = r
+    else:
+        cells[:] = rows
+    numbers = np.arange(first, first + len(rows), dtype=np.int64)
+    return Block.of(numbers, [cell_texts(column) for column in np.ascontiguousarray(cells.T)])
+
+
+def _read_if_header(wb, sheet: str, name: str, file_format: str) -> tuple[tuple, int, int, list[Block]] | None:
+    """A worksheet with a customer id header in its first rows: (header key, known headers, height, its rows as
+    blocks); None for one without. Calamine's copy of the sheet is freed on return, before another is loaded."""
+    sh = _load_sheet(wb, sheet, name, file_format)
+    head = _sheet_head(sh)
+    h = find_header(head)
+    if h is None:
+        return None
+    _, known = score_header(head[h])
+    return _header_key(sh, head, h), known, sh.height, list(_sheet_blocks(sh))
 
 
 def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
@@ -234,51 +281,48 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
                 raise IngestionError(f"sheet {sheet!r} not found; available sheets: {available}", file=name)
             chosen = sheet
             sh = _load_sheet(wb, chosen, name, file_format)
-            group = [chosen]
+            if sh.start is None:
+                raise IngestionError("sheet is empty", file=name, sheet=chosen)
+            col_offset = sh.start[1]
+            # Only the generator keeps calamine's in-memory sheet alive now, so it is freed once its last block is
+            # converted.
+            parts = [(chosen, _sheet_blocks(sh))]
+            sh = None
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
-            # known headers (ties: visible before hidden, then more rows, then workbook order).
+            # known headers (ties: visible before hidden, then more rows, then workbook order). Calamine loads a
+            # whole sheet to show its first rows, so a sheet with a header is read (converted to text) while it is
+            # loaded: the sheets that continue the customer sheet are not loaded twice, and only one sheet's cells
+            # are in calamine's memory at a time.
             visible = {m.name: m.visible == pc.SheetVisibleEnum.Visible for m in wb.sheets_metadata}
             best_key: tuple | None = None
-            chosen, sh = None, None
+            chosen = None
             header_keys: dict[str, tuple] = {}
+            offsets: dict[str, int] = {}
+            read: dict[str, list[Block]] = {}
             for pos, candidate in enumerate(worksheets):
-                cand_sh = _load_sheet(wb, candidate, name, file_format)
-                head = _sheet_head(cand_sh)
-                h = find_header(head)
-                if h is None:
+                found = _read_if_header(wb, candidate, name, file_format)
+                if found is None:
                     continue
-                header_keys[candidate] = (_header_key(cand_sh, head, h), visible.get(candidate, True))
-                _, known = score_header(head[h])
-                key = (known, visible.get(candidate, True), cand_sh.height, -pos)
+                header_key, known, height, read[candidate] = found
+                header_keys[candidate] = (header_key, visible.get(candidate, True))
+                offsets[candidate] = header_key[0]
+                key = (known, visible.get(candidate, True), height, -pos)
                 if best_key is None or key > best_key:
-                    best_key, chosen, sh = key, candidate, cand_sh
-            cand_sh = None
-            if sh is None:
+                    best_key, chosen = key, candidate
+            if chosen is None:
                 checked = ", ".join(repr(s) for s in worksheets)
                 if len(worksheets) == 1:
                     raise IngestionError(
                         f"{NO_ID_COLUMN} in the first {HEADER_SCAN_ROWS} rows", file=name, sheet=worksheets[0]
                     )
                 raise IngestionError(f"{NO_ID_COLUMN} in any sheet (checked {checked})", file=name)
+            col_offset = offsets[chosen]
             group = [c for c in worksheets if header_keys.get(c) == header_keys[chosen]]
-        if sh.start is None:
-            raise IngestionError("sheet is empty", file=name, sheet=chosen)
-        col_offset = sh.start[1]
-        loaded = {chosen: sh}
-        sh = None
+            read = {c: read[c] for c in group}  # a sheet with another header is not part of the table
+            parts = ((c, read.pop(c)) for c in group)
 
-        def parts() -> Iterator[tuple[str, Iterator[tuple[int, list[str | None]]]]]:
-            for member in group:
-                # The chosen sheet is loaded already; the sheets that continue it are loaded one at a time.
-                member_sh = loaded.pop(member) if member in loaded else _load_sheet(wb, member, name, file_format)
-                rows = _sheet_rows(member_sh)
-                # Only the iterator keeps calamine's in-memory sheet alive now, so it is freed as soon as its last
-                # row is converted: peak memory is one sheet's cells plus the rows converted so far.
-                member_sh = None  # noqa: F841
-                yield member, rows
-
-        table = assemble_sheets(parts(), file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
+        table = assemble_sheets(parts, file=name, file_format=file_format, sha256=sha, col_offset=col_offset)
         warnings = _full_sheet_warnings(table, file_format)
         return dataclasses.replace(table, warnings=warnings) if warnings else table
     finally:
