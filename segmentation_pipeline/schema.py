@@ -87,61 +87,6 @@ BOOKKEEPING_COLUMNS: Final[tuple[str, ...]] = (
 
 CHANNELS: Final[tuple[str, ...]] = ("ATM", "MobileApp", "Internet Banking")
 
-# What a column means, wherever the warehouse shows it (the analyst views' column comments, the README's tables):
-# the export's canonical columns (see shared/column-glossary.md), the ones cleaning derives, and the rating columns
-# every rated table shares.
-COLUMN_DESCRIPTIONS: Final[dict[str, str]] = {
-    "customer_id": "the bank's customer id, as exported (text; leading zeros count)",
-    "segment_id": "the bank's own segment code (bookkeeping, never a feature)",
-    "focus_type_id": "internal focus code (bookkeeping, never a feature)",
-    "occupation": "occupation / source of income",
-    "date_of_birth": "date of birth",
-    "gender": "M / F",
-    "is_pep": "politically exposed person (1/0)",
-    "high_income_hw": "high-net-worth housewife (1/0)",
-    "exp_volume": "declared expected monthly transaction volume (PKR)",
-    "account_type": "product held",
-    "financing_type": "loan product, if any",
-    "subscribed_channels": "delivery channels subscribed (ATM, MobileApp, Internet Banking)",
-    "nationality": "nationality (ISO country code)",
-    "place_of_birth": "place of birth",
-    "residence": "country of residence",
-    "province": "province",
-    "city": "city",
-    "customer_since": "relationship start date",
-    "industry": "industry (business customers)",
-    "incorporated_since": "incorporation date (business customers)",
-    "actual_volume": "observed transaction volume in the period (PKR)",
-    "avg_balance": "average balance (PKR)",
-    "num_alerts": "transaction-monitoring alerts raised",
-    "non_face_to_face_usage": "non-face-to-face transactions",
-    "fund_remit_usage": "fund remittances",
-    "online_ft_usage": "online funds transfers",
-    "cash_usage": "cash transaction volume (PKR)",
-    "ctr_match": "matched a currency transaction report (1/0)",
-    "previously_reported": "previously reported in a suspicious transaction report (1/0)",
-    "model_id": "the bank's previous assessment model (bookkeeping)",
-    "assessment_type": "the bank's previous assessment type (bookkeeping)",
-    "prev_assessment_id": "the bank's previous assessment id (bookkeeping)",
-    "account_category": "the bank's account category (bookkeeping)",
-    # derived by cleaning
-    "age": "age in years on the data's reference date",
-    "tenure_years": "years since customer_since on the data's reference date",
-    # the rating (cluster_assignments, rating_history and the views over them)
-    "risk_tier": "the rating: High, Medium or Low, after the policy rules",
-    "segment_tier": "the tier of the customer's segment (cluster)",
-    "tier_before_rules": "the riskier of the segment's tier and the score's tier, before the policy rules",
-    "rating_basis": "what decided the rating: segment, score or rule",
-    "rule_ids": "the policy rules that apply to the customer (they raised the rating when rating_basis is rule)",
-    "risk_score": "the customer's own risk score (weighted sum of indicator z-scores)",
-    "cluster": "the customer's segment (0 = the riskiest segment of the first model; stable across runs)",
-    "distance_to_centroid": "distance to the segment's centre in the PCA space",
-    "model_version": "the model version that made the rating",
-    "policy_version": "the version of the policy rules applied",
-    "run_id": "the run (Dagster run id) that wrote the row",
-    "snapshot_id": "the published snapshot (= the id of the run that published it)",
-    "published_at": "when the snapshot was published",
-}
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
@@ -372,3 +317,20 @@ def table_column(table: str, name: str) -> Column | None:
     columns = TABLE_COLUMNS[table]
     exact = next((c for c in columns if c.pattern is None and c.name == name), None)
     return exact or next((c for c in columns if c.matches(name)), None)
+
+
+def _column_descriptions() -> dict[str, str]:
+    """Each column name's meaning, from the tables' contract above: cleaned_customers' and cluster_assignments'
+    first, then the other tables' (a pattern column describes no single name), and the publication's own columns."""
+    described: dict[str, str] = {}
+    for table in ("cleaned_customers", "cluster_assignments", *TABLE_COLUMNS):
+        for column in TABLE_COLUMNS[table]:
+            if column.pattern is None:
+                described.setdefault(column.name, column.description)
+    described["snapshot_id"] = "the published snapshot (= the id of the run that published it)"
+    described["published_at"] = "when the snapshot was published"
+    return described
+
+
+# What a column means wherever the warehouse shows it by name alone (the analyst views' column comments).
+COLUMN_DESCRIPTIONS: Final[dict[str, str]] = _column_descriptions()
