@@ -31,6 +31,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segmentation_pipeline.warehouse.views import literal
+
 VIEW = "api_decisions"
 DIR_ENV = "SEGMENTATION_DECISIONS_DIR"
 MODE_ENV = "SEGMENTATION_DECISIONS"  # full | hash-only | off
@@ -203,7 +205,8 @@ def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) ->
 
 
 def _glob(folder: Path) -> str:
-    return str(folder / "**" / "*.parquet").replace("'", "''")
+    """Every Parquet file under ``folder``, as a SQL literal."""
+    return literal(folder / "**" / "*.parquet")
 
 
 def _typed_empty() -> str:
@@ -221,7 +224,7 @@ def view_sql(folder: Path) -> str:
     """The query behind ``api_decisions``: every segment and daily file; the typed empty relation when the folder
     holds none (DuckDB binds a view when it is created, and a glob matching nothing is an error)."""
     if any(folder.glob("**/*.parquet")):
-        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet('{_glob(folder)}', union_by_name = true)"
+        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet({_glob(folder)}, union_by_name = true)"
         probe = duckdb.connect()  # bound aside first: a failing statement would abort the caller's transaction
         try:
             probe.execute(f"DESCRIBE {sql}")
@@ -261,7 +264,7 @@ def recent(folder: Path, customer_id: str, *, limit: int = 10, as_of: datetime |
         cursor = connection.execute(
             f"SELECT decided_at, request_id, outcome, risk_tier, risk_score, cluster, rule_ids, model_version, "
             f"policy_version, api_key_id, [p.field FOR p IN coalesce(problems, [])] AS problem_fields "
-            f"FROM read_parquet('{_glob(folder)}', union_by_name = true) WHERE customer_id = ? {moment} "
+            f"FROM read_parquet({_glob(folder)}, union_by_name = true) WHERE customer_id = ? {moment} "
             f"ORDER BY decided_at DESC LIMIT {int(limit)}", [customer_id, *([as_of] if as_of else [])],
         )  # fmt: skip
         names = [column[0] for column in cursor.description]
@@ -340,11 +343,11 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
         sources = ([str(target)] if target.exists() else []) + [str(p) for p in old]
         connection = duckdb.connect()
         try:
-            connection.execute(f"SET temp_directory = '{str(daily_dir / '.spill').replace(chr(39), chr(39) * 2)}'")
-            listed = ", ".join("'" + source.replace("'", "''") + "'" for source in sources)
+            connection.execute(f"SET temp_directory = {literal(daily_dir / '.spill')}")
+            listed = ", ".join(map(literal, sources))
             connection.execute(
                 f"COPY (SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet([{listed}], union_by_name = true)) TO "
-                f"'{str(staged).replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
+                f"{literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
             )
         finally:
             connection.close()
