@@ -66,6 +66,21 @@ def test_matches_knnimputer_when_donors_are_complete() -> None:
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
+def test_many_rows_of_one_pattern_queried_in_spatial_order_match_knnimputer() -> None:
+    # Past _ORDERED_QUERY_MIN_ROWS rows of one gap pattern the queries are reordered before the tree search:
+    # every row must still get its own neighbours (compared with KNNImputer, and with one row at a time).
+    from segmentation_pipeline.stages import imputation
+
+    X_train = _correlated(600, 5, seed=21)
+    X_test = _correlated(imputation._ORDERED_QUERY_MIN_ROWS + 500, 5, seed=22)
+    X_test[:, 2] = np.nan  # one pattern for every row
+    imp = PatternKNNImputer(n_neighbors=5).fit(X_train)
+    ours = imp.transform(X_test)
+    np.testing.assert_allclose(ours, KNNImputer(n_neighbors=5).fit(X_train).transform(X_test), rtol=0, atol=1e-12)
+    for i in (0, 7, len(X_test) - 1):
+        np.testing.assert_array_equal(imp.transform(X_test[i : i + 1]), ours[i : i + 1])
+
+
 def test_wide_rows_match_knnimputer_too() -> None:
     # Gap patterns are grouped by an integer key up to 62 columns, by packed bytes beyond (the test above: 5).
     width = 70

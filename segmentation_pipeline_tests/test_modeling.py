@@ -227,3 +227,19 @@ def test_training_recovers_planted_groups_and_tiers_high_group_high(customers_an
     # Cluster 0 is the riskiest by construction.
     assert model.tiers.cluster_tiers[0] == "High"
     assert model.tiers.cluster_scores[0] == max(model.tiers.cluster_scores)
+
+
+@pytest.mark.parametrize("sample_size", [None, 700])
+def test_silhouette_equals_sklearns(sample_size) -> None:
+    from sklearn.metrics import silhouette_score
+
+    from segmentation_pipeline.stages.clustering import silhouette
+
+    rng = np.random.default_rng(4)
+    points = np.vstack([rng.normal(size=(400, 3)), rng.normal(size=(500, 3)) + 3, [[40.0, 40, 40]]])
+    points = np.vstack([points, points[:50]])  # duplicate customers: distance 0 off the diagonal
+    labels = np.r_[np.full(400, 7), np.full(500, 2), [5], np.full(50, 7)]  # one cluster of a single customer
+    expected = silhouette_score(points, labels, sample_size=sample_size, random_state=0)
+    assert silhouette(points, labels, sample_size=sample_size, random_state=0, chunk_rows=128) == pytest.approx(
+        expected, abs=1e-12
+    )
