@@ -99,11 +99,11 @@ def test_the_model_fitted_from_a_few_columns_and_the_sample_rows_is_the_whole_ta
     everyone = cleaned_store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")  # what it read before
     before = fit_model(CustomerBatch.from_frame(everyone), settings, reference_date=REFERENCE, version="v")
     plan, training = plan_and_training_customers(cleaned_store, settings)
-    after = fit_model(CustomerBatch.from_frame(training), settings, reference_date=REFERENCE, version="v", plan=plan)
-    assert before.rows is not None and len(training) == len(before.rows) < len(everyone)
+    after = fit_model(CustomerBatch.from_arrow(training), settings, reference_date=REFERENCE, version="v", plan=plan)
+    assert before.rows is not None and training.num_rows == len(before.rows) < len(everyone)
     np.testing.assert_array_equal(after.rows, before.rows)
     np.testing.assert_array_equal(plan.rows, before.rows)
-    pd.testing.assert_frame_equal(training, everyone.iloc[before.rows].reset_index(drop=True))
+    pd.testing.assert_frame_equal(training.to_pandas(), everyone.iloc[before.rows].reset_index(drop=True))
     np.testing.assert_array_equal(after.labels, before.labels)
     old, new = before.model, after.model
     for name in ("pca_components", "pca_mean", "explained_variance_ratio", "centers"):

@@ -50,10 +50,7 @@ from segmentation_pipeline.stages.model import (
     plan_fit,
 )
 from segmentation_pipeline.stages.policy import PolicyError, load_policy
-from segmentation_pipeline.stages.stability import (
-    population_profile,
-    stability_report,
-)
+from segmentation_pipeline.stages.stability import drift_columns, population_profile, stability_report
 from segmentation_pipeline.warehouse import LineageRecord, Warehouse, registry, snapshots
 from segmentation_pipeline.warehouse.models import load_model, model_table_row, policy_rules_rows
 from segmentation_pipeline.warehouse.scoring_pass import ScoringPass, scored_parts
@@ -138,40 +135,34 @@ def table_metadata(
     }
 
 
-def _without_lineage(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[[c for c in frame.columns if not str(c).startswith(LINEAGE_PREFIX)]]
-
-
-def _cleaned(store: Warehouse) -> pd.DataFrame:
-    return store.query("SELECT * FROM cleaned_customers ORDER BY customer_id")
 
 
 def _quoted(columns: Iterable[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-def plan_and_training_customers(store: Warehouse, settings: PipelineSettings) -> tuple[FitPlan, pd.DataFrame]:
+def plan_and_training_customers(store: Warehouse, settings: PipelineSettings) -> tuple[FitPlan, pa.Table]:
     """The fit's plan (``plan_fit``: quality gate and sample) made on every cleaned customer's few columns it needs,
     and the whole rows of the customers it fits on (in customer_id order, as ``fit_model(..., plan=...)`` takes
-    them). The same customers, model and labels as fitting on the whole table, without reading it whole."""
+    them), as Arrow. The same customers, model and labels as fitting on the whole table, without reading it whole."""
     present = set(store.query("SELECT * FROM cleaned_customers LIMIT 0").columns)
     needed = [schema.ID_COLUMN, *(c for c in FIT_PLAN_COLUMNS if c in present)]
     everyone = CustomerBatch.from_arrow(store.arrow(
         f"SELECT {_quoted(needed)} FROM cleaned_customers ORDER BY {schema.ID_COLUMN}"))  # fmt: skip
     plan = plan_fit(everyone, settings)
     if plan.rows is None:
-        return plan, _cleaned(store)
+        return plan, store.arrow(f"SELECT * FROM cleaned_customers ORDER BY {schema.ID_COLUMN}")
     with store.connect(read_only=True) as connection:  # the sampled customers' whole rows, by their ids
         connection.register("_sampled", pa.table({"id": pa.array(everyone.customer_ids[plan.rows], pa.string())}))
         try:
             training = connection.sql(
                 f"SELECT * FROM cleaned_customers WHERE {schema.ID_COLUMN} IN (SELECT id FROM _sampled) "
                 f"ORDER BY {schema.ID_COLUMN}"
-            ).df()  # fmt: skip
+            ).to_arrow_table()  # fmt: skip
         finally:
             connection.unregister("_sampled")
-    if len(training) != len(plan.rows):
-        raise ValueError(f"cleaned_customers: customer ids are not unique ({len(training)} rows hold the "
+    if training.num_rows != len(plan.rows):
+        raise ValueError(f"cleaned_customers: customer ids are not unique ({training.num_rows} rows hold the "
                          f"{len(plan.rows)} sampled ids)")  # fmt: skip
     return plan, training
 
@@ -394,28 +385,30 @@ def kmeans_model(
     try:
         # Everyone is read only for the gate and the sample (a few columns); the fit reads whole rows of the sample.
         plan, cleaned = plan_and_training_customers(store, settings)
-        input_sha = str(cleaned["_file_sha256"].iloc[0]) if len(cleaned) else None
-        reference = pd.Timestamp(cleaned["_reference_date"].iloc[0]).date() if len(cleaned) else _reference_date(
-            segmentation)  # fmt: skip
-        fitted = fit_model(CustomerBatch.from_frame(cleaned), settings, _previous_assignments(warehouse),
+        input_sha = str(cleaned["_file_sha256"][0]) if cleaned.num_rows else None
+        reference = pd.Timestamp(cleaned["_reference_date"][0].as_py()).date() if cleaned.num_rows else (
+            _reference_date(segmentation))  # fmt: skip
+        fitted = fit_model(CustomerBatch.from_arrow(cleaned), settings, _previous_assignments(warehouse),
                            reference_date=reference, version=version, input_sha256=input_sha, run_id=context.run_id,
                            policy=policy, plan=plan)  # fmt: skip
     except ValueError as error:  # too few customers to cluster, and the like: one line
         raise _failure(f"kmeans_model: {error}") from None
     model, labels = fitted.model, fitted.labels
-    # ``cleaned`` holds the customers fitted on (the sample, if any): profiles and drift are measured on them
+    # ``cleaned`` holds the customers fitted on (the sample, if any): profiles and drift are measured on them, on
+    # the columns drift tracks
+    tracked = cleaned.select(drift_columns(cleaned.column_names)).to_pandas()
     new_tiers = np.asarray(model.tiers.cluster_tiers, dtype=object)[labels]
     active_before = registry.active_entry(warehouse.store())
     quality = registry.quality_check(model.metrics, labels, model.k, settings.silhouette_floor)
     entry = registry.ModelVersion.of(
-        model, quality, population_profile(_without_lineage(cleaned), new_tiers),
+        model, quality, population_profile(tracked, new_tiers),
         previous_version=str(active_before["model_version"]) if active_before else None,
     )  # fmt: skip
     stability = stability_report(
         previous_model_version=fitted.previous_model_version or entry.previous_version,
         previous_labels=fitted.previous_labels, new_labels=fitted.new_labels,
         previous_profile=active_before["population_profile"] if active_before else None,
-        customers=_without_lineage(cleaned), new_tiers=new_tiers,
+        customers=tracked, new_tiers=new_tiers,
     )  # fmt: skip
     k_search = model.k_search.assign(model_version=version, chosen=lambda f: f["k"] == model.k)
     # The registry entry is staged: it enters model_versions (active if it passed) when the snapshot is published.

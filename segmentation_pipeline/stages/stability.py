@@ -233,16 +233,17 @@ def population_stability_index(
     return psi_from_shares(reference.shares, _bin_shares(array, reference.edges))
 
 
-def drift_columns(customers: pd.DataFrame) -> list[str]:
-    """The tracked numeric columns present in these cleaned customers."""
-    return [c for c in DRIFT_COLUMNS if c in customers.columns]
+def drift_columns(columns: Iterable[str]) -> list[str]:
+    """The tracked numeric columns among these cleaned customers' columns."""
+    present = set(columns)
+    return [c for c in DRIFT_COLUMNS if c in present]
 
 
 def population_profile(customers: pd.DataFrame, tiers: Iterable[str]) -> dict[str, object]:
     """What a model remembers of its training population, to measure the next population's drift against:
     quantile bins per tracked column, and the tier mix."""
     return {
-        "features": {c: fit_bins(customers[c]).to_json() for c in drift_columns(customers)},
+        "features": {c: fit_bins(customers[c]).to_json() for c in drift_columns(customers.columns)},
         TIER_MIX_SUBJECT: shares(tiers),
     }
 
