@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from segmentation_pipeline.config import PipelineSettings
@@ -130,3 +131,17 @@ def test_a_batch_read_as_arrow_is_the_batch_read_as_a_frame(cleaned_store: Wareh
     for name, values in from_frame.categories.items():
         assert from_arrow.categories[name].tolist() == values.tolist(), name
     assert from_arrow.channels == from_frame.channels and any(from_arrow.channels)
+
+
+@pytest.mark.parametrize("shape", ["plain", "dictionary", "chunked", "nulls only"])
+def test_categories_from_arrow_are_the_texts_with_none_for_missing(shape: str) -> None:
+    from segmentation_pipeline.stages.customers import _category_objects
+
+    texts = ["Clerk", None, "Farmer", "Clerk", "", None] if shape != "nulls only" else [None, None]
+    values = pa.array(texts, pa.string()) if shape != "nulls only" else pa.array(texts)
+    if shape == "dictionary":
+        values = values.dictionary_encode()
+    elif shape == "chunked":
+        values = pa.chunked_array([values[:2], values[2:]])
+    out = _category_objects(values)
+    assert out.dtype == object and out.tolist() == texts

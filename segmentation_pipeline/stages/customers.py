@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import arrow_text, fields
 from segmentation_pipeline.stages.fields import Kind
 
 
@@ -90,7 +90,7 @@ class CustomerBatch:
         return cls._of_columns(
             customers.column_names, column(schema.ID_COLUMN).cast(pa.string()).to_numpy(zero_copy_only=False),
             number=lambda name: column(name).cast(pa.float64()).to_numpy(zero_copy_only=False),
-            category=lambda name: _none_for_missing(column(name).to_numpy(zero_copy_only=False)),
+            category=lambda name: _category_objects(customers.column(name)),
             channels=lambda name: _channel_tuples(column(name)),
         )  # fmt: skip
 
@@ -170,6 +170,18 @@ def as_batch(customers: CustomerBatch | pd.DataFrame) -> CustomerBatch:
 
 def _none_for_missing(values: np.ndarray) -> np.ndarray:
     return np.where(pd.isna(values), None, values)
+
+
+def _category_objects(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An Arrow text column as the object array :meth:`CustomerBatch.from_frame` makes (None where missing), with
+    one Python text per distinct value rather than one per customer: codes index a table of the distinct texts."""
+    texts = arrow_text.text_array(values)
+    if texts is None:  # not text (a column of nulls only, say): one object per customer, as before
+        return _none_for_missing(values.to_numpy(zero_copy_only=False))
+    codes, distinct = arrow_text.factorize(texts)
+    table = np.empty(len(distinct) + 1, dtype=object)
+    table[:-1] = arrow_text.plain(distinct).to_pylist()  # code -1 (missing) picks the last entry: None
+    return table[codes]
 
 
 _JOIN = "\x1f"  # a separator no channel name holds (checked): a list cell's text key
