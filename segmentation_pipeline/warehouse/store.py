@@ -256,8 +256,9 @@ class Warehouse:
             self._ensure_tables(connection)
             # The writer thread and the step's own work share the cores: DuckDB writes on one thread while Python
             # builds the next part (with DuckDB's default of a thread per core beside Python's, the 1M scoring step
-            # measured 21-31 s from run to run; with one, 24-25 s). Reset after the commit.
-            connection.execute("SET threads = 1")
+            # measured 21-31 s from run to run; with one, 24-25 s). From the first part written on, not before:
+            # building the first part may read (the scoring step's sorted read of every customer) with all cores.
+            # Reset after the commit.
             connection.execute("BEGIN TRANSACTION")
             try:
                 self._writing = connection
@@ -269,6 +270,8 @@ class Warehouse:
                                 _check_identifier(name)
                             if pending is not None:
                                 pending.result()
+                            else:
+                                connection.execute("SET threads = 1")
                             pending = writer.submit(write, chunk)
                             chunk = None  # the writer holds it; the next part may be built meanwhile
                         if pending is not None:
