@@ -76,6 +76,12 @@ class PipelineSettings(BaseModel):
             raise SettingsError(f"setting {where}: {first['msg']} (got {first.get('input')!r})") from None
 
     knn_neighbors: int = Field(5, ge=1, le=100, description="k of the K-nearest-neighbour imputer")
+    knn_max_donors: int | None = Field(
+        25_000, ge=100,
+        description="complete customers (a seeded sample of those the model is fitted on) the K-nearest-neighbour "
+        "imputer takes its neighbours from; None = all. Each customer with a gap searches them: on 1M customers, "
+        "25,000 donors rather than 92,000 made the search 3x faster and the held-out error 0.5% larger",
+    )  # fmt: skip
     pca_variance: float = Field(0.9, gt=0.0, le=1.0, description="share of variance the PCA embedding keeps")
     n_clusters: int | None = Field(3, ge=2, le=20, description="k of K-means; None chooses k by silhouette")
     k_min: int = Field(2, ge=2, le=20, description="smallest k tried when choosing automatically")

@@ -243,3 +243,13 @@ def test_silhouette_equals_sklearns(sample_size) -> None:
     assert silhouette(points, labels, sample_size=sample_size, random_state=0, chunk_rows=128) == pytest.approx(
         expected, abs=1e-12
     )
+
+
+def test_knn_donors_are_capped_by_the_setting(customers_and_labels) -> None:
+    customers, _ = customers_and_labels
+    capped = fit_model(customers, PipelineSettings(n_init=1, knn_max_donors=100), reference_date=REFERENCE_DATE,
+                       version="capped").model.features.imputer_  # fmt: skip
+    every = fit_model(customers, PipelineSettings(n_init=1, knn_max_donors=None), reference_date=REFERENCE_DATE,
+                      version="every").model.features.imputer_  # fmt: skip
+    assert capped.donors_.shape[0] == 100 < every.donors_.shape[0]
+    assert every.max_donors is None and capped.max_donors == 100

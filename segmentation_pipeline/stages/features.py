@@ -65,10 +65,12 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
 
     derived_features: ClassVar[dict[str, Callable[[CustomerBatch], np.ndarray]]] = DERIVED_FEATURES
 
-    def __init__(self, knn_neighbors: int = 5, rare_level_share: float = 0.01, random_state: int = 0) -> None:
+    def __init__(self, knn_neighbors: int = 5, rare_level_share: float = 0.01, random_state: int = 0,
+                 knn_max_donors: int | None = 25_000) -> None:  # fmt: skip
         self.knn_neighbors = knn_neighbors
         self.rare_level_share = rare_level_share
         self.random_state = random_state
+        self.knn_max_donors = knn_max_donors
 
     # -- the contract --
     @classmethod
@@ -106,7 +108,8 @@ class CustomerFeatureTransformer(TransformerMixin, BaseEstimator):
         scaler = StandardScaler().fit(numeric)
         self.scale_mean_ = np.asarray(scaler.mean_, dtype=np.float64)
         self.scale_ = np.asarray(scaler.scale_, dtype=np.float64)
-        self.imputer_ = PatternKNNImputer(n_neighbors=self.knn_neighbors, random_state=self.random_state)
+        self.imputer_ = PatternKNNImputer(n_neighbors=self.knn_neighbors, max_donors=self.knn_max_donors,
+                                          random_state=self.random_state)  # fmt: skip
         self.imputer_.fit((numeric - self.scale_mean_) / self.scale_)
         self.category_lookups_: list[dict[str, int]] = []
         self.category_unknown_: list[int] = []

@@ -324,7 +324,8 @@ def fit_model(
             raise ValueError(f"the plan fits on {expected} customers, {batch.n} were given")
     quality, training_rows = plan.quality, plan.rows
     transformer = transformer_class(
-        knn_neighbors=settings.knn_neighbors, rare_level_share=settings.rare_level_share,
+        knn_neighbors=settings.knn_neighbors, knn_max_donors=settings.knn_max_donors,
+        rare_level_share=settings.rare_level_share,
         random_state=settings.random_state,
     ).fit(batch)  # fmt: skip
     derived = transformer.derived(batch)
