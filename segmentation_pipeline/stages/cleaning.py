@@ -158,7 +158,12 @@ def _parse_columns(frame: pd.DataFrame, report: CleaningReport, source_rows: np.
                                   source_sheets=source_sheets)  # fmt: skip
         if consume:
             frame.pop(name)  # its text is no longer needed
-    return pd.DataFrame(parsed, index=index)
+    if not parsed:
+        return pd.DataFrame(index=index)
+    # Side by side as they are: DataFrame(dict) would copy every number column into one 2-D block (about 1.5 s
+    # and as much memory again for a million rows).
+    return pd.concat([pd.Series(values, index=index, name=name, copy=False) for name, values in parsed.items()],
+                     axis=1)  # fmt: skip
 
 
 def _parse_one(frame: pd.DataFrame, name: str, report: CleaningReport, source_rows: np.ndarray, file: str, *,
