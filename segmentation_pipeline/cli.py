@@ -7,6 +7,7 @@ SEGMENTATION_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -24,6 +25,10 @@ def _warehouse(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A one-shot command that makes millions of objects and few cycles: the garbage collector looks for cycles every
+    # 50,000 allocations instead of 700, and not in what start-up loaded (frozen below). Garbage collection took
+    # 0.6 s of a 50,000-customer run instead of 1.2 s.
+    gc.set_threshold(50_000, 20, 20)
     from segmentation_pipeline.orchestration.resources import SegmentationSettings
     from segmentation_pipeline.runner import open_run_history, run_pipeline
     from segmentation_pipeline.stages.policy import PolicyError, load_policy
@@ -40,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance, history = open_run_history(args.dagster_home)  # the one `dg dev` shows: runs appear in the UI
     print(f"run history: {history}", file=sys.stderr, flush=True)
     settings = SegmentationSettings(rules_file=str(Path(args.rules).resolve())) if args.rules else None
+    gc.freeze()  # start-up's objects live as long as the command: full collections stop walking them
     with instance:
         summary = run_pipeline(input_path, warehouse, sheet=args.sheet, settings=settings, instance=instance,
                                show_progress=True)  # fmt: skip
