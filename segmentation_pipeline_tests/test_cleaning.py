@@ -4,6 +4,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from segmentation_pipeline.stages import fields
@@ -208,3 +209,21 @@ def test_placeholder_dates_are_unreadable_not_a_crash() -> None:
     days, unparseable = _column(Kind.DATE, ["0001-01-01", "9999-12-31", "2958465", "1990-01-01"], many=True)
     assert [bool(np.isnan(d)) for d in days] == [True, True, True, False]
     assert unparseable == 3
+
+
+def test_a_column_is_constant_only_when_every_value_is_the_same_and_present() -> None:
+    from segmentation_pipeline.stages.cleaning import CleaningReport, _drop_uninformative_columns
+
+    one_level = pd.arrays.ArrowExtensionArray(pa.array(["Retail", None, "Retail"]).dictionary_encode())
+    frame = pd.DataFrame({
+        "customer_id": ["1", "2", "3"],
+        "constant": [5.0, 5.0, 5.0],
+        "constant_but_one_missing": [5.0, np.nan, 5.0],
+        "missing_first": [np.nan, 5.0, 5.0],
+        "one_level_and_missing": one_level,
+        "one_level": pd.arrays.ArrowExtensionArray(pa.array(["Retail"] * 3).dictionary_encode()),
+    })  # fmt: skip
+    report = CleaningReport()
+    kept = _drop_uninformative_columns(frame, report)
+    assert list(kept.columns) == ["customer_id", "constant_but_one_missing", "missing_first", "one_level_and_missing"]
+    assert set(report.dropped_columns) == {"constant", "one_level"}

@@ -356,7 +356,7 @@ def _drop_uninformative_columns(frame: pd.DataFrame, report: CleaningReport) -> 
             continue
         if column.isna().all():
             report.dropped_columns[name] = "all values empty"
-        elif column.nunique(dropna=False) == 1:
+        elif column.eq(column.iloc[0]).fillna(False).all():  # every value the first (a missing one equals nothing)
             report.dropped_columns[name] = f"constant value {_plain(column.iloc[0])}"
         else:
             keep.append(name)
