@@ -79,10 +79,115 @@ SCHEMA = pa.schema([
 ])
 
 
+# What the API writes: one row per REQUEST, as it already holds it (its body as received, its answer as sent),
+# so that writing costs the scoring process almost nothing; the customer records are derived from it in SQL
+# (:func:`records_sql`). Compacted daily files, hash-only segments and segments of earlier versions hold customer
+# records (SCHEMA). Both kinds are read together (``union_by_name``): a request row has no ``outcome``.
+REQUEST_SCHEMA = pa.schema([
+    SCHEMA.field("decided_at"), SCHEMA.field("request_id"), SCHEMA.field("api_key_id"), SCHEMA.field("http_status"),
+    SCHEMA.field("latency_ms"), SCHEMA.field("policy_version"),
+    ("request_body", pa.binary()),  # the body as received (bytes; not necessarily JSON for a 422)
+    ("response_body", pa.binary()),  # the answer as sent (JSON)
+    ("refused_ids", pa.list_(pa.string())),  # 422 only: each refused customer's id as the API reads ids, or null
+])  # fmt: skip
+FILE_SCHEMA = pa.schema([*SCHEMA, *(field for field in REQUEST_SCHEMA if field.name not in SCHEMA.names)])
+
 INPUT_HASH = "coalesce(input_sha256, sha256(input_json)) AS input_sha256"
 # Columns whose values repeat (dictionary-encoded in the files); the others are mostly distinct.
 _REPEATING = ["request_id", "api_key_id", "outcome", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
               "model_version", "policy_version", "rule_ids.list.element", "reasons.list.element.indicator"]  # fmt: skip
+_REASON_TYPES = (f'"{f.name}": "{"VARCHAR" if f.type == pa.string() else "DOUBLE"}"' for f in REASON)
+_REASONS_JSON = "[{" + ", ".join(_REASON_TYPES) + "}]"  # from_json's type of the answer's reasons
+# A refused request's field problems, as (is it one customer's, that customer's position, the field):
+# ``loc`` is ["body", "customers", row, field] for a customer of a batch, else ["body", ..., field].
+_OWN = "coalesce(batch AND json_type(d, '$.loc[2]') IN ('UBIGINT', 'BIGINT') AND d->>'$.loc[1]' = 'customers', false)"
+_FIELD_OWN = "coalesce(d->>'$.loc[3]', '')"
+_FIELD_ALL = "CASE WHEN json_array_length(d, '$.loc') > 1 THEN d->>'$.loc[#-1]' ELSE 'body' END"
+_PROBLEM = "{{'field': {field}, 'type': coalesce(d->>'type', '')}}"
+
+
+def records_sql(source: str) -> str:
+    """THE definition of the customer records (``SCHEMA``, in its order) from the files of the log: ``source`` is a
+    relation with ``FILE_SCHEMA``'s columns (``read_parquet(..., union_by_name = true)``). Customer rows are taken
+    as they are (their hash computed from their text when missing); each request row gives one record per customer
+    of its body, its answer's results and its body's customers unnested in lockstep.
+
+    The input of a customer (``input_json``) is its JSON object as DuckDB writes it (``json_extract``: the keys and
+    values as sent, in the order sent, without whitespace, numbers in their shortest form); ``input_sha256`` is the
+    SHA-256 (hex) of that text, whichever path wrote it (the view, compaction, or ``hash-only`` mode running this
+    same query in the API). A refused body that is not JSON is hashed as its bytes."""
+    customer_columns = ", ".join(INPUT_HASH if name == "input_sha256" else f'"{name}"' for name in SCHEMA.names)
+    own = _PROBLEM.format(field=_FIELD_OWN)
+    everywhere = _PROBLEM.format(field=_FIELD_ALL)
+    derived = {
+        "decided_at": "decided_at",
+        "request_id": "request_id",
+        "item": "CAST(item AS INTEGER)",
+        "api_key_id": "api_key_id",
+        "outcome": "CASE WHEN rated THEN 'rated' ELSE 'refused' END",
+        "http_status": "http_status",
+        "customer_id": "CASE WHEN rated THEN result->>'customer_id' ELSE refused_id END",
+        "input_sha256": "coalesce(sha256(CAST(input AS VARCHAR)), CASE WHEN NOT rated THEN sha256(request_body) END)",
+        "input_json": "CASE WHEN rated THEN CAST(input AS VARCHAR) END",
+        "risk_tier": "result->>'risk_tier'",
+        "segment_tier": "result->>'segment_tier'",
+        "tier_before_rules": "result->>'tier_before_rules'",
+        "rating_basis": "result->>'rating_basis'",
+        "risk_score": "CAST(result->>'risk_score' AS DOUBLE)",
+        "distance_to_centroid": "CAST(result->>'distance_to_centroid' AS DOUBLE)",
+        "cluster": "CAST(result->>'cluster' AS INTEGER)",
+        "rule_ids": "from_json(result->'rule_ids', '[\"VARCHAR\"]')",
+        "reasons": f"from_json(result->'reasons', '{_REASONS_JSON}')",
+        "model_version": "result->>'model_version'",
+        "policy_version": "policy_version",
+        "latency_ms": "latency_ms",
+        "problems": f"CASE WHEN NOT rated THEN list_concat([{own} FOR d IN detail IF {_OWN} AND "
+        f"CAST(d->>'$.loc[2]' AS BIGINT) = item], [{everywhere} FOR d IN detail IF NOT {_OWN}]) END",
+    }
+    assert list(derived) == SCHEMA.names
+    records = ", ".join(f'{expression} AS "{name}"' for name, expression in derived.items())
+    return f"""SELECT {customer_columns} FROM {source} WHERE outcome IS NOT NULL
+UNION ALL
+SELECT {records} FROM (
+  SELECT *, unnest(inputs) AS input, unnest(results) AS result, unnest(refused_ids) AS refused_id,
+    unnest(range(len(inputs))) AS item
+  FROM (
+    SELECT *,
+      CASE WHEN body IS NULL OR NOT json_valid(body) THEN [NULL::JSON]
+        WHEN batch AND json_array_length(body, '$.customers') > 0 THEN json_extract(body, '$.customers[*]')
+        ELSE [json_extract(body, '$')] END AS inputs,
+      CASE WHEN rated THEN CASE WHEN batch THEN json_extract(answer, '$.results[*]') ELSE [json_extract(answer, '$')]
+        END END AS results,
+      CASE WHEN NOT rated THEN json_extract(answer, '$.detail[*]') END AS detail
+    FROM (
+      SELECT decided_at, request_id, api_key_id, http_status, latency_ms, policy_version, request_body, refused_ids,
+        http_status = 200 AS rated, body, decode(response_body) AS answer,
+        coalesce(CASE WHEN json_valid(body) THEN json_type(body, '$.customers') = 'ARRAY' END, false) AS batch
+      FROM (SELECT *, try(decode(request_body)) AS body FROM {source} WHERE outcome IS NULL)
+    )
+  )
+)"""
+
+
+def as_file_table(requests: pa.Table) -> pa.Table:
+    """A table of request rows (``REQUEST_SCHEMA``) with every column of ``FILE_SCHEMA`` (the others null)."""
+    n = requests.num_rows
+    arrays = [requests[f.name] if f.name in requests.column_names else pa.nulls(n, f.type) for f in FILE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
+
+
+def derive_records(requests: pa.Table, *, keep_inputs: bool) -> pa.Table:
+    """The customer records of request rows (``records_sql`` run by an in-memory DuckDB): what ``hash-only``
+    mode writes (``keep_inputs=False``: the hash without the text)."""
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET threads = 1")
+        connection.register("request_rows", as_file_table(requests))
+        drop = "" if keep_inputs else " REPLACE (CAST(NULL AS VARCHAR) AS input_json)"
+        table = connection.execute(f"SELECT *{drop} FROM ({records_sql('request_rows')})").fetch_arrow_table()
+    finally:
+        connection.close()
+    return table.cast(SCHEMA)
 
 
 class DecisionSettingsError(ValueError):
@@ -168,19 +273,28 @@ _SEQUENCE = count()
 
 
 def ensure_folder(folder: Path) -> None:
-    """Create the folder and its zero-row ``schema.parquet`` (OSError when it cannot be written)."""
+    """Create the folder and its zero-row ``schema.parquet`` of every column a file can have (``FILE_SCHEMA``),
+    or bring an older one up to date (OSError when it cannot be written)."""
     folder.mkdir(parents=True, exist_ok=True)
     schema_file = folder / "schema.parquet"
-    if not schema_file.exists():
-        _write_atomically(SCHEMA.empty_table(), schema_file)
+    with contextlib.suppress(OSError, pa.ArrowException):
+        if pq.read_schema(schema_file).remove_metadata().equals(FILE_SCHEMA):
+            return
+    _write_atomically(FILE_SCHEMA.empty_table(), schema_file)
 
 
-def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") -> None:
+# Request rows: cheap to write (lz4, statistics and dictionaries only on the small columns); compaction recompresses.
+_REQUEST_WRITE = {"compression": "lz4", "use_dictionary": ["api_key_id", "policy_version"],
+                  "write_statistics": ["decided_at", "http_status"]}  # fmt: skip
+
+
+def _write_atomically(table: pa.Table, target: Path, **options: object) -> None:
     """Write under a hidden temporary name in the same folder, flush to disk, rename: whole or absent."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    options = options or {"compression": "zstd", "use_dictionary": _REPEATING}
     try:
         with temporary.open("wb") as sink:
-            pq.write_table(table, sink, compression=compression, use_dictionary=_REPEATING)
+            pq.write_table(table, sink, **options)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, target)
@@ -191,13 +305,19 @@ def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") 
 
 
 def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) -> Path:
-    """Append one segment (a table of :data:`SCHEMA`) to the log; returns its path. OSError when the folder cannot
-    be written (full disk, permissions): nothing is left behind but the caller's records."""
+    """Append one segment (request rows, ``REQUEST_SCHEMA``, or customer records, ``SCHEMA``) to the log; returns
+    its path. OSError when the folder cannot be written (full disk, permissions): nothing is left behind but the
+    caller's records."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
+    if not (folder / "schema.parquet").exists():  # a folder that could not be made at start, or was removed
+        ensure_folder(folder)
     day = folder / "segments" / now.strftime("%Y-%m-%d")
     day.mkdir(parents=True, exist_ok=True)
     target = day / f"{now.strftime('%Y%m%dT%H%M%S.%f')}Z-{os.getpid()}-{next(_SEQUENCE)}.parquet"
-    _write_atomically(table, target, compression="lz4")  # cheaper to write than zstd; compaction recompresses
+    if table.schema.equals(REQUEST_SCHEMA):
+        _write_atomically(table, target, **_REQUEST_WRITE)
+    else:  # lz4: cheaper to write than zstd; compaction recompresses
+        _write_atomically(table, target, compression="lz4", use_dictionary=_REPEATING)
     return target
 
 
@@ -207,6 +327,11 @@ def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) ->
 def _glob(folder: Path) -> str:
     """Every Parquet file under ``folder``, as a SQL literal."""
     return literal(folder / "**" / "*.parquet")
+
+
+def _read(files: str) -> str:
+    """The relation of the log's files ``files`` (a SQL literal: a glob or a list), every column of either kind."""
+    return f"read_parquet({files}, union_by_name = true)"
 
 
 def _typed_empty() -> str:
@@ -224,7 +349,7 @@ def view_sql(folder: Path) -> str:
     """The query behind ``api_decisions``: every segment and daily file; the typed empty relation when the folder
     holds none (DuckDB binds a view when it is created, and a glob matching nothing is an error)."""
     if any(folder.glob("**/*.parquet")):
-        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet({_glob(folder)}, union_by_name = true)"
+        sql = records_sql(_read(_glob(folder)))
         probe = duckdb.connect()  # bound aside first: a failing statement would abort the caller's transaction
         try:
             probe.execute(f"DESCRIBE {sql}")
@@ -258,13 +383,14 @@ def recent(folder: Path, customer_id: str, *, limit: int = 10, as_of: datetime |
     """The customer's latest API decisions (newest first), at or before ``as_of`` when given; [] when none."""
     if not folder.is_dir() or not any(folder.glob("**/*.parquet")):
         return []
+    records = view_sql(folder)
     moment = "" if as_of is None else "AND decided_at <= ?"
     connection = duckdb.connect()
     try:
         cursor = connection.execute(
             f"SELECT decided_at, request_id, outcome, risk_tier, risk_score, cluster, rule_ids, model_version, "
             f"policy_version, api_key_id, [p.field FOR p IN coalesce(problems, [])] AS problem_fields "
-            f"FROM read_parquet({_glob(folder)}, union_by_name = true) WHERE customer_id = ? {moment} "
+            f"FROM ({records}) WHERE customer_id = ? {moment} "
             f"ORDER BY decided_at DESC LIMIT {int(limit)}", [customer_id, *([as_of] if as_of else [])],
         )  # fmt: skip
         names = [column[0] for column in cursor.description]
@@ -331,6 +457,7 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     daily_dir = folder / "daily"
     _finish_interrupted(daily_dir)
+    ensure_folder(folder)  # its schema.parquet is read with the segments: every column binds
     cutoff = now - older_than
     written = []
     for day, directory in _day_dirs(folder):
@@ -340,13 +467,13 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
         daily_dir.mkdir(parents=True, exist_ok=True)
         target = daily_dir / f"{day.isoformat()}.parquet"
         staged = daily_dir / f".{target.name}.{os.getpid()}.tmp"
-        sources = ([str(target)] if target.exists() else []) + [str(p) for p in old]
+        sources = [str(folder / "schema.parquet")] + ([str(target)] if target.exists() else []) + [str(p) for p in old]
         connection = duckdb.connect()
         try:
             connection.execute(f"SET temp_directory = {literal(daily_dir / '.spill')}")
             listed = ", ".join(map(literal, sources))
             connection.execute(
-                f"COPY (SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet([{listed}], union_by_name = true)) TO "
+                f"COPY ({records_sql(_read(f'[{listed}]'))}) TO "
                 f"{literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
             )
         finally:
