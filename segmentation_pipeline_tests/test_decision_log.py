@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 
 import duckdb
@@ -210,6 +211,72 @@ def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
             "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 25,
             "dropped": 0}  # fmt: skip
     assert _customers_in(settings.folder) == 25
+
+
+def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: list[dict[str, object]]  # noqa: ANN001
+                           ) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """The same requests (one customer with spaces in its JSON, a batch, refusals, a body that is not JSON) to an
+    in-process app whose log is in ``mode``; (the answers' results, the records the view derives, by request)."""
+    cache = ModelCache(trained_warehouse.path)
+    settings = decisions.DecisionSettings(folder=folder, mode=mode, flush_seconds=0.05)
+    log = DecisionLog(settings, cache.policy_versions.get)
+    spaced = json.dumps(records[0], indent=2).encode()  # the same customer as in the batch, spelled differently
+    bodies = [spaced, json.dumps({"customers": records[:30]}).encode(), b'{"CustomerID": "77", "isPep": "perhaps"}',
+              json.dumps({"customers": [records[1], {"CustomerID": 78, "ExpVolume": -1}]}).encode(), b"\xff{not json"]
+    answers = []
+    with TestClient(create_app(trained_warehouse.path, [API_KEY], cache=cache, decisions=log)) as client:
+        for body in bodies:
+            response = client.post("/v1/score", content=body, headers={**KEY, "Content-Type": "application/json"})
+            assert response.status_code in (200, 422)
+            answer = response.json()
+            answers += answer.get("results", [answer] if response.status_code == 200 else [])
+    with duckdb.connect() as connection:
+        cursor = connection.execute(f"SELECT * EXCLUDE (request_id, decided_at, latency_ms) FROM "
+                                    f"({decisions.view_sql(folder)}) ORDER BY decided_at, item")  # fmt: skip
+        names = [column[0] for column in cursor.description]
+        recorded = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return answers, recorded
+
+
+def test_records_are_what_was_answered_and_hash_only_gives_the_same_hashes(
+    trained_warehouse, tmp_path: Path, records: list[dict[str, object]]  # noqa: ANN001
+) -> None:
+    answers, full = _answered_and_recorded(trained_warehouse, tmp_path / "full", "full", records)
+    _, hashed = _answered_and_recorded(trained_warehouse, tmp_path / "hashed", "hash-only", records)
+    assert len(full) == 1 + 30 + 1 + 2 + 1 and [r["outcome"] for r in full].count("rated") == 31 == len(answers)
+    for answer, record in zip(answers, [r for r in full if r["outcome"] == "rated"], strict=True):
+        assert {name: record[name] for name in answer} == answer  # every field as answered, reasons included
+    # The input: the customer's object as DuckDB writes it, and its SHA-256; the same whatever its spelling.
+    single, in_batch = full[0], full[1]
+    assert single["input_json"] == in_batch["input_json"] and json.loads(single["input_json"]) == records[0]
+    assert single["input_sha256"] == in_batch["input_sha256"] == sha256(single["input_json"].encode()).hexdigest()
+    refused = [(r["customer_id"], r["item"], r["problems"], r["input_json"]) for r in full if r["outcome"] == "refused"]
+    assert refused == [("77", 0, [{"field": "isPep", "type": "bool_parsing"}], None),
+                       (str(records[1]["CustomerID"]), 0, [], None),
+                       ("78", 1, [{"field": "ExpVolume", "type": "value_error"}], None),
+                       (None, 0, [{"field": "body", "type": "json_invalid"}], None)]  # fmt: skip
+    assert full[-1]["input_sha256"] == sha256(b"\xff{not json").hexdigest()  # not JSON: its bytes
+    # hash-only: the same records, hashes included, without the text.
+    assert [r["input_json"] for r in hashed] == [None] * len(full)
+    assert [r | {"input_json": None} for r in full] == hashed
+    segments = list((tmp_path / "hashed").glob("segments/*/*.parquet"))  # customer records: no body kept
+    assert segments and all(pq.read_schema(path).names == decisions.SCHEMA.names for path in segments)
+
+
+def test_compaction_keeps_the_records_the_view_derived(
+    trained_warehouse, tmp_path: Path, records: list[dict[str, object]]  # noqa: ANN001
+) -> None:
+    folder = tmp_path / "log"
+    _, before = _answered_and_recorded(trained_warehouse, folder, "full", records)
+    assert all("request_body" in pq.read_schema(p).names for p in folder.glob("segments/*/*.parquet"))
+    decisions.compact(folder, older_than=timedelta(0), now=datetime.now(UTC) + timedelta(seconds=1))
+    assert not list(folder.glob("segments/*/*.parquet")) and list(folder.glob("daily/*.parquet"))
+    with duckdb.connect() as connection:
+        cursor = connection.execute(f"SELECT * EXCLUDE (request_id, decided_at, latency_ms) FROM "
+                                    f"({decisions.view_sql(folder)}) ORDER BY decided_at, item")  # fmt: skip
+        names = [column[0] for column in cursor.description]
+        after = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert after == before and pq.read_schema(next(folder.glob("daily/*.parquet"))).names == decisions.SCHEMA.names
 
 
 def test_fail_closed_refuses_to_score_while_the_log_cannot_be_written(trained_warehouse, tmp_path: Path) -> None:  # noqa: ANN001

@@ -4,9 +4,21 @@ The scoring API never writes the DuckDB warehouse (the pipeline is its one write
 appended to Parquet files in a folder of its own (:func:`folder_for`, default ``<warehouse stem>_decisions/``
 beside the warehouse file)::
 
-    schema.parquet                     zero rows: the columns, so that the view always binds
+    schema.parquet                     zero rows: every column a file can have, so that the view always binds
     segments/2026-11-30/<UTC time>-<pid>-<n>.parquet   written by the API, about one a second while it scores
     daily/2026-11-29.parquet           segments of a day, compacted
+
+The API writes what costs it least: one row per request (``REQUEST_SCHEMA``: the body as received, the answer as
+sent, time, ids, status, latency, rules version). The customer records (``SCHEMA``, one per customer rated or
+refused) are derived from those rows by one query, :func:`records_sql`, which is THE definition of a record:
+the view runs it at query time, :func:`compact` runs it to write the daily files (customer records, zstd: old
+days are fast to query), and the API's ``hash-only`` mode runs it before writing so that no input text is ever
+stored. Files of customer records (daily files, hash-only segments) are read as they are.
+
+The input hash (``input_sha256``) is the SHA-256, in hex, of the customer's JSON object as DuckDB's
+``json_extract`` writes it: the keys and values as sent, in the order sent, without whitespace, each number in its
+shortest form (``1.50`` -> ``1.5``); ``input_json`` (mode ``full``) is that text. So the same customer sent alone,
+in a batch or with other spacing has the same hash. A refused body that is not JSON is hashed as its bytes.
 
 Every file appears whole or not at all: it is written under a hidden ``.*.tmp`` name and renamed
 (:func:`write_segment`); the view's glob never matches a temporary name. :func:`compact` merges segments older
@@ -59,8 +71,7 @@ SCHEMA = pa.schema([
     ("outcome", pa.string()),  # rated | refused
     ("http_status", pa.int16()),  # 200 | 422
     ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
-    # SHA-256 (hex) of the customer's JSON text exactly as sent. Segments of mode full leave it null and keep the
-    # text: the view and the daily files compute it from the text (INPUT_HASH).
+    # SHA-256 (hex) of the customer's JSON object as DuckDB writes it (see the module's docstring; records_sql).
     ("input_sha256", pa.string()),
     ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
     ("risk_tier", pa.string()),
@@ -184,7 +195,7 @@ def derive_records(requests: pa.Table, *, keep_inputs: bool) -> pa.Table:
         connection.execute("SET threads = 1")
         connection.register("request_rows", as_file_table(requests))
         drop = "" if keep_inputs else " REPLACE (CAST(NULL AS VARCHAR) AS input_json)"
-        table = connection.execute(f"SELECT *{drop} FROM ({records_sql('request_rows')})").fetch_arrow_table()
+        table = connection.sql(f"SELECT *{drop} FROM ({records_sql('request_rows')})").to_arrow_table()
     finally:
         connection.close()
     return table.cast(SCHEMA)
