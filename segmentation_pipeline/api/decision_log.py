@@ -13,8 +13,9 @@ The customer records (``warehouse.decisions.SCHEMA``: one per customer, its inpu
 not built here: ``warehouse.decisions.records_sql`` derives them from the request rows, in the ``api_decisions``
 view and when segments are compacted into daily files. The input of a customer is its JSON object as DuckDB
 writes it, and ``input_sha256`` the SHA-256 of that text (see ``records_sql``). In ``hash-only`` mode the body
-must not be stored: the flusher runs that same query (an in-memory DuckDB, off the GIL but on the same core) and
-writes the customer records without their text, which costs more than ``full``. A refused request (422) gives one
+must not be stored: the flusher has an in-memory DuckDB compute the inputs' hashes with the same SQL
+(``decisions.hash_inputs``; off the GIL, but on the server's core: it costs more than ``full``) and stores them
+instead of the body. A refused request (422) gives one
 record per customer sent, each with its field problems (field and kind of problem, never the value) and no text;
 its customers' ids are the one thing computed here (``fields.customer_id``, the API's own reading of an id).
 
@@ -227,11 +228,10 @@ class DecisionLog:
             pa.array(bodies, pa.binary()),
             pa.array(answers, pa.binary()),
             pa.array(ids, REQUEST_SCHEMA.field("refused_ids").type),
+            pa.nulls(len(entries), REQUEST_SCHEMA.field("input_hashes").type),
+            pa.nulls(len(entries), pa.bool_()),
         ], schema=REQUEST_SCHEMA)  # fmt: skip
-        if self.settings.keep_inputs:
-            return table, customers
-        records = decisions.derive_records(table, keep_inputs=False)
-        return records, np.ones(records.num_rows, dtype=np.int64)
+        return (table if self.settings.keep_inputs else decisions.hash_inputs(table)), customers
 
 
 def _refused_ids(body: bytes) -> list[str | None]:

@@ -100,6 +100,8 @@ REQUEST_SCHEMA = pa.schema([
     ("request_body", pa.binary()),  # the body as received (bytes; not necessarily JSON for a 422)
     ("response_body", pa.binary()),  # the answer as sent (JSON)
     ("refused_ids", pa.list_(pa.string())),  # 422 only: each refused customer's id as the API reads ids, or null
+    ("input_hashes", pa.list_(pa.string())),  # hash-only: each customer's input hash (input_hashes_sql), no body
+    ("is_batch", pa.bool_()),  # hash-only: whether the body was {"customers": [...]} (it is not kept)
 ])  # fmt: skip
 FILE_SCHEMA = pa.schema([*SCHEMA, *(field for field in REQUEST_SCHEMA if field.name not in SCHEMA.names)])
 
@@ -107,8 +109,27 @@ INPUT_HASH = "coalesce(input_sha256, sha256(input_json)) AS input_sha256"
 # Columns whose values repeat (dictionary-encoded in the files); the others are mostly distinct.
 _REPEATING = ["request_id", "api_key_id", "outcome", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
               "model_version", "policy_version", "rule_ids.list.element", "reasons.list.element.indicator"]  # fmt: skip
-_REASON_TYPES = (f'"{f.name}": "{"VARCHAR" if f.type == pa.string() else "DOUBLE"}"' for f in REASON)
-_REASONS_JSON = "[{" + ", ".join(_REASON_TYPES) + "}]"  # from_json's type of the answer's reasons
+# The fields of a rated customer's answer (the API's ScoreResultOut), and the type ``from_json`` reads it as: one
+# parse of each answer into typed columns (extracting field by field would parse the text once a field).
+_ANSWERED = ("customer_id", "cluster", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis", "rule_ids",
+             "distance_to_centroid", "risk_score", "model_version", "reasons")  # fmt: skip
+_JSON_TYPES = {pa.string(): '"VARCHAR"', pa.float64(): '"DOUBLE"', pa.int32(): '"INTEGER"'}
+
+
+def _json_type(kind: pa.DataType) -> str:
+    if pa.types.is_list(kind):
+        return f"[{_json_type(kind.value_type)}]"
+    if pa.types.is_struct(kind):
+        return "{" + ", ".join(f'"{field.name}": {_json_type(field.type)}' for field in kind) + "}"
+    return _JSON_TYPES[kind]
+
+
+_RESULT_FIELDS = ", ".join(f'"{name}": {_json_type(SCHEMA.field(name).type)}' for name in _ANSWERED)
+_RESULT_JSON = "{" + _RESULT_FIELDS + "}"
+# An answer is a batch's ({"model_version", "count", "results": [...]}) or one customer's (its fields): both read by
+# one parse; a one-customer answer has no results.
+_ANSWER_JSON = '{"results": [' + _RESULT_JSON + "], " + _RESULT_FIELDS + "}"
+_ONE_RESULT = "[{" + ", ".join(f"'{name}': parsed.{name}" for name in _ANSWERED) + "}]"
 # A refused request's field problems, as (is it one customer's, that customer's position, the field):
 # ``loc`` is ["body", "customers", row, field] for a customer of a batch, else ["body", ..., field].
 _OWN = "coalesce(batch AND json_type(d, '$.loc[2]') IN ('UBIGINT', 'BIGINT') AND d->>'$.loc[1]' = 'customers', false)"
@@ -117,16 +138,50 @@ _FIELD_ALL = "CASE WHEN json_array_length(d, '$.loc') > 1 THEN d->>'$.loc[#-1]' 
 _PROBLEM = "{{'field': {field}, 'type': coalesce(d->>'type', '')}}"
 
 
+def _request_inputs(source: str) -> str:
+    """The request rows of ``source`` with their customers' inputs: ``inputs`` (a list of JSON, one per customer:
+    the body's ``customers`` when it is a non-empty batch, else the body; a null JSON for a body that is not JSON)
+    and ``body_sha256`` (refused bodies that are not JSON, hashed as bytes)."""
+    # A rated body is valid JSON, and a batch when it has customers (one parse of a 10,000-customer body); a
+    # refused one may be anything.
+    return f"""SELECT * EXCLUDE (listed),
+  CASE WHEN rated THEN CASE WHEN len(listed) > 0 THEN listed ELSE [json_extract(body, '$')] END
+    WHEN body IS NULL OR NOT json_valid(body) THEN [NULL::JSON]
+    WHEN batch AND json_array_length(body, '$.customers') > 0 THEN json_extract(body, '$.customers[*]')
+    ELSE [json_extract(body, '$')] END AS inputs,
+  CASE WHEN NOT rated AND request_body IS NOT NULL AND (body IS NULL OR NOT json_valid(body))
+    THEN sha256(request_body) END AS body_sha256
+FROM (
+  SELECT *, coalesce(is_batch, CASE WHEN rated THEN len(listed) > 0
+    ELSE coalesce(CASE WHEN json_valid(body) THEN json_type(body, '$.customers') = 'ARRAY' END, false) END) AS batch
+  FROM (
+    SELECT *, http_status = 200 AS rated, CASE WHEN http_status = 200 THEN json_extract(body, '$.customers[*]') END
+      AS listed
+    FROM (SELECT *, try(decode(request_body)) AS body FROM {source} WHERE outcome IS NULL)
+  )
+)"""
+
+
+_INPUT_HASH = "coalesce(sha256(CAST({input} AS VARCHAR)), body_sha256)"  # THE input hash (module docstring)
+
+
+def input_hashes_sql(source: str) -> str:
+    """Each request row's list of input hashes (``input_hashes``), in the order of ``source``: what ``hash-only``
+    mode stores instead of the body."""
+    hashed = _INPUT_HASH.format(input="i")
+    return f"SELECT [{hashed} FOR i IN inputs] AS input_hashes, batch FROM ({_request_inputs(source)})"
+
+
 def records_sql(source: str) -> str:
     """THE definition of the customer records (``SCHEMA``, in its order) from the files of the log: ``source`` is a
     relation with ``FILE_SCHEMA``'s columns (``read_parquet(..., union_by_name = true)``). Customer rows are taken
     as they are (their hash computed from their text when missing); each request row gives one record per customer
-    of its body, its answer's results and its body's customers unnested in lockstep.
+    of its body, its answer's results and its body's customers (or their hashes) unnested in lockstep.
 
     The input of a customer (``input_json``) is its JSON object as DuckDB writes it (``json_extract``: the keys and
     values as sent, in the order sent, without whitespace, numbers in their shortest form); ``input_sha256`` is the
-    SHA-256 (hex) of that text, whichever path wrote it (the view, compaction, or ``hash-only`` mode running this
-    same query in the API). A refused body that is not JSON is hashed as its bytes."""
+    SHA-256 (hex) of that text, whichever path wrote it (this query, or ``hash-only`` mode storing
+    :func:`input_hashes_sql`'s hashes). A refused body that is not JSON is hashed as its bytes."""
     customer_columns = ", ".join(INPUT_HASH if name == "input_sha256" else f'"{name}"' for name in SCHEMA.names)
     own = _PROBLEM.format(field=_FIELD_OWN)
     everywhere = _PROBLEM.format(field=_FIELD_ALL)
@@ -137,19 +192,12 @@ def records_sql(source: str) -> str:
         "api_key_id": "api_key_id",
         "outcome": "CASE WHEN rated THEN 'rated' ELSE 'refused' END",
         "http_status": "http_status",
-        "customer_id": "CASE WHEN rated THEN result->>'customer_id' ELSE refused_id END",
-        "input_sha256": "coalesce(sha256(CAST(input AS VARCHAR)), CASE WHEN NOT rated THEN sha256(request_body) END)",
+        "customer_id": "CASE WHEN rated THEN result.customer_id ELSE refused_id END",
+        "input_sha256": f"coalesce(given_hash, {_INPUT_HASH.format(input='input')})",
         "input_json": "CASE WHEN rated THEN CAST(input AS VARCHAR) END",
-        "risk_tier": "result->>'risk_tier'",
-        "segment_tier": "result->>'segment_tier'",
-        "tier_before_rules": "result->>'tier_before_rules'",
-        "rating_basis": "result->>'rating_basis'",
-        "risk_score": "CAST(result->>'risk_score' AS DOUBLE)",
-        "distance_to_centroid": "CAST(result->>'distance_to_centroid' AS DOUBLE)",
-        "cluster": "CAST(result->>'cluster' AS INTEGER)",
-        "rule_ids": "from_json(result->'rule_ids', '[\"VARCHAR\"]')",
-        "reasons": f"from_json(result->'reasons', '{_REASONS_JSON}')",
-        "model_version": "result->>'model_version'",
+        **{name: f"result.{name}" for name in ("risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
+                                                "risk_score", "distance_to_centroid", "cluster", "rule_ids", "reasons",
+                                                "model_version")},  # fmt: skip
         "policy_version": "policy_version",
         "latency_ms": "latency_ms",
         "problems": f"CASE WHEN NOT rated THEN list_concat([{own} FOR d IN detail IF {_OWN} AND "
@@ -160,21 +208,17 @@ def records_sql(source: str) -> str:
     return f"""SELECT {customer_columns} FROM {source} WHERE outcome IS NOT NULL
 UNION ALL
 SELECT {records} FROM (
-  SELECT *, unnest(inputs) AS input, unnest(results) AS result, unnest(refused_ids) AS refused_id,
-    unnest(range(len(inputs))) AS item
+  SELECT decided_at, request_id, api_key_id, http_status, latency_ms, policy_version, rated, batch, detail,
+    body_sha256, unnest(inputs) AS input, unnest(results) AS result, unnest(refused_ids) AS refused_id,
+    unnest(input_hashes) AS given_hash, unnest(range(greatest(len(inputs), coalesce(len(input_hashes), 0)))) AS item
   FROM (
     SELECT *,
-      CASE WHEN body IS NULL OR NOT json_valid(body) THEN [NULL::JSON]
-        WHEN batch AND json_array_length(body, '$.customers') > 0 THEN json_extract(body, '$.customers[*]')
-        ELSE [json_extract(body, '$')] END AS inputs,
-      CASE WHEN rated THEN CASE WHEN batch THEN json_extract(answer, '$.results[*]') ELSE [json_extract(answer, '$')]
-        END END AS results,
+      CASE WHEN rated THEN coalesce(parsed.results, {_ONE_RESULT}) END AS results,
       CASE WHEN NOT rated THEN json_extract(answer, '$.detail[*]') END AS detail
     FROM (
-      SELECT decided_at, request_id, api_key_id, http_status, latency_ms, policy_version, request_body, refused_ids,
-        http_status = 200 AS rated, body, decode(response_body) AS answer,
-        coalesce(CASE WHEN json_valid(body) THEN json_type(body, '$.customers') = 'ARRAY' END, false) AS batch
-      FROM (SELECT *, try(decode(request_body)) AS body FROM {source} WHERE outcome IS NULL)
+      SELECT * EXCLUDE (request_body, body), decode(response_body) AS answer,
+        CASE WHEN rated THEN from_json(decode(response_body), '{_ANSWER_JSON}') END AS parsed
+      FROM ({_request_inputs(source)})
     )
   )
 )"""
@@ -187,18 +231,23 @@ def as_file_table(requests: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
 
 
-def derive_records(requests: pa.Table, *, keep_inputs: bool) -> pa.Table:
-    """The customer records of request rows (``records_sql`` run by an in-memory DuckDB): what ``hash-only``
-    mode writes (``keep_inputs=False``: the hash without the text)."""
+def hash_inputs(requests: pa.Table) -> pa.Table:
+    """Request rows (``REQUEST_SCHEMA``) with their inputs' hashes (``input_hashes``, by an in-memory DuckDB
+    running :func:`input_hashes_sql`) instead of their bodies: what ``hash-only`` mode writes."""
     connection = duckdb.connect()
     try:
         connection.execute("SET threads = 1")
         connection.register("request_rows", as_file_table(requests))
-        drop = "" if keep_inputs else " REPLACE (CAST(NULL AS VARCHAR) AS input_json)"
-        table = connection.sql(f"SELECT *{drop} FROM ({records_sql('request_rows')})").to_arrow_table()
+        hashed = connection.sql(input_hashes_sql("request_rows")).to_arrow_table()
     finally:
         connection.close()
-    return table.cast(SCHEMA)
+    if hashed.num_rows != requests.num_rows:  # cannot happen: one row out for one row in
+        raise ValueError(f"{hashed.num_rows} lists of hashes for {requests.num_rows} requests")
+    columns = {"input_hashes": hashed["input_hashes"], "is_batch": hashed["batch"],
+               "request_body": pa.nulls(requests.num_rows, pa.binary())}  # fmt: skip
+    for name, values in columns.items():
+        requests = requests.set_column(requests.schema.get_field_index(name), name, values)
+    return requests
 
 
 class DecisionSettingsError(ValueError):
