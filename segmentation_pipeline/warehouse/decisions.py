@@ -231,16 +231,14 @@ def as_file_table(requests: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
 
 
-def hash_inputs(requests: pa.Table) -> pa.Table:
-    """Request rows (``REQUEST_SCHEMA``) with their inputs' hashes (``input_hashes``, by an in-memory DuckDB
-    running :func:`input_hashes_sql`) instead of their bodies: what ``hash-only`` mode writes."""
-    connection = duckdb.connect()
+def hash_inputs(requests: pa.Table, connection: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Request rows (``REQUEST_SCHEMA``) with their inputs' hashes (``input_hashes``, by ``connection``, an
+    in-memory DuckDB, running :func:`input_hashes_sql`) instead of their bodies: what ``hash-only`` mode writes."""
+    connection.register("request_rows", as_file_table(requests))
     try:
-        connection.execute("SET threads = 1")
-        connection.register("request_rows", as_file_table(requests))
         hashed = connection.sql(input_hashes_sql("request_rows")).to_arrow_table()
     finally:
-        connection.close()
+        connection.unregister("request_rows")
     if hashed.num_rows != requests.num_rows:  # cannot happen: one row out for one row in
         raise ValueError(f"{hashed.num_rows} lists of hashes for {requests.num_rows} requests")
     columns = {"input_hashes": hashed["input_hashes"], "is_batch": hashed["batch"],
