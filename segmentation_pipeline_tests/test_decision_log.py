@@ -122,8 +122,11 @@ def test_every_answer_is_recorded_and_a_graceful_stop_loses_nothing(
     assert API_KEY not in log and "REFUSEDCANARY" not in log
 
     rated, refused = 15 + 40 + 300, 1 + 3 + 1
-    rows = _api_decisions(warehouse, "SELECT outcome, count(*), count(DISTINCT request_id), count(input_sha256), "
-                          "count(input_json), min(api_key_id), max(api_key_id) FROM api_decisions GROUP BY outcome")
+    rows = _api_decisions(
+        warehouse,
+        "SELECT outcome, count(*), count(DISTINCT request_id), count(input_sha256), "
+        "count(input_json), min(api_key_id), max(api_key_id) FROM api_decisions GROUP BY outcome",
+    )
     found = {row[0]: row[1:] for row in rows}
     assert found["rated"] == (rated, 17, rated, rated, key_id(API_KEY), key_id(API_KEY))
     assert found["refused"] == (refused, 3, refused, 0, key_id(API_KEY), key_id(API_KEY))
@@ -185,7 +188,10 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_leaves_no_corrupt_segment
 
 
 def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
-    trained_warehouse, tmp_path: Path, records: list[dict[str, object]], caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder's parent should be")  # blocks mkdir even for root, unlike chmod
@@ -221,8 +227,13 @@ def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: 
     settings = decisions.DecisionSettings(folder=folder, mode=mode, flush_seconds=0.05)
     log = DecisionLog(settings, cache.policy_versions.get)
     spaced = json.dumps(records[0], indent=2).encode()  # the same customer as in the batch, spelled differently
-    bodies = [spaced, json.dumps({"customers": records[:30]}).encode(), b'{"CustomerID": "77", "isPep": "perhaps"}',
-              json.dumps({"customers": [records[1], {"CustomerID": 78, "ExpVolume": -1}]}).encode(), b"\xff{not json"]
+    bodies = [
+        spaced,
+        json.dumps({"customers": records[:30]}).encode(),
+        b'{"CustomerID": "77", "isPep": "perhaps"}',
+        json.dumps({"customers": [records[1], {"CustomerID": 78, "ExpVolume": -1}]}).encode(),
+        b"\xff{not json",
+    ]
     answers = []
     with TestClient(create_app(trained_warehouse.path, [API_KEY], cache=cache, decisions=log)) as client:
         for body in bodies:
@@ -239,7 +250,9 @@ def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: 
 
 
 def test_records_are_what_was_answered_and_hash_only_gives_the_same_hashes(
-    trained_warehouse, tmp_path: Path, records: list[dict[str, object]]  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],  # noqa: ANN001
 ) -> None:
     answers, full = _answered_and_recorded(trained_warehouse, tmp_path / "full", "full", records)
     _, hashed = _answered_and_recorded(trained_warehouse, tmp_path / "hashed", "hash-only", records)
@@ -264,7 +277,9 @@ def test_records_are_what_was_answered_and_hash_only_gives_the_same_hashes(
 
 
 def test_compaction_keeps_the_records_the_view_derived(
-    trained_warehouse, tmp_path: Path, records: list[dict[str, object]]  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],  # noqa: ANN001
 ) -> None:
     folder = tmp_path / "log"
     _, before = _answered_and_recorded(trained_warehouse, folder, "full", records)
@@ -310,7 +325,9 @@ def _segment(n: int, day: datetime, start: int = 0) -> pa.Table:
 
 
 def test_compaction_and_retention_keep_every_record_once(
-    trained_warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     folder = tmp_path / "log"
     decisions.ensure_folder(folder)
@@ -350,8 +367,9 @@ def test_an_interrupted_compaction_is_finished_by_the_next(tmp_path: Path) -> No
     daily_dir.mkdir(parents=True)
     staged = daily_dir / ".2026-11-27.parquet.1.tmp"
     pq.write_table(_segment(4, old), staged)  # complete, manifest written, killed before the rename
-    (daily_dir / ".2026-11-27.manifest.json").write_text(json.dumps(
-        {"staged": str(staged), "target": str(daily_dir / "2026-11-27.parquet"), "segments": [str(segment)]}))
+    (daily_dir / ".2026-11-27.manifest.json").write_text(
+        json.dumps({"staged": str(staged), "target": str(daily_dir / "2026-11-27.parquet"), "segments": [str(segment)]})
+    )
     (daily_dir / ".2026-11-26.parquet.9.tmp").write_bytes(b"PAR1 half a file")  # no manifest: an incomplete write
     decisions.compact(folder, older_than=timedelta(days=1), now=now)
     assert [p.name for p in daily_dir.iterdir()] == ["2026-11-27.parquet"]

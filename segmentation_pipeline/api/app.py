@@ -125,7 +125,7 @@ def create_app(
         summary="Score customers into High/Medium/Low risk segments with the pipeline's fitted model.",
         description=(
             f"Every `/v1` route needs the header `{API_KEY_HEADER}`. `POST /v1/score` takes one customer (an "
-            f"object in the workbook's field names) or `{{\"customers\": [...]}}` (1 to {max_batch}); bodies over "
+            f'object in the workbook\'s field names) or `{{"customers": [...]}}` (1 to {max_batch}); bodies over '
             f"{max_body_bytes} bytes and bigger batches get 413, invalid fields 422 naming each field."
         ),
         lifespan=lifespan,
@@ -175,7 +175,7 @@ def create_app(
                         }
                     }
                 },
-            }
+            },
         },
     )
     async def score(request: Request) -> Response:
@@ -405,10 +405,20 @@ def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]
         "risk_score": scored.risk_score.tolist(),
     }  # fmt: skip
     results = list(
-        map(ScoreResultOut, columns["customer_id"], columns["cluster"], columns["risk_tier"], columns["segment_tier"],
-            columns["tier_before_rules"], columns["rating_basis"], columns["rule_ids"],
-            columns["distance_to_centroid"], columns["risk_score"], repeat(version),
-            table.per_customer_lists(reasons))  # fmt: skip
+        map(
+            ScoreResultOut,
+            columns["customer_id"],
+            columns["cluster"],
+            columns["risk_tier"],
+            columns["segment_tier"],
+            columns["tier_before_rules"],
+            columns["rating_basis"],
+            columns["rule_ids"],
+            columns["distance_to_centroid"],
+            columns["risk_score"],
+            repeat(version),
+            table.per_customer_lists(reasons),
+        )  # fmt: skip
     )
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
         log.debug("scored %d customer(s) with %s: ids %s", len(results), version, columns["customer_id"][:20])

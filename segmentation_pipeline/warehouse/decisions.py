@@ -63,31 +63,33 @@ REASON = pa.struct([
     ("population_typical", pa.float64()), ("contribution", pa.float64()),
 ])  # fmt: skip
 PROBLEM = pa.struct([("field", pa.string()), ("type", pa.string())])
-SCHEMA = pa.schema([
-    ("decided_at", pa.timestamp("us", tz="UTC")),  # when the answer was ready
-    ("request_id", pa.string()),  # also the answer's X-Request-ID header
-    ("item", pa.int32()),  # the customer's position in the request (0 for a one-customer request)
-    ("api_key_id", pa.string()),  # "key-" + 12 hex digits of the key's SHA-256; never the key; null without auth
-    ("outcome", pa.string()),  # rated | refused
-    ("http_status", pa.int16()),  # 200 | 422
-    ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
-    # SHA-256 (hex) of the customer's JSON object as DuckDB writes it (see the module's docstring; records_sql).
-    ("input_sha256", pa.string()),
-    ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
-    ("risk_tier", pa.string()),
-    ("segment_tier", pa.string()),
-    ("tier_before_rules", pa.string()),
-    ("rating_basis", pa.string()),
-    ("risk_score", pa.float64()),
-    ("distance_to_centroid", pa.float64()),
-    ("cluster", pa.int32()),
-    ("rule_ids", pa.list_(pa.string())),
-    ("reasons", pa.list_(REASON)),  # the top indicators behind the tier, as answered
-    ("model_version", pa.string()),
-    ("policy_version", pa.string()),  # the version of the policy rules the model applies
-    ("latency_ms", pa.float64()),  # from the request's arrival at the route to its answer being ready
-    ("problems", pa.list_(PROBLEM)),  # refused: each field problem (field name and kind), never the value
-])
+SCHEMA = pa.schema(
+    [
+        ("decided_at", pa.timestamp("us", tz="UTC")),  # when the answer was ready
+        ("request_id", pa.string()),  # also the answer's X-Request-ID header
+        ("item", pa.int32()),  # the customer's position in the request (0 for a one-customer request)
+        ("api_key_id", pa.string()),  # "key-" + 12 hex digits of the key's SHA-256; never the key; null without auth
+        ("outcome", pa.string()),  # rated | refused
+        ("http_status", pa.int16()),  # 200 | 422
+        ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
+        # SHA-256 (hex) of the customer's JSON object as DuckDB writes it (see the module's docstring; records_sql).
+        ("input_sha256", pa.string()),
+        ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
+        ("risk_tier", pa.string()),
+        ("segment_tier", pa.string()),
+        ("tier_before_rules", pa.string()),
+        ("rating_basis", pa.string()),
+        ("risk_score", pa.float64()),
+        ("distance_to_centroid", pa.float64()),
+        ("cluster", pa.int32()),
+        ("rule_ids", pa.list_(pa.string())),
+        ("reasons", pa.list_(REASON)),  # the top indicators behind the tier, as answered
+        ("model_version", pa.string()),
+        ("policy_version", pa.string()),  # the version of the policy rules the model applies
+        ("latency_ms", pa.float64()),  # from the request's arrival at the route to its answer being ready
+        ("problems", pa.list_(PROBLEM)),  # refused: each field problem (field name and kind), never the value
+    ]
+)
 
 
 # What the API writes: one row per REQUEST, as it already holds it (its body as received, its answer as sent),
@@ -195,9 +197,10 @@ def records_sql(source: str) -> str:
         "customer_id": "CASE WHEN rated THEN result.customer_id ELSE refused_id END",
         "input_sha256": f"coalesce(given_hash, {_INPUT_HASH.format(input='input')})",
         "input_json": "CASE WHEN rated THEN CAST(input AS VARCHAR) END",
-        **{name: f"result.{name}" for name in ("risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
-                                                "risk_score", "distance_to_centroid", "cluster", "rule_ids", "reasons",
-                                                "model_version")},  # fmt: skip
+        **{
+            name: f"result.{name}"
+            for name in SCHEMA.names[SCHEMA.names.index("risk_tier") : SCHEMA.names.index("model_version") + 1]
+        },
         "policy_version": "policy_version",
         "latency_ms": "latency_ms",
         "problems": f"CASE WHEN NOT rated THEN list_concat([{own} FOR d IN detail IF {_OWN} AND "
@@ -531,8 +534,7 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
             connection.execute(f"SET temp_directory = {literal(daily_dir / '.spill')}")
             listed = ", ".join(map(literal, sources))
             connection.execute(
-                f"COPY ({records_sql(_read(f'[{listed}]'))}) TO "
-                f"{literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
+                f"COPY ({records_sql(_read(f'[{listed}]'))}) TO {literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
             )
         finally:
             connection.close()
