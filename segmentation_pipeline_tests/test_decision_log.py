@@ -294,6 +294,23 @@ def test_compaction_keeps_the_records_the_view_derived(
     assert after == before and pq.read_schema(next(folder.glob("daily/*.parquet"))).names == decisions.SCHEMA.names
 
 
+def test_beyond_max_pending_the_oldest_requests_are_dropped_and_counted(
+    trained_warehouse,  # noqa: ANN001
+    tmp_path: Path,
+    records: list[dict[str, object]],
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = decisions.DecisionSettings(folder=blocker / "decisions", flush_seconds=60)
+    log = DecisionLog(settings, max_pending=25)
+    with TestClient(create_app(trained_warehouse.path, [API_KEY], decisions=log)) as client:
+        for size in (20, 20, 5):  # 45 customers waiting: the first request (20) goes whole
+            assert client.post("/v1/score", json={"customers": records[:size]}, headers=KEY).status_code == 200
+        assert log.flush() == 0
+        health = client.get("/healthz").json()["decision_log"]
+        assert (health["pending"], health["dropped"], health["status"]) == (25, 20, "degraded")
+
+
 def test_fail_closed_refuses_to_score_while_the_log_cannot_be_written(trained_warehouse, tmp_path: Path) -> None:  # noqa: ANN001
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
