@@ -375,6 +375,19 @@ def test_compaction_and_retention_keep_every_record_once(
     assert _api_decisions(warehouse, "SELECT count(*), count(DISTINCT request_id) FROM api_decisions") == [(17, 17)]
 
 
+def test_a_folder_written_by_the_earlier_version_is_read_as_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    folder.mkdir()
+    pq.write_table(decisions.SCHEMA.empty_table(), folder / "schema.parquet")  # customer records only, no requests
+    now = datetime.now(UTC)
+    decisions.write_segment(folder, _segment(3, now), now=now)
+    assert [row["request_id"] for row in decisions.recent(folder, "1")] == ["r1"]  # before any upgrade
+    with duckdb.connect() as connection:
+        connection.execute(f"CREATE VIEW v AS {decisions.view_sql(folder)}")
+        hashes = connection.execute("SELECT input_sha256 = sha256(input_json) FROM v").fetchall()
+    assert hashes == [(True,)] * 3
+
+
 def test_an_interrupted_compaction_is_finished_by_the_next(tmp_path: Path) -> None:
     folder = tmp_path / "log"
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)

@@ -29,6 +29,7 @@ than a given age into their day's file and :func:`apply_retention` removes days 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -391,18 +392,20 @@ def _glob(folder: Path) -> str:
 
 
 def _read(files: str) -> str:
-    """The relation of the log's files ``files`` (a SQL literal: a glob or a list), every column of either kind."""
-    return f"read_parquet({files}, union_by_name = true)"
+    """The relation of the log's files ``files`` (a SQL literal: a glob or a list) with every column of either
+    kind, whichever columns the files have (a folder whose ``schema.parquet`` predates the request rows)."""
+    return f"(SELECT * FROM read_parquet({files}, union_by_name = true) UNION ALL BY NAME {_typed_empty(FILE_SCHEMA)})"
 
 
-def _typed_empty() -> str:
-    """``SELECT`` of no rows with the log's column names and types (for a folder with no file yet)."""
+@functools.cache
+def _typed_empty(schema: pa.Schema = SCHEMA) -> str:
+    """``SELECT`` of no rows with ``schema``'s column names and types (for a folder with no file yet)."""
     connection = duckdb.connect()
     try:
-        columns = connection.from_arrow(SCHEMA.empty_table()).types
+        columns = connection.from_arrow(schema.empty_table()).types
     finally:
         connection.close()
-    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(SCHEMA.names, columns, strict=True))
+    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(schema.names, columns, strict=True))
     return f"SELECT {casts} WHERE false"
 
 
