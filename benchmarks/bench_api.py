@@ -5,6 +5,8 @@ Measures, on 127.0.0.1:
 - latency percentiles with ONE client (sequential requests);
 - batch throughput (customers/s) with 10,000-customer requests;
 - a trivial route (/healthz) as the framework's ceiling on this machine;
+- the server's CPU time (every thread, the decision log's included) per request and per batch: on a machine
+  shared with other work it moves far less than the throughput figures;
 for this checkout with its decision log on (the default, ``full``: every answer recorded as Parquet beside the
 warehouse) and off (``--decisions off``), and prints them next to the same measurements of the previous commit
 (``--against REV``, default ``HEAD~1``: a git worktree of it beside this checkout, its own server trained on the
