@@ -12,8 +12,9 @@ The API writes what costs it least: one row per request (``REQUEST_SCHEMA``: the
 sent, time, ids, status, latency, rules version). The customer records (``SCHEMA``, one per customer rated or
 refused) are derived from those rows by one query, :func:`records_sql`, which is THE definition of a record:
 the view runs it at query time, :func:`compact` runs it to write the daily files (customer records, zstd: old
-days are fast to query), and the API's ``hash-only`` mode runs it before writing so that no input text is ever
-stored. Files of customer records (daily files, hash-only segments) are read as they are.
+days are fast to query). The API's ``hash-only`` mode stores, instead of a body, its customers' input hashes
+computed by the same SQL (:func:`input_hashes_sql`), so that no input text is ever stored. Files of customer
+records (daily files, segments of the earlier version) are read as they are.
 
 The input hash (``input_sha256``) is the SHA-256, in hex, of the customer's JSON object as DuckDB's
 ``json_extract`` writes it: the keys and values as sent, in the order sent, without whitespace, each number in its
@@ -95,8 +96,8 @@ SCHEMA = pa.schema(
 
 # What the API writes: one row per REQUEST, as it already holds it (its body as received, its answer as sent),
 # so that writing costs the scoring process almost nothing; the customer records are derived from it in SQL
-# (:func:`records_sql`). Compacted daily files, hash-only segments and segments of earlier versions hold customer
-# records (SCHEMA). Both kinds are read together (``union_by_name``): a request row has no ``outcome``.
+# (:func:`records_sql`). Compacted daily files and segments of the earlier version hold customer records
+# (SCHEMA). Both kinds are read together (``union_by_name``): a request row has no ``outcome``.
 REQUEST_SCHEMA = pa.schema([
     SCHEMA.field("decided_at"), SCHEMA.field("request_id"), SCHEMA.field("api_key_id"), SCHEMA.field("http_status"),
     SCHEMA.field("latency_ms"), SCHEMA.field("policy_version"),
