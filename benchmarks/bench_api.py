@@ -5,6 +5,8 @@ Measures, on 127.0.0.1:
 - latency percentiles with ONE client (sequential requests);
 - batch throughput (customers/s) with 10,000-customer requests;
 - a trivial route (/healthz) as the framework's ceiling on this machine;
+- the server's CPU time (every thread, the decision log's included) per request and per batch: on a machine
+  shared with other work it moves far less than the throughput figures;
 for this checkout with its decision log on (the default, ``full``: every answer recorded as Parquet beside the
 warehouse) and off (``--decisions off``), and prints them next to the same measurements of the previous commit
 (``--against REV``, default ``HEAD~1``: a git worktree of it beside this checkout, its own server trained on the
@@ -127,6 +129,7 @@ def _load(port: int, requests: list[bytes], connections: int, duration: float, w
     start = time.perf_counter()
     window_start, end = start + warmup, start + warmup + duration
     n_requests = len(requests)
+    total = 0  # every answer, warm-up included (the server's CPU time is read around the whole load)
 
     def send(state: dict) -> None:
         state["sent"] = time.perf_counter()
@@ -156,6 +159,7 @@ def _load(port: int, requests: list[bytes], connections: int, duration: float, w
             if len(buf) < header_end + 4 + length:
                 continue
             now = time.perf_counter()
+            total += 1
             if now >= window_start and state["sent"] >= window_start:
                 latencies.append(now - state["sent"])
                 statuses[int(headers[9:12])] += 1
@@ -166,15 +170,13 @@ def _load(port: int, requests: list[bytes], connections: int, duration: float, w
                 selector.unregister(state["sock"])
                 state["sock"].close()
                 open_connections -= 1
-    out.put({"latencies": latencies, "statuses": dict(statuses), "seconds": duration})
+    out.put({"latencies": latencies, "statuses": dict(statuses), "seconds": duration, "total": total})
 
 
 def run_load(port: int, requests: list[bytes], *, connections: int, duration: float, warmup: float = 1.0) -> dict:
     """Load from a second process; returns req/s, latency percentiles (ms) and status counts."""
     queue: mp.Queue = mp.get_context("spawn").Queue()
-    process = mp.get_context("spawn").Process(
-        target=_load, args=(port, requests, connections, duration, warmup, queue)
-    )
+    process = mp.get_context("spawn").Process(target=_load, args=(port, requests, connections, duration, warmup, queue))
     process.start()
     result = queue.get(timeout=warmup + duration + 120)
     process.join()
@@ -184,6 +186,7 @@ def run_load(port: int, requests: list[bytes], *, connections: int, duration: fl
         "p50": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
         "p99": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
         "statuses": result["statuses"],
+        "total": result["total"],
     }
 
 
@@ -288,14 +291,31 @@ def start_server(warehouse: Path, port: int, tree: Path | None = None, extra: tu
     return server
 
 
-def measure_round(port: int, loads: dict[str, list[bytes]], args: argparse.Namespace) -> dict[str, dict]:
-    return {
-        "trivial": run_load(port, loads["health"], connections=args.connections, duration=args.duration),
-        "complete": run_load(port, loads["single"], connections=args.connections, duration=args.duration),
-        "gappy": run_load(port, loads["gaps"], connections=args.connections, duration=args.duration),
-        "one_client": run_load(port, loads["single"], connections=1, duration=args.duration),
-        "batch": run_batches(port, loads["bodies"], connections=2, batch=args.batch, duration=max(args.duration, 8)),
-    }
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the server process has used: a figure a busy machine disturbs
+    far less than wall-clock throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_round(port: int, pid: int, loads: dict[str, list[bytes]], args: argparse.Namespace) -> dict[str, dict]:
+    out = {}
+    for name, measure, count in (
+        ("trivial", lambda: run_load(port, loads["health"], connections=args.connections, duration=args.duration),
+         "total"),
+        ("complete", lambda: run_load(port, loads["single"], connections=args.connections, duration=args.duration),
+         "total"),
+        ("gappy", lambda: run_load(port, loads["gaps"], connections=args.connections, duration=args.duration), "total"),
+        ("one_client", lambda: run_load(port, loads["single"], connections=1, duration=args.duration), "total"),
+        ("batch", lambda: run_batches(port, loads["bodies"], connections=2, batch=args.batch,
+                                      duration=max(args.duration, 8)), "requests"),
+    ):  # fmt: skip
+        before = server_cpu(pid)
+        measured = measure()
+        time.sleep(1.2)  # the decision log's last flush of this load
+        measured["cpu_ms"] = (server_cpu(pid) - before) / max(measured[count], 1) * 1000
+        out[name] = measured
+    return out
 
 
 def main() -> int:
@@ -310,9 +330,10 @@ def main() -> int:
     args = parser.parse_args()
     from segmentation_pipeline.synthetic import generate_export, write_export
 
-    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp, (
-        previous_tree(args.against) if args.against != "none" else contextlib.nullcontext()
-    ) as tree:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_api_") as tmp,
+        previous_tree(args.against) if args.against != "none" else contextlib.nullcontext() as tree,
+    ):
         source = write_export(generate_export(args.train_rows, seed=11), Path(tmp) / "train.csv")
         checkouts = {"this": None} if tree is None else {"this": None, "previous": tree}
         warehouses = {}
@@ -343,7 +364,7 @@ def main() -> int:
                         # Several distinct batches in rotation: per-text memos must not flatter the figure.
                         "bodies": [json.dumps({"customers": batch}).encode() for batch in batches],
                     }
-                    rounds[name].append(measure_round(port, loads, args))
+                    rounds[name].append(measure_round(port, server.pid, loads, args))
                 finally:
                     server.terminate()
                     server.wait(timeout=30)
@@ -369,6 +390,8 @@ def main() -> int:
         ("customers with missing values, req/s", "gappy", "rps", ">= 300"),
         ("p99 latency, one client, ms", "one_client", "p99", "<= 5"),
         ("batch, customers/s", "batch", "customers_per_s", ">= 50,000"),
+        ("server CPU per complete request, ms", "complete", "cpu_ms", ""),
+        (f"server CPU per batch of {args.batch:,}, ms", "batch", "cpu_ms", ""),
         ("p50 latency, one client, ms", "one_client", "p50", ""),
         (f"p99 latency, {args.connections} connections, ms", "complete", "p99", ""),
         ("trivial route /healthz, req/s", "trivial", "rps", ""),

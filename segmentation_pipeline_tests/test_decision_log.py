@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 
 import duckdb
@@ -81,6 +82,12 @@ def _api_decisions(warehouse: Path, sql: str) -> list[tuple]:
         return connection.execute(sql).fetchall()
 
 
+def _customers_in(folder: Path) -> int:
+    """The customer records the folder's files hold, as the view derives them."""
+    with duckdb.connect() as connection:
+        return connection.execute(f"SELECT count(*) FROM ({decisions.view_sql(folder)})").fetchone()[0]
+
+
 def test_every_answer_is_recorded_and_a_graceful_stop_loses_nothing(
     servers: dict[str, tuple], records: list[dict[str, object]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -115,8 +122,11 @@ def test_every_answer_is_recorded_and_a_graceful_stop_loses_nothing(
     assert API_KEY not in log and "REFUSEDCANARY" not in log
 
     rated, refused = 15 + 40 + 300, 1 + 3 + 1
-    rows = _api_decisions(warehouse, "SELECT outcome, count(*), count(DISTINCT request_id), count(input_sha256), "
-                          "count(input_json), min(api_key_id), max(api_key_id) FROM api_decisions GROUP BY outcome")
+    rows = _api_decisions(
+        warehouse,
+        "SELECT outcome, count(*), count(DISTINCT request_id), count(input_sha256), "
+        "count(input_json), min(api_key_id), max(api_key_id) FROM api_decisions GROUP BY outcome",
+    )
     found = {row[0]: row[1:] for row in rows}
     assert found["rated"] == (rated, 17, rated, rated, key_id(API_KEY), key_id(API_KEY))
     assert found["refused"] == (refused, 3, refused, 0, key_id(API_KEY), key_id(API_KEY))
@@ -170,15 +180,18 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_leaves_no_corrupt_segment
             assert http.post("/v1/score", json=record).status_code == 200
     process.kill()  # SIGKILL: no shutdown at all
     process.wait(timeout=30)
-    segments = sorted(folder.glob("**/*.parquet"))
-    tables = [pq.read_table(path) for path in segments]  # each one whole and valid (raises otherwise)
-    written = sum(table.num_rows for table in tables)
+    for path in sorted(folder.glob("**/*.parquet")):
+        pq.read_table(path)  # each one whole and valid (raises otherwise)
+    written = _customers_in(folder)
     assert 200 <= written <= 230  # the first batch was flushed; at most the last second's answers are missing
     assert _api_decisions(warehouse, "SELECT count(*) FROM api_decisions") == [(written,)]
 
 
 def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
-    trained_warehouse, tmp_path: Path, records: list[dict[str, object]], caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder's parent should be")  # blocks mkdir even for root, unlike chmod
@@ -203,7 +216,99 @@ def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
         assert client.get("/healthz").json()["decision_log"] | {"error": None} == {
             "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 25,
             "dropped": 0}  # fmt: skip
-    assert sum(pq.read_table(p).num_rows for p in settings.folder.glob("segments/*/*.parquet")) == 25
+    assert _customers_in(settings.folder) == 25
+
+
+def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: list[dict[str, object]]  # noqa: ANN001
+                           ) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """The same requests (one customer with spaces in its JSON, a batch, refusals, a body that is not JSON) to an
+    in-process app whose log is in ``mode``; (the answers' results, the records the view derives, by request)."""
+    cache = ModelCache(trained_warehouse.path)
+    settings = decisions.DecisionSettings(folder=folder, mode=mode, flush_seconds=0.05)
+    log = DecisionLog(settings, cache.policy_versions.get)
+    spaced = json.dumps(records[0], indent=2).encode()  # the same customer as in the batch, spelled differently
+    bodies = [
+        spaced,
+        json.dumps({"customers": records[:30]}).encode(),
+        b'{"CustomerID": "77", "isPep": "perhaps"}',
+        json.dumps({"customers": [records[1], {"CustomerID": 78, "ExpVolume": -1}]}).encode(),
+        b"\xff{not json",
+    ]
+    answers = []
+    with TestClient(create_app(trained_warehouse.path, [API_KEY], cache=cache, decisions=log)) as client:
+        for body in bodies:
+            response = client.post("/v1/score", content=body, headers={**KEY, "Content-Type": "application/json"})
+            assert response.status_code in (200, 422)
+            answer = response.json()
+            answers += answer.get("results", [answer] if response.status_code == 200 else [])
+    with duckdb.connect() as connection:
+        cursor = connection.execute(f"SELECT * EXCLUDE (request_id, decided_at, latency_ms) FROM "
+                                    f"({decisions.view_sql(folder)}) ORDER BY decided_at, item")  # fmt: skip
+        names = [column[0] for column in cursor.description]
+        recorded = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return answers, recorded
+
+
+def test_records_are_what_was_answered_and_hash_only_gives_the_same_hashes(
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],  # noqa: ANN001
+) -> None:
+    answers, full = _answered_and_recorded(trained_warehouse, tmp_path / "full", "full", records)
+    _, hashed = _answered_and_recorded(trained_warehouse, tmp_path / "hashed", "hash-only", records)
+    assert len(full) == 1 + 30 + 1 + 2 + 1 and [r["outcome"] for r in full].count("rated") == 31 == len(answers)
+    for answer, record in zip(answers, [r for r in full if r["outcome"] == "rated"], strict=True):
+        assert {name: record[name] for name in answer} == answer  # every field as answered, reasons included
+    # The input: the customer's object as DuckDB writes it, and its SHA-256; the same whatever its spelling.
+    single, in_batch = full[0], full[1]
+    assert single["input_json"] == in_batch["input_json"] and json.loads(single["input_json"]) == records[0]
+    assert single["input_sha256"] == in_batch["input_sha256"] == sha256(single["input_json"].encode()).hexdigest()
+    refused = [(r["customer_id"], r["item"], r["problems"], r["input_json"]) for r in full if r["outcome"] == "refused"]
+    assert refused == [("77", 0, [{"field": "isPep", "type": "bool_parsing"}], None),
+                       (str(records[1]["CustomerID"]), 0, [], None),
+                       ("78", 1, [{"field": "ExpVolume", "type": "value_error"}], None),
+                       (None, 0, [{"field": "body", "type": "json_invalid"}], None)]  # fmt: skip
+    assert full[-1]["input_sha256"] == sha256(b"\xff{not json").hexdigest()  # not JSON: its bytes
+    # hash-only: the same records, hashes included, without the text.
+    assert [r["input_json"] for r in hashed] == [None] * len(full)
+    assert [r | {"input_json": None} for r in full] == hashed
+    segments = [pq.read_table(path) for path in (tmp_path / "hashed").glob("segments/*/*.parquet")]
+    assert segments and all(table["request_body"].null_count == table.num_rows for table in segments)  # no body
+
+
+def test_compaction_keeps_the_records_the_view_derived(
+    trained_warehouse,
+    tmp_path: Path,
+    records: list[dict[str, object]],  # noqa: ANN001
+) -> None:
+    folder = tmp_path / "log"
+    _, before = _answered_and_recorded(trained_warehouse, folder, "full", records)
+    assert all("request_body" in pq.read_schema(p).names for p in folder.glob("segments/*/*.parquet"))
+    decisions.compact(folder, older_than=timedelta(0), now=datetime.now(UTC) + timedelta(seconds=1))
+    assert not list(folder.glob("segments/*/*.parquet")) and list(folder.glob("daily/*.parquet"))
+    with duckdb.connect() as connection:
+        cursor = connection.execute(f"SELECT * EXCLUDE (request_id, decided_at, latency_ms) FROM "
+                                    f"({decisions.view_sql(folder)}) ORDER BY decided_at, item")  # fmt: skip
+        names = [column[0] for column in cursor.description]
+        after = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert after == before and pq.read_schema(next(folder.glob("daily/*.parquet"))).names == decisions.SCHEMA.names
+
+
+def test_beyond_max_pending_the_oldest_requests_are_dropped_and_counted(
+    trained_warehouse,  # noqa: ANN001
+    tmp_path: Path,
+    records: list[dict[str, object]],
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = decisions.DecisionSettings(folder=blocker / "decisions", flush_seconds=60)
+    log = DecisionLog(settings, max_pending=25)
+    with TestClient(create_app(trained_warehouse.path, [API_KEY], decisions=log)) as client:
+        for size in (20, 20, 5):  # 45 customers waiting: the first request (20) goes whole
+            assert client.post("/v1/score", json={"customers": records[:size]}, headers=KEY).status_code == 200
+        assert log.flush() == 0
+        health = client.get("/healthz").json()["decision_log"]
+        assert (health["pending"], health["dropped"], health["status"]) == (25, 20, "degraded")
 
 
 def test_fail_closed_refuses_to_score_while_the_log_cannot_be_written(trained_warehouse, tmp_path: Path) -> None:  # noqa: ANN001
@@ -237,7 +342,9 @@ def _segment(n: int, day: datetime, start: int = 0) -> pa.Table:
 
 
 def test_compaction_and_retention_keep_every_record_once(
-    trained_warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    trained_warehouse,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     folder = tmp_path / "log"
     decisions.ensure_folder(folder)
@@ -268,6 +375,19 @@ def test_compaction_and_retention_keep_every_record_once(
     assert _api_decisions(warehouse, "SELECT count(*), count(DISTINCT request_id) FROM api_decisions") == [(17, 17)]
 
 
+def test_a_folder_written_by_the_earlier_version_is_read_as_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    folder.mkdir()
+    pq.write_table(decisions.SCHEMA.empty_table(), folder / "schema.parquet")  # customer records only, no requests
+    now = datetime.now(UTC)
+    decisions.write_segment(folder, _segment(3, now), now=now)
+    assert [row["request_id"] for row in decisions.recent(folder, "1")] == ["r1"]  # before any upgrade
+    with duckdb.connect() as connection:
+        connection.execute(f"CREATE VIEW v AS {decisions.view_sql(folder)}")
+        hashes = connection.execute("SELECT input_sha256 = sha256(input_json) FROM v").fetchall()
+    assert hashes == [(True,)] * 3
+
+
 def test_an_interrupted_compaction_is_finished_by_the_next(tmp_path: Path) -> None:
     folder = tmp_path / "log"
     now = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -277,8 +397,9 @@ def test_an_interrupted_compaction_is_finished_by_the_next(tmp_path: Path) -> No
     daily_dir.mkdir(parents=True)
     staged = daily_dir / ".2026-11-27.parquet.1.tmp"
     pq.write_table(_segment(4, old), staged)  # complete, manifest written, killed before the rename
-    (daily_dir / ".2026-11-27.manifest.json").write_text(json.dumps(
-        {"staged": str(staged), "target": str(daily_dir / "2026-11-27.parquet"), "segments": [str(segment)]}))
+    (daily_dir / ".2026-11-27.manifest.json").write_text(
+        json.dumps({"staged": str(staged), "target": str(daily_dir / "2026-11-27.parquet"), "segments": [str(segment)]})
+    )
     (daily_dir / ".2026-11-26.parquet.9.tmp").write_bytes(b"PAR1 half a file")  # no manifest: an incomplete write
     decisions.compact(folder, older_than=timedelta(days=1), now=now)
     assert [p.name for p in daily_dir.iterdir()] == ["2026-11-27.parquet"]

@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 
 from segmentation_pipeline.api.batch_json import batch_columns
 from segmentation_pipeline.api.batching import SingleRecordBatcher
-from segmentation_pipeline.api.decision_log import DecisionLog, ScoredList
+from segmentation_pipeline.api.decision_log import DecisionLog
 from segmentation_pipeline.api.limits import BODY_TIMEOUT_SECONDS, BodyRefused, read_body
 from segmentation_pipeline.api.model_cache import LoadedModel, ModelCache, _finite
 from segmentation_pipeline.api.schemas import (
@@ -125,7 +125,7 @@ def create_app(
         summary="Score customers into High/Medium/Low risk segments with the pipeline's fitted model.",
         description=(
             f"Every `/v1` route needs the header `{API_KEY_HEADER}`. `POST /v1/score` takes one customer (an "
-            f"object in the workbook's field names) or `{{\"customers\": [...]}}` (1 to {max_batch}); bodies over "
+            f'object in the workbook\'s field names) or `{{"customers": [...]}}` (1 to {max_batch}); bodies over '
             f"{max_body_bytes} bytes and bigger batches get 413, invalid fields 422 naming each field."
         ),
         lifespan=lifespan,
@@ -175,7 +175,7 @@ def create_app(
                         }
                     }
                 },
-            }
+            },
         },
     )
     async def score(request: Request) -> Response:
@@ -196,9 +196,9 @@ def create_app(
             request_id = decisions.request_id()
             headers = {"X-Request-ID": request_id}
 
-            def record(status: int, payload: object) -> None:  # 200 and 422 are decisions; 413, 408 are not
+            def record(status: int, payload: object, answer: bytes) -> None:  # 200, 422 are decisions; 413 is not
                 if status == 200 or status == 422:
-                    decisions.add(request_id, key_id, body, status, payload, started)
+                    decisions.add(request_id, key_id, body, status, payload, answer, started)
         else:
             headers = None
         try:
@@ -216,9 +216,10 @@ def create_app(
             status, payload = error.status, {"detail": error.detail}
         except BodyRefused as refused:  # too big (413), too slow (408, and the connection closed), client gone
             return refused.response()
+        answer = _dumps(payload)
         if record is not None:
-            record(status, payload)
-        return Response(_dumps(payload), status_code=status, media_type="application/json", headers=headers)
+            record(status, payload, answer)
+        return Response(answer, status_code=status, media_type="application/json", headers=headers)
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=authed, responses={401: _ERRORS[401]}, tags=["model"])
     async def model_info() -> dict[str, object]:
@@ -318,14 +319,15 @@ def _score_body(body: bytes, loaded: LoadedModel, max_batch: int) -> tuple[int, 
 
 
 def _score_body_encoded(
-    body: bytes, loaded: LoadedModel, max_batch: int, record: Callable[[int, object], None] | None = None
+    body: bytes, loaded: LoadedModel, max_batch: int, record: Callable[[int, object, bytes], None] | None = None
 ) -> tuple[int, bytes]:
-    """``_score_body`` with the payload already JSON (and, without a decision log, its objects freed in the
-    calling thread); ``record`` is given the answer first."""
+    """``_score_body`` with the payload already JSON (its objects freed in the calling thread); ``record`` is
+    given the answer, as an object and as sent."""
     status, payload = _score_body(body, loaded, max_batch)
+    answer = _dumps(payload)
     if record is not None:
-        record(status, payload)
-    return status, _dumps(payload)
+        record(status, payload, answer)
+    return status, answer
 
 
 def _records_of(body: bytes, max_batch: int) -> tuple[list[object], bool]:
@@ -402,13 +404,22 @@ def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]
         "rule_ids": scorer.rule_ids(scored), "distance_to_centroid": scored.distance_to_centroid.tolist(),
         "risk_score": scored.risk_score.tolist(),
     }  # fmt: skip
-    results = ScoredList(
-        map(ScoreResultOut, columns["customer_id"], columns["cluster"], columns["risk_tier"], columns["segment_tier"],
-            columns["tier_before_rules"], columns["rating_basis"], columns["rule_ids"],
-            columns["distance_to_centroid"], columns["risk_score"], repeat(version),
-            table.per_customer_lists(reasons))  # fmt: skip
+    results = list(
+        map(
+            ScoreResultOut,
+            columns["customer_id"],
+            columns["cluster"],
+            columns["risk_tier"],
+            columns["segment_tier"],
+            columns["tier_before_rules"],
+            columns["rating_basis"],
+            columns["rule_ids"],
+            columns["distance_to_centroid"],
+            columns["risk_score"],
+            repeat(version),
+            table.per_customer_lists(reasons),
+        )  # fmt: skip
     )
-    results.columns, results.reasons = columns, table  # what the decision log records, as columns
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
         log.debug("scored %d customer(s) with %s: ids %s", len(results), version, columns["customer_id"][:20])
     return results

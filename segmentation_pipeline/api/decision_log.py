@@ -1,23 +1,28 @@
-"""The decision log of the scoring API: every customer it rates (or refuses) becomes one record on disk.
+"""The decision log of the scoring API: every request it answers with a rating (or refuses) is kept on disk.
 
-A request only appends a reference to its answer to an in-memory buffer (a few hundred nanoseconds whatever its
-size); a background thread wakes every ``flush_seconds`` (or sooner when many customers wait), turns what was
-buffered into Arrow columns in bulk (one C-level ``map`` per column over the answer's structs, not a Python dict
-per customer) and appends it as one Parquet segment with ``warehouse.decisions.write_segment`` (temporary file +
-rename). Stopping the service (SIGTERM, SIGINT: uvicorn's graceful shutdown, then the app's lifespan) flushes
-what is left, so a graceful stop loses nothing; a crash loses at most what was buffered since the last flush.
+A request only appends, to an in-memory buffer, what it already holds as bytes: its body as received and its
+answer as sent (the route has encoded it), with the time, request id, key id, status, latency and rules version.
+A background thread wakes every ``flush_seconds`` (or sooner when many customers wait), makes one Arrow column of
+each (a few ``pa.array`` calls over the buffer, whatever the number of customers) and appends them as one Parquet
+segment of request rows with ``warehouse.decisions.write_segment`` (temporary file + rename; lz4, statistics only
+on the small columns). Stopping the service (SIGTERM, SIGINT: uvicorn's graceful shutdown, then the app's lifespan)
+flushes what is left, so a graceful stop loses nothing; a crash loses at most what was buffered since the last
+flush.
 
-When the folder cannot be written (full disk, permissions), the records are kept and retried at every flush,
+The customer records (``warehouse.decisions.SCHEMA``: one per customer, its input, hash, tier, reasons ...) are
+not built here: ``warehouse.decisions.records_sql`` derives them from the request rows, in the ``api_decisions``
+view and when segments are compacted into daily files. The input of a customer is its JSON object as DuckDB
+writes it, and ``input_sha256`` the SHA-256 of that text (see ``records_sql``). In ``hash-only`` mode the body
+must not be stored: the flusher has an in-memory DuckDB compute the inputs' hashes with the same SQL
+(``decisions.hash_inputs``; off the GIL, but on the server's core: it costs more than ``full``) and stores them
+instead of the body. A refused request (422) gives one
+record per customer sent, each with its field problems (field and kind of problem, never the value) and no text;
+its customers' ids are the one thing computed here (``fields.customer_id``, the API's own reading of an id).
+
+When the folder cannot be written (full disk, permissions), the rows are kept and retried at every flush,
 the problem is logged once (and once more when it is over) and ``/healthz`` says ``degraded``; beyond
-``max_pending`` buffered customers the oldest are dropped and counted. With ``fail_closed`` the route refuses to
-score (503) for as long as the log cannot be written, instead.
-
-What is recorded: see ``warehouse.decisions.SCHEMA``. The input of a rated customer is its JSON text exactly as
-sent (for a batch, its object within the body, cut out by msgspec without decoding it); its SHA-256 is computed
-from that text by DuckDB when the log is read or compacted (hashing here would cost the batch route a tenth of its
-throughput). In ``hash-only`` mode the hash alone is stored, computed here. A refused request (422) is recorded
-with one record per customer sent, each with its field problems (field and kind of problem, never the value),
-the hash of its text and no text.
+``max_pending`` buffered customers the oldest requests are dropped and their customers counted. With
+``fail_closed`` the route refuses to score (503) for as long as the log cannot be written, instead.
 """
 
 from __future__ import annotations
@@ -27,27 +32,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from hashlib import sha256
-from itertools import chain, count
-from operator import attrgetter, methodcaller
-from typing import Any
+from itertools import count
 
+import duckdb
 import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.api.schemas import ScoreBatchResponseOut
+from segmentation_pipeline.api.schemas import ScoreBatchResponseOut, ScoreResultOut
 from segmentation_pipeline.stages import fields
-from segmentation_pipeline.stages.compiled import ReasonTable
 from segmentation_pipeline.warehouse import decisions
-from segmentation_pipeline.warehouse.decisions import REASON, SCHEMA, DecisionSettings
+from segmentation_pipeline.warehouse.decisions import REQUEST_SCHEMA, DecisionSettings
 
 log = logging.getLogger("segmentation.api")
 
-# (unix time, request id, key id, body, HTTP status, payload, latency ms)
-Entry = tuple[float, str, str | None, bytes, int, Any, float]
+# (unix time, request id, key id, body, HTTP status, answer as sent, latency ms, model version, customers)
+Entry = tuple[float, str, str | None, bytes, int, bytes, float, str | None, int]
 
 
 class _RawBatch(msgspec.Struct):
@@ -56,10 +58,6 @@ class _RawBatch(msgspec.Struct):
 
 _RAW_BATCH = msgspec.json.Decoder(_RawBatch)
 _RAW = msgspec.json.Decoder(msgspec.Raw)
-_HEX = methodcaller("hexdigest")
-_RESULT_COLUMNS = ("customer_id", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis", "risk_score",
-                   "distance_to_centroid", "cluster", "rule_ids", "model_version")  # fmt: skip
-_REASON_FIELDS = [(field.name, attrgetter(field.name)) for field in REASON]
 
 
 class DecisionLog:
@@ -80,7 +78,7 @@ class DecisionLog:
         self._lock = threading.Lock()
         self._pending: list[Entry] = []
         self._pending_customers = 0
-        self._unwritten: list[pa.Table] = []  # built but not written yet (the folder could not be written)
+        self._unwritten: list[tuple[pa.Table, np.ndarray]] = []  # built, not written yet: (rows, customers a row)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +88,7 @@ class DecisionLog:
         self.error: str | None = None
         self.written = 0  # customers written
         self.dropped = 0  # customers dropped (buffer full while the folder could not be written)
+        self._duckdb: duckdb.DuckDBPyConnection | None = None
 
     # -- the request side ---------------------------------------------------------------------------------------
     def request_id(self) -> str:
@@ -100,11 +99,15 @@ class DecisionLog:
         """Fail-closed and the log cannot be written: the route must not score."""
         return self.settings.fail_closed and self.error is not None
 
-    def add(self, request_id: str, key_id: str | None, body: bytes, status: int, payload: object,
+    def add(self, request_id: str, key_id: str | None, body: bytes, status: int, payload: object, answer: bytes,
             started: float) -> None:  # fmt: skip
-        """Record an answer (200 or 422) of ``POST /v1/score``: a reference is kept, nothing is computed here."""
-        n = payload.count if type(payload) is ScoreBatchResponseOut else 1
-        entry = (time.time(), request_id, key_id, body, status, payload, (time.perf_counter() - started) * 1000)
+        """Record an answer (200 or 422) of ``POST /v1/score``: its bytes are kept, nothing is computed here."""
+        if type(payload) is ScoreBatchResponseOut:
+            n, version = payload.count, payload.model_version
+        else:
+            n, version = 1, (payload.model_version if type(payload) is ScoreResultOut else None)
+        entry = (time.time(), request_id, key_id, body, status, answer, (time.perf_counter() - started) * 1000,
+                 version, n)  # fmt: skip
         with self._lock:
             self._pending.append(entry)
             self._pending_customers += n
@@ -116,7 +119,7 @@ class DecisionLog:
         status = "off" if not self.settings.enabled else "degraded" if self.error else "ok"
         return {
             "status": status, "mode": self.settings.mode, "fail_closed": self.settings.fail_closed,
-            "error": self.error, "pending": self._pending_customers + sum(t.num_rows for t in self._unwritten),
+            "error": self.error, "pending": self._pending_customers + sum(int(c.sum()) for _, c in self._unwritten),
             "written": self.written, "dropped": self.dropped,
         }  # fmt: skip
 
@@ -140,7 +143,10 @@ class DecisionLog:
             self._thread.join(timeout=60)
             self._thread = None
         self.flush()
-        lost = sum(table.num_rows for table in self._unwritten)
+        if self._duckdb is not None:
+            self._duckdb.close()
+            self._duckdb = None
+        lost = sum(int(counts.sum()) for _, counts in self._unwritten)
         if lost:
             log.error("decision log: %d record(s) could not be written before the service stopped (%s)", lost,
                       self.error)  # fmt: skip
@@ -152,7 +158,7 @@ class DecisionLog:
             self.flush()
 
     def flush(self) -> int:
-        """Write what is buffered as one segment; returns the records written (0 when none, or on failure)."""
+        """Write what is buffered as one segment; returns the customers written (0 when none, or on failure)."""
         with self._flushing:
             with self._lock:
                 entries, self._pending, self._pending_customers = self._pending, [], 0
@@ -160,25 +166,30 @@ class DecisionLog:
                 try:
                     self._unwritten.append(self.build(entries))
                 except Exception:  # a bug here must never stop the flusher nor the service
-                    self.dropped += sum(p.count if type(p) is ScoreBatchResponseOut else 1 for *_, p, _ in entries)
+                    self.dropped += sum(entry[8] for entry in entries)
                     log.exception("decision log: %d answer(s) could not be turned into records", len(entries))
             del entries
             if not self._unwritten:
                 return 0
-            table = pa.concat_tables(self._unwritten) if len(self._unwritten) > 1 else self._unwritten[0]
+            if len(self._unwritten) > 1:
+                table = pa.concat_tables([t for t, _ in self._unwritten])
+                counts = np.concatenate([c for _, c in self._unwritten])
+            else:
+                table, counts = self._unwritten[0]
             try:
                 decisions.write_segment(self.settings.folder, table)
             except OSError as error:
-                self._unwritten = [table]
+                self._unwritten = [(table, counts)]
                 self._failed(error)
                 self._bound()
                 return 0
             self._unwritten = []
-            self.written += table.num_rows
+            written = int(counts.sum())
+            self.written += written
             if self.error is not None:
                 log.warning("decision log: writing again into %s; nothing was lost", self.settings.folder)
                 self.error = None
-            return table.num_rows
+            return written
 
     def _failed(self, error: OSError) -> None:
         if self.error is None:  # one line when the problem starts (and one when it ends)
@@ -188,125 +199,61 @@ class DecisionLog:
         self.error = f"cannot write the decision log: {error.strerror or type(error).__name__}"
 
     def _bound(self) -> None:
-        table = self._unwritten[0]
-        excess = table.num_rows - self._max_pending
+        """Beyond ``max_pending`` customers waiting, the oldest rows go (whole requests, at least the excess)."""
+        table, counts = self._unwritten[0]
+        excess = int(counts.sum()) - self._max_pending
         if excess > 0:
-            self._unwritten = [table.slice(excess)]
-            self.dropped += excess
-            log.error("decision log: %d oldest record(s) dropped: more than %d waiting to be written", excess,
+            rows = int(np.searchsorted(np.cumsum(counts), excess)) + 1  # the fewest oldest rows holding the excess
+            dropped = int(counts[:rows].sum())
+            self._unwritten = [(table.slice(rows), counts[rows:])]
+            self.dropped += dropped
+            log.error("decision log: %d oldest record(s) dropped: more than %d waiting to be written", dropped,
                       self._max_pending)  # fmt: skip
 
-    # -- answers -> records ----------------------------------------------------------------------------------------
-    def build(self, entries: Sequence[Entry]) -> pa.Table:
-        rated = [entry for entry in entries if entry[4] == 200]
-        refused = [entry for entry in entries if entry[4] != 200]
-        tables = []
-        if rated:
-            tables.append(self._rated(rated))
-        if refused:
-            tables.append(self._refused(refused))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-
-    def _rated(self, entries: Sequence[Entry]) -> pa.Table:
-        # A batch's answer carries the columns its results were made from (ScoredList): those are taken as they
-        # are. One-customer answers (a struct each) are gathered and read one attribute at a time.
-        tables = []
-        singles = []
-        for entry in entries:
-            payload = entry[5]
-            if type(payload) is ScoreBatchResponseOut and type(payload.results) is ScoredList:
-                results = payload.results
-                columns = {name: pa.array(values, SCHEMA.field(name).type) for name, values in results.columns.items()}
-                columns["model_version"] = pa.repeat(payload.model_version, len(results))  # type: ignore[call-overload]
-                columns["reasons"] = _reasons(results.reasons)
-                tables.append(self._with_inputs([entry], np.array([len(results)]), columns))
-            else:
-                singles.append(entry)
-        if singles:
-            groups = [p.results if type(p) is ScoreBatchResponseOut else [p] for *_, p, _ in singles]
-            results = list(chain.from_iterable(groups))
-            columns = {name: pa.array(list(map(attrgetter(name), results)), SCHEMA.field(name).type)
-                       for name in _RESULT_COLUMNS}  # fmt: skip
-            reason_lists = list(map(attrgetter("reasons"), results))
-            offsets = np.zeros(len(results) + 1, dtype=np.int32)
-            np.cumsum(np.fromiter(map(len, reason_lists), dtype=np.int32, count=len(results)), out=offsets[1:])
-            flat = list(chain.from_iterable(reason_lists))
-            struct = pa.StructArray.from_arrays(
-                [pa.array(list(map(getter, flat)), REASON.field(name).type) for name, getter in _REASON_FIELDS],
-                fields=list(REASON),
-            )
-            columns["reasons"] = pa.ListArray.from_arrays(pa.array(offsets), struct)
-            counts = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
-            tables.append(self._with_inputs(singles, counts, columns))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-
-    def _with_inputs(self, entries: Sequence[Entry], counts: np.ndarray, columns: dict[str, pa.Array]) -> pa.Table:
-        """The rated customers' table: their columns, what they share with their request, and their inputs."""
-        raws = list(chain.from_iterable(map(_inputs, entries, counts.tolist())))
-        columns.update(_per_entry(entries, counts, self._policy_version_of))
-        if self.settings.keep_inputs:  # the hash is computed from the text when read or compacted (DuckDB's sha256)
-            columns["input_json"] = pa.array(list(map(bytes, raws)), pa.binary()).cast(pa.string())
-        else:
-            columns["input_sha256"] = pa.array(list(map(_HEX, map(sha256, raws))), pa.string())
-        columns["outcome"] = pa.repeat("rated", len(raws))  # type: ignore[call-overload]
-        return _table(columns, len(raws))
-
-    def _refused(self, entries: Sequence[Entry]) -> pa.Table:
-        rows: dict[str, list[object]] = {name: [] for name in ("customer_id", "input_sha256", "problems")}
-        counts = []
-        for entry in entries:
-            raws, batch = _refused_inputs(entry[3])
-            problems = _problems_by_row(entry[5], batch)
-            everywhere = problems.pop(None, [])
-            for row, raw in enumerate(raws):
-                rows["customer_id"].append(_customer_id(raw))
-                rows["input_sha256"].append(sha256(raw).hexdigest())
-                rows["problems"].append(problems.get(row, []) + everywhere)
-            counts.append(len(raws))
-        columns = _per_entry(entries, np.array(counts, dtype=np.int64), None)
-        columns.update({name: pa.array(values, SCHEMA.field(name).type) for name, values in rows.items()})
-        columns["outcome"] = pa.repeat("refused", sum(counts))  # type: ignore[call-overload]
-        return _table(columns, sum(counts))
+    # -- answers -> rows --------------------------------------------------------------------------------------------
+    def build(self, entries: Sequence[Entry]) -> tuple[pa.Table, np.ndarray]:
+        """The request rows of ``entries`` (``REQUEST_SCHEMA``; in ``hash-only`` mode their customer records
+        instead, see the module's docstring) and the number of customers of each row."""
+        times, request_ids, key_ids, bodies, statuses, answers, latencies, versions, counts = zip(*entries, strict=True)
+        micros = (np.array(times, dtype=np.float64) * 1e6).astype(np.int64)
+        known = {version: self._policy_version_of(version) for version in set(versions) if version is not None}
+        refused = [i for i, status in enumerate(statuses) if status != 200]
+        ids: list[list[str | None] | None] = [None] * len(entries)
+        customers = np.array(counts, dtype=np.int64)
+        for i in refused:  # rare: a few per second at most
+            ids[i] = _refused_ids(bodies[i])
+            customers[i] = len(ids[i])  # type: ignore[arg-type]
+        table = pa.Table.from_arrays([
+            pa.array(micros, pa.int64()).cast(REQUEST_SCHEMA.field("decided_at").type),
+            pa.array(request_ids, pa.string()),
+            pa.array(key_ids, pa.string()),
+            pa.array(statuses, pa.int16()),
+            pa.array(latencies, pa.float64()),
+            pa.array([known.get(version) for version in versions], pa.string()),
+            pa.array(bodies, pa.binary()),
+            pa.array(answers, pa.binary()),
+            pa.array(ids, REQUEST_SCHEMA.field("refused_ids").type),
+            pa.nulls(len(entries), REQUEST_SCHEMA.field("input_hashes").type),
+            pa.nulls(len(entries), pa.bool_()),
+        ], schema=REQUEST_SCHEMA)  # fmt: skip
+        if self.settings.keep_inputs:
+            return table, customers
+        if self._duckdb is None:  # hash-only: one in-memory DuckDB for the flusher (a connection costs ~30 ms)
+            self._duckdb = duckdb.connect(config={"threads": 1})
+        return decisions.hash_inputs(table, self._duckdb), customers
 
 
-class ScoredList(list):
-    """The results of one scoring call, with the columns they were made from (``app._results``): the decision
-    log records a batch from these without reading its 10,000 structs back. Encoded as a plain list."""
-
-    __slots__ = ("columns", "reasons")
-
-
-def _reasons(table: ReasonTable) -> pa.Array:
-    """A :class:`ReasonTable` (flat, ``per_customer`` entries a customer) as one list of reasons per customer."""
-    struct = pa.StructArray.from_arrays(
-        [pa.array(getattr(table, name), REASON.field(name).type) for name, _ in _REASON_FIELDS], fields=list(REASON)
-    )
-    offsets = np.arange(table.n + 1, dtype=np.int32) * table.per_customer
-    return pa.ListArray.from_arrays(pa.array(offsets), struct)
-
-
-def _inputs(entry: Entry, n: int) -> list[msgspec.Raw | bytes]:
-    """Each customer's JSON text as sent (a batch's objects cut out of the body without decoding them)."""
-    body = entry[3]
-    if type(entry[5]) is ScoreBatchResponseOut:
-        raws = _RAW_BATCH.decode(body).customers
-        if len(raws) != n:  # cannot happen: the body was just scored
-            raise ValueError(f"{len(raws)} customers in a body answered with {n}")
-        return raws
-    return [_RAW.decode(body)]
-
-
-def _refused_inputs(body: bytes) -> tuple[list[msgspec.Raw | bytes], bool]:
-    """A refused body's customers as sent, and whether it was a batch; the body itself when it is not JSON or
-    holds no customer (one record then, without a customer id)."""
+def _refused_ids(body: bytes) -> list[str | None]:
+    """The ids of a refused body's customers, in order (one null for a body that is not JSON or holds no
+    customer), read as the API reads ids; ``records_sql`` pairs them with the customers it finds in the body."""
     try:
         raws = _RAW_BATCH.decode(body).customers
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         try:
-            return [_RAW.decode(body)], False
+            return [_customer_id(_RAW.decode(body))]
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return [body], False
-    return (raws or [body]), True
+            return [None]
+    return [_customer_id(raw) for raw in raws] or [None]
 
 
 def _customer_id(raw: msgspec.Raw | bytes) -> str | None:
@@ -322,44 +269,3 @@ def _customer_id(raw: msgspec.Raw | bytes) -> str | None:
             parsed = fields.customer_id(value)
             return None if parsed is None or type(parsed) is fields.Bad else str(parsed)
     return None
-
-
-def _problems_by_row(payload: object, batch: bool) -> dict[int | None, list[dict[str, str]]]:
-    """Field problems of a 422 by customer position (None: the request as a whole), without messages: a message
-    can quote the value."""
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    found: dict[int | None, list[dict[str, str]]] = {}
-    for error in detail if isinstance(detail, list) else []:
-        loc = list(error.get("loc", []))
-        if batch and len(loc) >= 3 and loc[1] == "customers" and type(loc[2]) is int:
-            row, field = loc[2], str(loc[3]) if len(loc) > 3 else ""
-        else:
-            row, field = (0 if not batch else None), str(loc[-1]) if len(loc) > 1 else "body"
-        found.setdefault(row, []).append({"field": field, "type": str(error.get("type", ""))})
-    return found
-
-
-def _per_entry(entries: Sequence[Entry], counts: np.ndarray, policy_version_of: Callable[[str], str | None] | None
-               ) -> dict[str, pa.Array]:  # fmt: skip
-    """The columns every customer of a request shares, repeated for each, and the customer's position."""
-    take = pa.array(np.repeat(np.arange(len(entries)), counts))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, dtype=np.int64)
-    micros = np.fromiter((entry[0] * 1e6 for entry in entries), dtype=np.float64, count=len(entries)).astype(np.int64)
-    columns = {
-        "decided_at": pa.array(micros, pa.int64()).cast(SCHEMA.field("decided_at").type).take(take),
-        "request_id": pa.array([entry[1] for entry in entries], pa.string()).take(take),
-        "api_key_id": pa.array([entry[2] for entry in entries], pa.string()).take(take),
-        "http_status": pa.array([entry[4] for entry in entries], pa.int16()).take(take),
-        "latency_ms": pa.array([entry[6] for entry in entries], pa.float64()).take(take),
-        "item": pa.array((np.arange(int(counts.sum())) - np.repeat(starts, counts)).astype(np.int32)),
-    }
-    if policy_version_of is not None:
-        versions = [(p.model_version if p is not None else None) for *_, p, _ in entries]
-        known = {version: policy_version_of(version) for version in set(versions)}
-        columns["policy_version"] = pa.array([known[v] for v in versions], pa.string()).take(take)
-    return columns
-
-
-def _table(columns: dict[str, pa.Array], n: int) -> pa.Table:
-    arrays = [columns[field.name] if field.name in columns else pa.nulls(n, field.type) for field in SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)

@@ -4,9 +4,22 @@ The scoring API never writes the DuckDB warehouse (the pipeline is its one write
 appended to Parquet files in a folder of its own (:func:`folder_for`, default ``<warehouse stem>_decisions/``
 beside the warehouse file)::
 
-    schema.parquet                     zero rows: the columns, so that the view always binds
+    schema.parquet                     zero rows: every column a file can have, so that the view always binds
     segments/2026-11-30/<UTC time>-<pid>-<n>.parquet   written by the API, about one a second while it scores
     daily/2026-11-29.parquet           segments of a day, compacted
+
+The API writes what costs it least: one row per request (``REQUEST_SCHEMA``: the body as received, the answer as
+sent, time, ids, status, latency, rules version). The customer records (``SCHEMA``, one per customer rated or
+refused) are derived from those rows by one query, :func:`records_sql`, which is THE definition of a record:
+the view runs it at query time, :func:`compact` runs it to write the daily files (customer records, zstd: old
+days are fast to query). The API's ``hash-only`` mode stores, instead of a body, its customers' input hashes
+computed by the same SQL (:func:`input_hashes_sql`), so that no input text is ever stored. Files of customer
+records (daily files, segments of the earlier version) are read as they are.
+
+The input hash (``input_sha256``) is the SHA-256, in hex, of the customer's JSON object as DuckDB's
+``json_extract`` writes it: the keys and values as sent, in the order sent, without whitespace, each number in its
+shortest form (``1.50`` -> ``1.5``); ``input_json`` (mode ``full``) is that text. So the same customer sent alone,
+in a batch or with other spacing has the same hash. A refused body that is not JSON is hashed as its bytes.
 
 Every file appears whole or not at all: it is written under a hidden ``.*.tmp`` name and renamed
 (:func:`write_segment`); the view's glob never matches a temporary name. :func:`compact` merges segments older
@@ -17,6 +30,7 @@ than a given age into their day's file and :func:`apply_retention` removes days 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -51,38 +65,192 @@ REASON = pa.struct([
     ("population_typical", pa.float64()), ("contribution", pa.float64()),
 ])  # fmt: skip
 PROBLEM = pa.struct([("field", pa.string()), ("type", pa.string())])
-SCHEMA = pa.schema([
-    ("decided_at", pa.timestamp("us", tz="UTC")),  # when the answer was ready
-    ("request_id", pa.string()),  # also the answer's X-Request-ID header
-    ("item", pa.int32()),  # the customer's position in the request (0 for a one-customer request)
-    ("api_key_id", pa.string()),  # "key-" + 12 hex digits of the key's SHA-256; never the key; null without auth
-    ("outcome", pa.string()),  # rated | refused
-    ("http_status", pa.int16()),  # 200 | 422
-    ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
-    # SHA-256 (hex) of the customer's JSON text exactly as sent. Segments of mode full leave it null and keep the
-    # text: the view and the daily files compute it from the text (INPUT_HASH).
-    ("input_sha256", pa.string()),
-    ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
-    ("risk_tier", pa.string()),
-    ("segment_tier", pa.string()),
-    ("tier_before_rules", pa.string()),
-    ("rating_basis", pa.string()),
-    ("risk_score", pa.float64()),
-    ("distance_to_centroid", pa.float64()),
-    ("cluster", pa.int32()),
-    ("rule_ids", pa.list_(pa.string())),
-    ("reasons", pa.list_(REASON)),  # the top indicators behind the tier, as answered
-    ("model_version", pa.string()),
-    ("policy_version", pa.string()),  # the version of the policy rules the model applies
-    ("latency_ms", pa.float64()),  # from the request's arrival at the route to its answer being ready
-    ("problems", pa.list_(PROBLEM)),  # refused: each field problem (field name and kind), never the value
-])
+SCHEMA = pa.schema(
+    [
+        ("decided_at", pa.timestamp("us", tz="UTC")),  # when the answer was ready
+        ("request_id", pa.string()),  # also the answer's X-Request-ID header
+        ("item", pa.int32()),  # the customer's position in the request (0 for a one-customer request)
+        ("api_key_id", pa.string()),  # "key-" + 12 hex digits of the key's SHA-256; never the key; null without auth
+        ("outcome", pa.string()),  # rated | refused
+        ("http_status", pa.int16()),  # 200 | 422
+        ("customer_id", pa.string()),  # as answered (refused: as sent when readable, else null)
+        # SHA-256 (hex) of the customer's JSON object as DuckDB writes it (see the module's docstring; records_sql).
+        ("input_sha256", pa.string()),
+        ("input_json", pa.string()),  # that text (mode full, rated customers only); null otherwise
+        ("risk_tier", pa.string()),
+        ("segment_tier", pa.string()),
+        ("tier_before_rules", pa.string()),
+        ("rating_basis", pa.string()),
+        ("risk_score", pa.float64()),
+        ("distance_to_centroid", pa.float64()),
+        ("cluster", pa.int32()),
+        ("rule_ids", pa.list_(pa.string())),
+        ("reasons", pa.list_(REASON)),  # the top indicators behind the tier, as answered
+        ("model_version", pa.string()),
+        ("policy_version", pa.string()),  # the version of the policy rules the model applies
+        ("latency_ms", pa.float64()),  # from the request's arrival at the route to its answer being ready
+        ("problems", pa.list_(PROBLEM)),  # refused: each field problem (field name and kind), never the value
+    ]
+)
 
+
+# What the API writes: one row per REQUEST, as it already holds it (its body as received, its answer as sent),
+# so that writing costs the scoring process almost nothing; the customer records are derived from it in SQL
+# (:func:`records_sql`). Compacted daily files and segments of the earlier version hold customer records
+# (SCHEMA). Both kinds are read together (``union_by_name``): a request row has no ``outcome``.
+REQUEST_SCHEMA = pa.schema([
+    SCHEMA.field("decided_at"), SCHEMA.field("request_id"), SCHEMA.field("api_key_id"), SCHEMA.field("http_status"),
+    SCHEMA.field("latency_ms"), SCHEMA.field("policy_version"),
+    ("request_body", pa.binary()),  # the body as received (bytes; not necessarily JSON for a 422)
+    ("response_body", pa.binary()),  # the answer as sent (JSON)
+    ("refused_ids", pa.list_(pa.string())),  # 422 only: each refused customer's id as the API reads ids, or null
+    ("input_hashes", pa.list_(pa.string())),  # hash-only: each customer's input hash (input_hashes_sql), no body
+    ("is_batch", pa.bool_()),  # hash-only: whether the body was {"customers": [...]} (it is not kept)
+])  # fmt: skip
+FILE_SCHEMA = pa.schema([*SCHEMA, *(field for field in REQUEST_SCHEMA if field.name not in SCHEMA.names)])
 
 INPUT_HASH = "coalesce(input_sha256, sha256(input_json)) AS input_sha256"
 # Columns whose values repeat (dictionary-encoded in the files); the others are mostly distinct.
 _REPEATING = ["request_id", "api_key_id", "outcome", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis",
               "model_version", "policy_version", "rule_ids.list.element", "reasons.list.element.indicator"]  # fmt: skip
+# The fields of a rated customer's answer (the API's ScoreResultOut), and the type ``from_json`` reads it as: one
+# parse of each answer into typed columns (extracting field by field would parse the text once a field).
+_ANSWERED = ("customer_id", "cluster", "risk_tier", "segment_tier", "tier_before_rules", "rating_basis", "rule_ids",
+             "distance_to_centroid", "risk_score", "model_version", "reasons")  # fmt: skip
+_JSON_TYPES = {pa.string(): '"VARCHAR"', pa.float64(): '"DOUBLE"', pa.int32(): '"INTEGER"'}
+
+
+def _json_type(kind: pa.DataType) -> str:
+    if pa.types.is_list(kind):
+        return f"[{_json_type(kind.value_type)}]"
+    if pa.types.is_struct(kind):
+        return "{" + ", ".join(f'"{field.name}": {_json_type(field.type)}' for field in kind) + "}"
+    return _JSON_TYPES[kind]
+
+
+_RESULT_FIELDS = ", ".join(f'"{name}": {_json_type(SCHEMA.field(name).type)}' for name in _ANSWERED)
+_RESULT_JSON = "{" + _RESULT_FIELDS + "}"
+# An answer is a batch's ({"model_version", "count", "results": [...]}) or one customer's (its fields): both read by
+# one parse; a one-customer answer has no results.
+_ANSWER_JSON = '{"results": [' + _RESULT_JSON + "], " + _RESULT_FIELDS + "}"
+_ONE_RESULT = "[{" + ", ".join(f"'{name}': parsed.{name}" for name in _ANSWERED) + "}]"
+# A refused request's field problems, as (is it one customer's, that customer's position, the field):
+# ``loc`` is ["body", "customers", row, field] for a customer of a batch, else ["body", ..., field].
+_OWN = "coalesce(batch AND json_type(d, '$.loc[2]') IN ('UBIGINT', 'BIGINT') AND d->>'$.loc[1]' = 'customers', false)"
+_FIELD_OWN = "coalesce(d->>'$.loc[3]', '')"
+_FIELD_ALL = "CASE WHEN json_array_length(d, '$.loc') > 1 THEN d->>'$.loc[#-1]' ELSE 'body' END"
+_PROBLEM = "{{'field': {field}, 'type': coalesce(d->>'type', '')}}"
+
+
+def _request_inputs(source: str) -> str:
+    """The request rows of ``source`` with their customers' inputs: ``inputs`` (a list of JSON, one per customer:
+    the body's ``customers`` when it is a non-empty batch, else the body; a null JSON for a body that is not JSON)
+    and ``body_sha256`` (refused bodies that are not JSON, hashed as bytes)."""
+    # A rated body is valid JSON, and a batch when it has customers (one parse of a 10,000-customer body); a
+    # refused one may be anything.
+    return f"""SELECT * EXCLUDE (listed),
+  CASE WHEN rated THEN CASE WHEN len(listed) > 0 THEN listed ELSE [json_extract(body, '$')] END
+    WHEN body IS NULL OR NOT json_valid(body) THEN [NULL::JSON]
+    WHEN batch AND json_array_length(body, '$.customers') > 0 THEN json_extract(body, '$.customers[*]')
+    ELSE [json_extract(body, '$')] END AS inputs,
+  CASE WHEN NOT rated AND request_body IS NOT NULL AND (body IS NULL OR NOT json_valid(body))
+    THEN sha256(request_body) END AS body_sha256
+FROM (
+  SELECT *, coalesce(is_batch, CASE WHEN rated THEN len(listed) > 0
+    ELSE coalesce(CASE WHEN json_valid(body) THEN json_type(body, '$.customers') = 'ARRAY' END, false) END) AS batch
+  FROM (
+    SELECT *, http_status = 200 AS rated, CASE WHEN http_status = 200 THEN json_extract(body, '$.customers[*]') END
+      AS listed
+    FROM (SELECT *, try(decode(request_body)) AS body FROM {source} WHERE outcome IS NULL)
+  )
+)"""
+
+
+_INPUT_HASH = "coalesce(sha256(CAST({input} AS VARCHAR)), body_sha256)"  # THE input hash (module docstring)
+
+
+def input_hashes_sql(source: str) -> str:
+    """Each request row's list of input hashes (``input_hashes``), in the order of ``source``: what ``hash-only``
+    mode stores instead of the body."""
+    hashed = _INPUT_HASH.format(input="i")
+    return f"SELECT [{hashed} FOR i IN inputs] AS input_hashes, batch FROM ({_request_inputs(source)})"
+
+
+def records_sql(source: str) -> str:
+    """THE definition of the customer records (``SCHEMA``, in its order) from the files of the log: ``source`` is a
+    relation with ``FILE_SCHEMA``'s columns (``read_parquet(..., union_by_name = true)``). Customer rows are taken
+    as they are (their hash computed from their text when missing); each request row gives one record per customer
+    of its body, its answer's results and its body's customers (or their hashes) unnested in lockstep.
+
+    The input of a customer (``input_json``) is its JSON object as DuckDB writes it (``json_extract``: the keys and
+    values as sent, in the order sent, without whitespace, numbers in their shortest form); ``input_sha256`` is the
+    SHA-256 (hex) of that text, whichever path wrote it (this query, or ``hash-only`` mode storing
+    :func:`input_hashes_sql`'s hashes). A refused body that is not JSON is hashed as its bytes."""
+    customer_columns = ", ".join(INPUT_HASH if name == "input_sha256" else f'"{name}"' for name in SCHEMA.names)
+    own = _PROBLEM.format(field=_FIELD_OWN)
+    everywhere = _PROBLEM.format(field=_FIELD_ALL)
+    derived = {
+        "decided_at": "decided_at",
+        "request_id": "request_id",
+        "item": "CAST(item AS INTEGER)",
+        "api_key_id": "api_key_id",
+        "outcome": "CASE WHEN rated THEN 'rated' ELSE 'refused' END",
+        "http_status": "http_status",
+        "customer_id": "CASE WHEN rated THEN result.customer_id ELSE refused_id END",
+        "input_sha256": f"coalesce(given_hash, {_INPUT_HASH.format(input='input')})",
+        "input_json": "CASE WHEN rated THEN CAST(input AS VARCHAR) END",
+        **{
+            name: f"result.{name}"
+            for name in SCHEMA.names[SCHEMA.names.index("risk_tier") : SCHEMA.names.index("model_version") + 1]
+        },
+        "policy_version": "policy_version",
+        "latency_ms": "latency_ms",
+        "problems": f"CASE WHEN NOT rated THEN list_concat([{own} FOR d IN detail IF {_OWN} AND "
+        f"CAST(d->>'$.loc[2]' AS BIGINT) = item], [{everywhere} FOR d IN detail IF NOT {_OWN}]) END",
+    }
+    assert list(derived) == SCHEMA.names
+    records = ", ".join(f'{expression} AS "{name}"' for name, expression in derived.items())
+    return f"""SELECT {customer_columns} FROM {source} WHERE outcome IS NOT NULL
+UNION ALL
+SELECT {records} FROM (
+  SELECT decided_at, request_id, api_key_id, http_status, latency_ms, policy_version, rated, batch, detail,
+    body_sha256, unnest(inputs) AS input, unnest(results) AS result, unnest(refused_ids) AS refused_id,
+    unnest(input_hashes) AS given_hash, unnest(range(greatest(len(inputs), coalesce(len(input_hashes), 0)))) AS item
+  FROM (
+    SELECT *,
+      CASE WHEN rated THEN coalesce(parsed.results, {_ONE_RESULT}) END AS results,
+      CASE WHEN NOT rated THEN json_extract(answer, '$.detail[*]') END AS detail
+    FROM (
+      SELECT * EXCLUDE (request_body, body), decode(response_body) AS answer,
+        CASE WHEN rated THEN from_json(decode(response_body), '{_ANSWER_JSON}') END AS parsed
+      FROM ({_request_inputs(source)})
+    )
+  )
+)"""
+
+
+def as_file_table(requests: pa.Table) -> pa.Table:
+    """A table of request rows (``REQUEST_SCHEMA``) with every column of ``FILE_SCHEMA`` (the others null)."""
+    n = requests.num_rows
+    arrays = [requests[f.name] if f.name in requests.column_names else pa.nulls(n, f.type) for f in FILE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=FILE_SCHEMA)
+
+
+def hash_inputs(requests: pa.Table, connection: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Request rows (``REQUEST_SCHEMA``) with their inputs' hashes (``input_hashes``, by ``connection``, an
+    in-memory DuckDB, running :func:`input_hashes_sql`) instead of their bodies: what ``hash-only`` mode writes."""
+    connection.register("request_rows", as_file_table(requests))
+    try:
+        hashed = connection.sql(input_hashes_sql("request_rows")).to_arrow_table()
+    finally:
+        connection.unregister("request_rows")
+    if hashed.num_rows != requests.num_rows:  # cannot happen: one row out for one row in
+        raise ValueError(f"{hashed.num_rows} lists of hashes for {requests.num_rows} requests")
+    columns = {"input_hashes": hashed["input_hashes"], "is_batch": hashed["batch"],
+               "request_body": pa.nulls(requests.num_rows, pa.binary())}  # fmt: skip
+    for name, values in columns.items():
+        requests = requests.set_column(requests.schema.get_field_index(name), name, values)
+    return requests
 
 
 class DecisionSettingsError(ValueError):
@@ -168,19 +336,28 @@ _SEQUENCE = count()
 
 
 def ensure_folder(folder: Path) -> None:
-    """Create the folder and its zero-row ``schema.parquet`` (OSError when it cannot be written)."""
+    """Create the folder and its zero-row ``schema.parquet`` of every column a file can have (``FILE_SCHEMA``),
+    or bring an older one up to date (OSError when it cannot be written)."""
     folder.mkdir(parents=True, exist_ok=True)
     schema_file = folder / "schema.parquet"
-    if not schema_file.exists():
-        _write_atomically(SCHEMA.empty_table(), schema_file)
+    with contextlib.suppress(OSError, pa.ArrowException):
+        if pq.read_schema(schema_file).remove_metadata().equals(FILE_SCHEMA):
+            return
+    _write_atomically(FILE_SCHEMA.empty_table(), schema_file)
 
 
-def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") -> None:
+# Request rows: cheap to write (lz4, statistics and dictionaries only on the small columns); compaction recompresses.
+_REQUEST_WRITE = {"compression": "lz4", "use_dictionary": ["api_key_id", "policy_version"],
+                  "write_statistics": ["decided_at", "http_status"]}  # fmt: skip
+
+
+def _write_atomically(table: pa.Table, target: Path, **options: object) -> None:
     """Write under a hidden temporary name in the same folder, flush to disk, rename: whole or absent."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    options = options or {"compression": "zstd", "use_dictionary": _REPEATING}
     try:
         with temporary.open("wb") as sink:
-            pq.write_table(table, sink, compression=compression, use_dictionary=_REPEATING)
+            pq.write_table(table, sink, **options)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, target)
@@ -191,13 +368,19 @@ def _write_atomically(table: pa.Table, target: Path, compression: str = "zstd") 
 
 
 def write_segment(folder: Path, table: pa.Table, now: datetime | None = None) -> Path:
-    """Append one segment (a table of :data:`SCHEMA`) to the log; returns its path. OSError when the folder cannot
-    be written (full disk, permissions): nothing is left behind but the caller's records."""
+    """Append one segment (request rows, ``REQUEST_SCHEMA``, or customer records, ``SCHEMA``) to the log; returns
+    its path. OSError when the folder cannot be written (full disk, permissions): nothing is left behind but the
+    caller's records."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
+    if not (folder / "schema.parquet").exists():  # a folder that could not be made at start, or was removed
+        ensure_folder(folder)
     day = folder / "segments" / now.strftime("%Y-%m-%d")
     day.mkdir(parents=True, exist_ok=True)
     target = day / f"{now.strftime('%Y%m%dT%H%M%S.%f')}Z-{os.getpid()}-{next(_SEQUENCE)}.parquet"
-    _write_atomically(table, target, compression="lz4")  # cheaper to write than zstd; compaction recompresses
+    if table.schema.equals(REQUEST_SCHEMA):
+        _write_atomically(table, target, **_REQUEST_WRITE)
+    else:  # lz4: cheaper to write than zstd; compaction recompresses
+        _write_atomically(table, target, compression="lz4", use_dictionary=_REPEATING)
     return target
 
 
@@ -209,14 +392,21 @@ def _glob(folder: Path) -> str:
     return literal(folder / "**" / "*.parquet")
 
 
-def _typed_empty() -> str:
-    """``SELECT`` of no rows with the log's column names and types (for a folder with no file yet)."""
+def _read(files: str) -> str:
+    """The relation of the log's files ``files`` (a SQL literal: a glob or a list) with every column of either
+    kind, whichever columns the files have (a folder whose ``schema.parquet`` predates the request rows)."""
+    return f"(SELECT * FROM read_parquet({files}, union_by_name = true) UNION ALL BY NAME {_typed_empty(FILE_SCHEMA)})"
+
+
+@functools.cache
+def _typed_empty(schema: pa.Schema = SCHEMA) -> str:
+    """``SELECT`` of no rows with ``schema``'s column names and types (for a folder with no file yet)."""
     connection = duckdb.connect()
     try:
-        columns = connection.from_arrow(SCHEMA.empty_table()).types
+        columns = connection.from_arrow(schema.empty_table()).types
     finally:
         connection.close()
-    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(SCHEMA.names, columns, strict=True))
+    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(schema.names, columns, strict=True))
     return f"SELECT {casts} WHERE false"
 
 
@@ -224,7 +414,7 @@ def view_sql(folder: Path) -> str:
     """The query behind ``api_decisions``: every segment and daily file; the typed empty relation when the folder
     holds none (DuckDB binds a view when it is created, and a glob matching nothing is an error)."""
     if any(folder.glob("**/*.parquet")):
-        sql = f"SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet({_glob(folder)}, union_by_name = true)"
+        sql = records_sql(_read(_glob(folder)))
         probe = duckdb.connect()  # bound aside first: a failing statement would abort the caller's transaction
         try:
             probe.execute(f"DESCRIBE {sql}")
@@ -258,13 +448,14 @@ def recent(folder: Path, customer_id: str, *, limit: int = 10, as_of: datetime |
     """The customer's latest API decisions (newest first), at or before ``as_of`` when given; [] when none."""
     if not folder.is_dir() or not any(folder.glob("**/*.parquet")):
         return []
+    records = view_sql(folder)
     moment = "" if as_of is None else "AND decided_at <= ?"
     connection = duckdb.connect()
     try:
         cursor = connection.execute(
             f"SELECT decided_at, request_id, outcome, risk_tier, risk_score, cluster, rule_ids, model_version, "
             f"policy_version, api_key_id, [p.field FOR p IN coalesce(problems, [])] AS problem_fields "
-            f"FROM read_parquet({_glob(folder)}, union_by_name = true) WHERE customer_id = ? {moment} "
+            f"FROM ({records}) WHERE customer_id = ? {moment} "
             f"ORDER BY decided_at DESC LIMIT {int(limit)}", [customer_id, *([as_of] if as_of else [])],
         )  # fmt: skip
         names = [column[0] for column in cursor.description]
@@ -331,6 +522,7 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     daily_dir = folder / "daily"
     _finish_interrupted(daily_dir)
+    ensure_folder(folder)  # its schema.parquet is read with the segments: every column binds
     cutoff = now - older_than
     written = []
     for day, directory in _day_dirs(folder):
@@ -340,14 +532,13 @@ def compact(folder: Path, *, older_than: timedelta = DEFAULT_COMPACT_AFTER, now:
         daily_dir.mkdir(parents=True, exist_ok=True)
         target = daily_dir / f"{day.isoformat()}.parquet"
         staged = daily_dir / f".{target.name}.{os.getpid()}.tmp"
-        sources = ([str(target)] if target.exists() else []) + [str(p) for p in old]
+        sources = [str(folder / "schema.parquet")] + ([str(target)] if target.exists() else []) + [str(p) for p in old]
         connection = duckdb.connect()
         try:
             connection.execute(f"SET temp_directory = {literal(daily_dir / '.spill')}")
             listed = ", ".join(map(literal, sources))
             connection.execute(
-                f"COPY (SELECT * REPLACE ({INPUT_HASH}) FROM read_parquet([{listed}], union_by_name = true)) TO "
-                f"{literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
+                f"COPY ({records_sql(_read(f'[{listed}]'))}) TO {literal(staged)} (FORMAT parquet, COMPRESSION zstd)"
             )
         finally:
             connection.close()
