@@ -159,6 +159,14 @@ def test_every_answer_is_recorded_and_a_graceful_stop_loses_nothing(
     assert "API decisions (latest 1):" in shown and f"request {list(sent)[0]}" in shown
     assert main(["explain", "900003", "--warehouse", str(warehouse), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["api_decisions"][0]["problem_fields"] == ["isPep"]
+    # recent() parses only the requests whose answer or refused ids hold the id's text: the same records as the view's.
+    folder = decisions.folder_for(warehouse)
+    everyone = _api_decisions(warehouse, "SELECT customer_id, list(request_id ORDER BY decided_at DESC, request_id) "
+                              "FROM api_decisions WHERE customer_id IS NOT NULL GROUP BY 1")  # fmt: skip
+    assert sum(len(request_ids) for _, request_ids in everyone) >= rated
+    for customer_id, request_ids in sorted(everyone)[:: max(1, len(everyone) // 8)]:  # a few, each 0.2 s
+        assert sorted(row["request_id"] for row in decisions.recent(folder, customer_id, limit=100)) == sorted(
+            request_ids), customer_id
     # And as an analyst asks: `segmentation sql`, read-only, its own view over the files as they are now.
     assert main(["sql", "SELECT outcome, count(*) AS records FROM api_decisions GROUP BY ALL ORDER BY 1",
                  "--warehouse", str(warehouse), "--format", "json"]) == 0  # fmt: skip

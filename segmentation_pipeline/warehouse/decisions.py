@@ -446,12 +446,19 @@ def create_decisions_view(connection: duckdb.DuckDBPyConnection, folder: Path) -
 
 def recent(folder: Path, customer_id: str, *, limit: int = 10, as_of: datetime | None = None) -> list[dict]:
     """The customer's latest API decisions (newest first), at or before ``as_of`` when given; [] when none."""
-    if not folder.is_dir() or not any(folder.glob("**/*.parquet")):
+    if not folder.is_dir() or not any(folder.glob("**/*.parquet")) or view_sql(folder) == _typed_empty():
         return []
-    records = view_sql(folder)
     moment = "" if as_of is None else "AND decided_at <= ?"
     connection = duckdb.connect()
     try:
+        # The days not compacted yet hold request rows whose answers the records' query parses: only those whose
+        # answer holds the id's text (or whose refused ids list it) are parsed; the records are then matched exactly.
+        connection.execute(
+            f"CREATE TEMP VIEW requests AS SELECT * FROM {_read(_glob(folder))} WHERE outcome IS NOT NULL "
+            f"OR list_contains(refused_ids, {literal(customer_id)}) "
+            f"OR contains(decode(response_body), {literal(customer_id)})"
+        )  # fmt: skip
+        records = records_sql("requests")
         cursor = connection.execute(
             f"SELECT decided_at, request_id, outcome, risk_tier, risk_score, cluster, rule_ids, model_version, "
             f"policy_version, api_key_id, [p.field FOR p IN coalesce(problems, [])] AS problem_fields "
