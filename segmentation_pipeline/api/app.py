@@ -397,31 +397,14 @@ def _results(parsed: CustomerBatch, loaded: LoadedModel) -> list[ScoreResultOut]
     table = scorer.reason_table(scored)
     reasons = list(map(ReasonOut, table.indicator, table.value, table.segment_typical, table.population_typical,
                        table.contribution))  # fmt: skip
-    columns = {
-        "customer_id": scored.customer_id.tolist(), "cluster": scored.cluster.tolist(),
-        "risk_tier": scored.risk_tier.tolist(), "segment_tier": scored.segment_tier.tolist(),
-        "tier_before_rules": scored.tier_before_rules.tolist(), "rating_basis": scored.rating.basis.tolist(),
-        "rule_ids": scorer.rule_ids(scored), "distance_to_centroid": scored.distance_to_centroid.tolist(),
-        "risk_score": scored.risk_score.tolist(),
-    }  # fmt: skip
     results = list(
-        map(
-            ScoreResultOut,
-            columns["customer_id"],
-            columns["cluster"],
-            columns["risk_tier"],
-            columns["segment_tier"],
-            columns["tier_before_rules"],
-            columns["rating_basis"],
-            columns["rule_ids"],
-            columns["distance_to_centroid"],
-            columns["risk_score"],
-            repeat(version),
-            table.per_customer_lists(reasons),
-        )  # fmt: skip
-    )
+        map(ScoreResultOut, scored.customer_id.tolist(), scored.cluster.tolist(), scored.risk_tier.tolist(),
+            scored.segment_tier.tolist(), scored.tier_before_rules.tolist(), scored.rating.basis.tolist(),
+            scorer.rule_ids(scored), scored.distance_to_centroid.tolist(), scored.risk_score.tolist(), repeat(version),
+            table.per_customer_lists(reasons))
+    )  # fmt: skip
     if log.isEnabledFor(logging.DEBUG):  # ids only: nothing else about a customer is ever logged
-        log.debug("scored %d customer(s) with %s: ids %s", len(results), version, columns["customer_id"][:20])
+        log.debug("scored %d customer(s) with %s: ids %s", len(results), version, scored.customer_id[:20].tolist())
     return results
 
 
