@@ -41,6 +41,12 @@ def default_warehouse_path() -> Path:
     return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE)
 
 
+def staging_dir(warehouse: Path) -> Path:
+    """Where a run copies its input before reading it (content-addressed, see ``ingestion.stage_file``): beside the
+    warehouse."""
+    return Path(warehouse).parent / "staging"
+
+
 def default_input_path() -> Path:
     """The workbook a run reads when none is named: $SEGMENTATION_INPUT, else the bundled sample."""
     return Path(os.environ.get(INPUT_ENV) or DEFAULT_SAMPLE)

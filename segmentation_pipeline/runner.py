@@ -8,12 +8,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from segmentation_pipeline.config import staging_dir
 from segmentation_pipeline.definitions import build_resources, defs
 from segmentation_pipeline.orchestration.failures import step_failure_reason
 from segmentation_pipeline.orchestration.partitions import EXPORTS, export_key
 from segmentation_pipeline.orchestration.progress import PROGRESS_HOOKS
 from segmentation_pipeline.orchestration.resources import SegmentationSettings
-from segmentation_pipeline.stages.ingestion import StagingError, stage_file
+from segmentation_pipeline.stages.ingestion import StagingError, read_ahead, stage_file
 from segmentation_pipeline.warehouse import Warehouse
 from segmentation_pipeline.warehouse.models import served_version
 from segmentation_pipeline.warehouse.store import WarehouseUnavailable
@@ -86,7 +87,7 @@ def execute_segmentation_job(
     beside the warehouse and added as a partition of ``exports`` (its key: the start of its SHA-256), as the drop
     folder's sensor does: the run reads that copy. Never raises on a failed run (check ``.success``); raises
     OSError when the file cannot be read at all."""
-    staged, sha = stage_file(input_path, Path(warehouse_path).parent / "staging")
+    staged, sha = stage_file(input_path, staging_dir(warehouse_path))
     key = export_key(sha)
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(EXPORTS.name, [key])
@@ -102,9 +103,10 @@ def execute_segmentation_job(
         # stream is for the UI's event log, not for a terminal or a test log.
         "loggers": {"terminal": {}} if show_progress else {"console": {"config": {"log_level": "WARNING"}}},
     }
-    return job.execute_in_process(
-        run_config=run_config, resources=resources, instance=instance, partition_key=key, raise_on_error=False
-    )
+    with read_ahead(staged, sheet, name=Path(input_path).name):  # read while Dagster sets the run up
+        return job.execute_in_process(
+            run_config=run_config, resources=resources, instance=instance, partition_key=key, raise_on_error=False
+        )
 
 
 def run_pipeline(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import time
 import zipfile
@@ -18,6 +19,7 @@ from segmentation_pipeline.stages.ingestion import (
     RawTable,
     excel_column_letter,
     file_sha256,
+    read_ahead,
     read_customer_file,
 )
 from segmentation_pipeline_tests import bad_files as bf
@@ -430,3 +432,51 @@ def test_ingestion_error_is_one_line_with_location() -> None:
 
 def test_excel_column_letters() -> None:
     assert [excel_column_letter(i) for i in (0, 25, 26, 33, 701, 702)] == ["A", "Z", "AA", "AH", "ZZ", "AAA"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading ahead (a run reads its staged copy while its libraries load)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_read_ahead_serves_one_read_of_the_unchanged_file(tmp_path: Path, files: dict[str, Path]) -> None:
+    path = tmp_path / "customers.xlsx"
+    path.write_bytes(files["good_xlsx"].read_bytes())
+    plain = read_customer_file(path, name="drop.xlsx")
+    with read_ahead(path, name="drop.xlsx") as ahead:
+        assert ahead is not None
+        with read_ahead(path, name="drop.xlsx") as inner:
+            assert inner is None  # nested: one read
+        taken = ahead.result()
+        # The bytes change but size, modification time and inode do not: only a read taken from the read-ahead can
+        # still see the old content (a staged copy is never rewritten; this only shows which read answered).
+        stat = path.stat()
+        with open(path, "r+b") as fh:
+            fh.write(b"\0" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert read_customer_file(path, name="drop.xlsx") is taken
+        with pytest.raises(IngestionError):  # the read-ahead served one read: this one reads the file as it is now
+            read_customer_file(path, name="drop.xlsx")
+    assert taken.rows() == plain.rows() and taken.source_file == "drop.xlsx" and taken.sha256 == plain.sha256
+
+
+def test_read_ahead_is_not_taken_for_another_file_sheet_or_a_changed_file(tmp_path: Path) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text("CustomerID,Gender,City\n1,M,LAHORE\n", encoding="utf-8")
+    with read_ahead(path) as ahead:
+        ahead.result()
+        assert read_customer_file(path, sheet="Other") is not ahead.result()  # another sheet: read on its own
+        path.write_text("CustomerID,Gender,City\n1,M,LAHORE\n2,F,KARACHI\n", encoding="utf-8")
+        assert read_customer_file(path).rows() == [["1", "M", "LAHORE"], ["2", "F", "KARACHI"]]
+
+
+def test_read_ahead_hands_over_the_refusal_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "notes.csv"
+    path.write_text("just,some\ntext,here\n", encoding="utf-8")
+    with pytest.raises(IngestionError) as plain:
+        read_customer_file(path)
+    with read_ahead(path) as ahead:
+        assert isinstance(ahead.exception(), IngestionError)
+        with pytest.raises(IngestionError) as taken:
+            read_customer_file(path)
+    assert str(taken.value) == str(plain.value)

@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 from segmentation_pipeline.stages.raw_table import HEADER_SCAN_ROWS as HEADER_SCAN_ROWS
@@ -48,7 +52,7 @@ from segmentation_pipeline.stages.readers_workbook import (
 from segmentation_pipeline.stages.readers_workbook import PASSWORD_PROTECTED as PASSWORD_PROTECTED
 
 # The ``name as name`` imports above are re-exports: importable from here, as before the readers moved out.
-__all__ = ["IngestionError", "RawTable", "file_sha256", "read_customer_file"]
+__all__ = ["IngestionError", "RawTable", "file_sha256", "read_ahead", "read_customer_file"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -119,6 +123,12 @@ def read_customer_file(
     """
     p = Path(path)
     name = name or p.name
+    if _AHEAD and (ahead := _take_ahead(_ahead_key(p, sheet, name, max_uncompressed_bytes, max_compression_ratio))):
+        return ahead.result()  # the table read ahead, or the same IngestionError / OSError the read raised
+    return _read(p, sheet, name, max_uncompressed_bytes, max_compression_ratio)
+
+
+def _read(p: Path, sheet: str | None, name: str, max_uncompressed_bytes: int, max_compression_ratio: float) -> RawTable:
     try:
         size = p.stat().st_size
     except FileNotFoundError:
@@ -142,3 +152,69 @@ def read_customer_file(
     if magic.startswith(_PARQUET_MAGIC):
         return read_parquet(p, name, sha)
     return read_csv(p, name, sha)
+
+
+# --- reading ahead ------------------------------------------------------------------------------------------------
+
+_AHEAD: dict[tuple, Future[RawTable]] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def _ahead_key(p: Path, sheet: str | None, name: str, *limits: float) -> tuple | None:
+    """Which read a read-ahead stands for: the file (as it is now: size, modification time, inode), sheet, name and
+    zip limits. None for a file that cannot be looked at: it is read (and refused) the usual way."""
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, sheet, name, *limits
+
+
+def _take_ahead(key: tuple | None) -> Future[RawTable] | None:
+    """The read started ahead for ``key``, taken: it serves one read, and the table is not held here meanwhile
+    (cleaning lets go of each text column as it parses it)."""
+    with _AHEAD_LOCK:
+        return _AHEAD.pop(key, None)
+
+
+@contextmanager
+def read_ahead(
+    path: str | Path,
+    sheet: str | None = None,
+    *,
+    name: str | None = None,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+) -> Iterator[Future[RawTable] | None]:
+    """Start :func:`read_customer_file` of ``path`` on a background thread and yield its future (None when an outer
+    block already reads the file, or it cannot be looked at); within the block, the first call with the
+    same arguments on an unchanged file takes that read's result (the table, or the error it raised) instead of
+    reading again. On leaving the block a result nobody took is dropped.
+
+    What it is for: a ``segmentation run`` spends its first seconds importing its libraries and setting up Dagster
+    (about 4 s), all of it Python holding the GIL; calamine's load of a sheet, pyarrow's and zlib's work and the
+    hashing release it, so the file is read on the other core meanwhile. Meant for a file nothing rewrites (a
+    staged copy); a file whose size, modification time or inode changed since is read again, from scratch. Nested
+    blocks of one file read it once."""
+    p = Path(path)
+    key = _ahead_key(p, sheet, name or p.name, max_uncompressed_bytes, max_compression_ratio)
+    future: Future[RawTable] | None = None
+    with _AHEAD_LOCK:
+        if key is not None and key not in _AHEAD:
+            future = _AHEAD[key] = Future()
+    if future is not None:
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(_read(p, sheet, name or p.name, max_uncompressed_bytes, max_compression_ratio))
+                except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it as its own
+                    future.set_exception(error)
+
+        threading.Thread(target=run, name="read-ahead", daemon=True).start()
+    try:
+        yield future
+    finally:
+        if future is not None:
+            with _AHEAD_LOCK:
+                _AHEAD.pop(key, None)
