@@ -26,7 +26,7 @@ def _warehouse(args: argparse.Namespace) -> Path:
 
 
 @contextmanager
-def _reading_ahead(input_path: Path, warehouse: Path, sheet: str | None) -> Iterator[None]:
+def reading_input_ahead(input_path: Path, warehouse: Path, sheet: str | None) -> Iterator[None]:
     """The input staged beside the warehouse (as the run stages it) and read ahead (``ingestion.read_ahead``) within
     the block. Anything in the way (no such file, a warehouse folder that cannot be written) skips this: the run
     itself then says what, in its one line."""
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"segmentation run: {input_path} -> {warehouse} (policy {policy.source} {policy.version})", file=sys.stderr,
           flush=True)  # fmt: skip
-    with _reading_ahead(input_path, warehouse, args.sheet):
+    with reading_input_ahead(input_path, warehouse, args.sheet):
         # Dagster, scikit-learn and the rest load (about 4 s, one core) while the file is read on the other.
         from segmentation_pipeline.orchestration.resources import SegmentationSettings
         from segmentation_pipeline.runner import open_run_history, run_pipeline
