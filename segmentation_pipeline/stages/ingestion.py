@@ -26,11 +26,11 @@ detection, table assembly) and ``cell_text`` (cell -> text).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tempfile
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,7 +52,7 @@ from segmentation_pipeline.stages.readers_workbook import (
 from segmentation_pipeline.stages.readers_workbook import PASSWORD_PROTECTED as PASSWORD_PROTECTED
 
 # The ``name as name`` imports above are re-exports: importable from here, as before the readers moved out.
-__all__ = ["IngestionError", "RawTable", "file_sha256", "read_ahead", "read_customer_file"]
+__all__ = ["IngestionError", "RawTable", "ReadAhead", "file_sha256", "read_ahead", "read_customer_file"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -124,7 +124,7 @@ def read_customer_file(
     p = Path(path)
     name = name or p.name
     if _AHEAD and (ahead := _take_ahead(_ahead_key(p, sheet, name, max_uncompressed_bytes, max_compression_ratio))):
-        return ahead.result()  # the table read ahead, or the same IngestionError / OSError the read raised
+        return ahead.take()  # the table read ahead, or the same IngestionError / OSError the read raised
     return _read(p, sheet, name, max_uncompressed_bytes, max_compression_ratio)
 
 
@@ -156,7 +156,40 @@ def _read(p: Path, sheet: str | None, name: str, max_uncompressed_bytes: int, ma
 
 # --- reading ahead ------------------------------------------------------------------------------------------------
 
-_AHEAD: dict[tuple, Future[RawTable]] = {}
+
+class ReadAhead:
+    """One read of a file started ahead (:func:`read_ahead`). :meth:`take` hands its table over once and keeps no
+    reference to it: cleaning lets go of each text column as it parses it, which nothing here may hold on to."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._outcome: tuple[RawTable | None, BaseException | None] | None = None
+
+    def _run(self, read: Callable[[], RawTable]) -> None:
+        try:
+            self._outcome = read(), None
+        except BaseException as error:  # noqa: BLE001 - handed to whoever takes the read, raised as its own
+            self._outcome = None, error
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the read has finished (with a table or an error)."""
+        return self._done.wait(timeout)
+
+    def take(self) -> RawTable:
+        """The table read (waiting for it), or the IngestionError / OSError the read raised."""
+        self._done.wait()
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            raise RuntimeError("a read-ahead serves one read")
+        table, error = outcome
+        if error is not None:
+            raise error
+        return table
+
+
+_AHEAD: dict[tuple, ReadAhead] = {}
 _AHEAD_LOCK = threading.Lock()
 
 
@@ -170,9 +203,8 @@ def _ahead_key(p: Path, sheet: str | None, name: str, *limits: float) -> tuple |
     return str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, sheet, name, *limits
 
 
-def _take_ahead(key: tuple | None) -> Future[RawTable] | None:
-    """The read started ahead for ``key``, taken: it serves one read, and the table is not held here meanwhile
-    (cleaning lets go of each text column as it parses it)."""
+def _take_ahead(key: tuple | None) -> ReadAhead | None:
+    """The read started ahead for ``key``, removed: it serves one read."""
     with _AHEAD_LOCK:
         return _AHEAD.pop(key, None)
 
@@ -185,11 +217,11 @@ def read_ahead(
     name: str | None = None,
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
     max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
-) -> Iterator[Future[RawTable] | None]:
-    """Start :func:`read_customer_file` of ``path`` on a background thread and yield its future (None when an outer
-    block already reads the file, or it cannot be looked at); within the block, the first call with the
-    same arguments on an unchanged file takes that read's result (the table, or the error it raised) instead of
-    reading again. On leaving the block a result nobody took is dropped.
+) -> Iterator[ReadAhead | None]:
+    """Start :func:`read_customer_file` of ``path`` on a background thread and yield it (None when an outer block
+    already reads the file, or it cannot be looked at); within the block, the first call with the same arguments on
+    an unchanged file takes that read's result (the table, or the error it raised) instead of reading again. On
+    leaving the block a result nobody took is dropped.
 
     What it is for: a ``segmentation run`` spends its first seconds importing its libraries and setting up Dagster
     (about 4 s), all of it Python holding the GIL; calamine's load of a sheet, pyarrow's and zlib's work and the
@@ -197,24 +229,19 @@ def read_ahead(
     staged copy); a file whose size, modification time or inode changed since is read again, from scratch. Nested
     blocks of one file read it once."""
     p = Path(path)
-    key = _ahead_key(p, sheet, name or p.name, max_uncompressed_bytes, max_compression_ratio)
-    future: Future[RawTable] | None = None
+    name = name or p.name
+    key = _ahead_key(p, sheet, name, max_uncompressed_bytes, max_compression_ratio)
+    ahead: ReadAhead | None = None
     with _AHEAD_LOCK:
         if key is not None and key not in _AHEAD:
-            future = _AHEAD[key] = Future()
-    if future is not None:
-
-        def run() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(_read(p, sheet, name or p.name, max_uncompressed_bytes, max_compression_ratio))
-                except BaseException as error:  # noqa: BLE001 - handed to the reader, who raises it as its own
-                    future.set_exception(error)
-
-        threading.Thread(target=run, name="read-ahead", daemon=True).start()
+            ahead = _AHEAD[key] = ReadAhead()
+    if ahead is not None:
+        read = functools.partial(_read, p, sheet, name, max_uncompressed_bytes, max_compression_ratio)
+        threading.Thread(target=ahead._run, args=(read,), name="read-ahead", daemon=True).start()
     try:
-        yield future
+        yield ahead
     finally:
-        if future is not None:
+        if ahead is not None:
             with _AHEAD_LOCK:
-                _AHEAD.pop(key, None)
+                if _AHEAD.get(key) is ahead:
+                    del _AHEAD[key]
