@@ -82,10 +82,13 @@ def _sample(stop):
 STOP = threading.Event()
 SAMPLER = threading.Thread(target=_sample, args=(STOP,), daemon=True)
 SAMPLER.start()
-import contextlib, json, resource, sys
+import contextlib, gc, json, resource, sys
 from pathlib import Path
 source, database = Path(sys.argv[1]), Path(sys.argv[2])
-try:  # as `segmentation run` does: the input is read while the libraries load (older checkouts: no read-ahead)
+# As `segmentation run` does (cli.cmd_run), for both checkouts alike: the collector of a one-shot process, start-up's
+# objects frozen, and (where the checkout has it) the input read while the libraries load.
+gc.set_threshold(50_000, 20, 20)
+try:
     from segmentation_pipeline.cli import reading_input_ahead
 except ImportError:
     reading_input_ahead = lambda *args: contextlib.nullcontext()
@@ -94,6 +97,7 @@ with reading_input_ahead(source, database, None):
     from segmentation_pipeline.runner import run_pipeline
     from segmentation_pipeline.warehouse import Warehouse
     IMPORTED = time.time()
+    gc.freeze()
     restarts = {"n_init": int(os.environ["BENCH_N_INIT"])} if os.environ.get("BENCH_N_INIT") else {}
     summary = run_pipeline(source, database, settings=SegmentationSettings(reference_date="2026-06-30", **restarts))
 ENDED = time.time()
