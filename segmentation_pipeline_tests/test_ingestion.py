@@ -21,6 +21,7 @@ from segmentation_pipeline.stages.ingestion import (
     file_sha256,
     read_ahead,
     read_customer_file,
+    stage_file,
 )
 from segmentation_pipeline_tests import bad_files as bf
 
@@ -483,3 +484,17 @@ def test_read_ahead_hands_over_the_refusal_unchanged(tmp_path: Path) -> None:
         with pytest.raises(IngestionError) as taken:
             read_customer_file(path)
     assert str(taken.value) == str(plain.value)
+
+
+def test_staging_twice_gives_the_same_copy_and_a_changed_file_a_new_one(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text("CustomerID,Gender\n1,M\n", encoding="utf-8")
+    first = stage_file(source, tmp_path / "staging")
+    assert stage_file(source, tmp_path / "staging") == first
+    assert first == (tmp_path / "staging" / f"{file_sha256(source)}.csv", file_sha256(source))
+    source.write_text("CustomerID,Gender\n1,M\n2,F\n", encoding="utf-8")
+    again = stage_file(source, tmp_path / "staging")
+    assert again != first and again[1] == file_sha256(source) and again[0].read_bytes() == source.read_bytes()
+    first[0].unlink()  # a staged copy removed (retention): staged anew
+    source.write_text("CustomerID,Gender\n1,M\n", encoding="utf-8")
+    assert stage_file(source, tmp_path / "staging") == first and first[0].is_file()
