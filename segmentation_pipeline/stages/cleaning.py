@@ -263,14 +263,23 @@ def _row_keys(frame: pd.DataFrame, rows: np.ndarray, key: np.ndarray | None = No
     needs memory for a few numbers per row rather than one per cell. ``key``: the rows' keys over other columns,
     extended here by ``frame``'s."""
     key = np.zeros(int(rows.sum()), dtype=np.int64) if key is None else key
+    bound = int(key.max(initial=0)) + 1  # every key is below it
     for name in frame.columns:
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
             codes = column.cat.codes.to_numpy()[rows].astype(np.int64) + 1  # -1 (missing) becomes 0
         else:
             codes = pd.factorize(column[rows], use_na_sentinel=False)[0].astype(np.int64)
-        key = pd.factorize(key * (int(codes.max(initial=0)) + 1) + codes)[0]  # < rows^2: no overflow below 3e9 rows
-    return key
+        size = int(codes.max(initial=0)) + 1
+        if bound * size > _KEY_LIMIT:  # the next column would not fit: the keys renumbered 0, 1, 2... first
+            key = pd.factorize(key)[0]
+            bound = int(key.max(initial=0)) + 1  # <= rows: rows^2 fits below 3e9 rows
+        key = key * size + codes  # columns packed until they fill 62 bits (flags and categories: many at a time)
+        bound *= size
+    return pd.factorize(key)[0]
+
+
+_KEY_LIMIT = 2**62
 
 
 def _channel_union(customer: np.ndarray, cells: pd.Series) -> list[list[str]]:
@@ -408,7 +417,7 @@ def clean_customers(
     repeated = np.bincount(customer)[customer] > 1
     channels = [schema.CHANNEL_COLUMN] if schema.CHANNEL_COLUMN in typed.columns else []
     others_key = np.full(len(typed), -1, dtype=np.int64)
-    others_key[repeated] = _row_keys(typed.drop(columns=channels), repeated)
+    others_key[repeated] = _row_keys(typed.drop(columns=[schema.ID_COLUMN, *channels]), repeated, customer[repeated])
     duplicated = np.zeros(len(typed), dtype=bool)
     duplicated[repeated] = pd.Series(_row_keys(typed[channels], repeated, others_key[repeated])).duplicated().to_numpy()
     report.count_rows("exact duplicate row", int(duplicated.sum()))
