@@ -187,6 +187,17 @@ def test_aliases_duplicate_columns_and_uninformative_columns() -> None:
     assert result.customers["exp_volume"].tolist() == [1000.0, 2000.0]
 
 
+def test_channels_are_dropped_only_when_no_customer_has_one() -> None:
+    empty = clean_customers(_raw([_customer(1, SubscribedChannels=None), _customer(2, SubscribedChannels="")]),
+                            reference_date=REFERENCE)  # fmt: skip
+    assert empty.report.dropped_columns["subscribed_channels"] == "all values empty"
+    assert "subscribed_channels" not in empty.customers.columns
+    last = clean_customers(_raw([_customer(1, SubscribedChannels=None), _customer(2, SubscribedChannels="Mobile")]),
+                           reference_date=REFERENCE)  # fmt: skip
+    assert "subscribed_channels" not in last.report.dropped_columns
+    assert [list(v) for v in last.customers["subscribed_channels"]] == [[], ["Mobile"]]
+
+
 def test_disagreeing_duplicate_column_reported_first_kept() -> None:
     raw = _raw(
         [
