@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import duckdb
@@ -11,7 +12,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from segmentation_pipeline.reporting import build_report, figures
+from segmentation_pipeline.reporting import build_report, figures, html
 from segmentation_pipeline.reporting.data import (
     NO_CHANNEL,
     ReportData,
@@ -190,18 +191,46 @@ def test_scatter_downsamples_by_tier_and_says_so() -> None:
     shares = big["risk_tier"].value_counts(normalize=True)
     np.testing.assert_allclose(sample["risk_tier"].value_counts(normalize=True)[shares.index], shares, atol=1e-3)
     centroids = pd.DataFrame({"cluster": [0, 1, 2], "pc1": [6.0, 1.5, -2.0], "pc2": [0.0, 0.0, 0.0]})
-    figure = figures.pca_scatter_figure(big, centroids, outlier_ids=big["customer_id"].head(5).tolist())
+    points = figures.pca_scatter_figure(big, centroids, outlier_ids=big["customer_id"].head(5).tolist())
+    figure, spec = points.figure, points.spec()
     tiers = [t for t in figure.data if t.name.endswith(" risk")]
     assert sum(len(t.x) for t in tiers) == len(sample)
     assert any("random sample of" in a.text for a in figure.layout.annotations)
     first = sample[sample["risk_tier"] == "High"].iloc[0]
-    assert tiers[0].customdata[0][0] == str(first["customer_id"])  # hover shows the customer id ...
-    assert tiers[0].customdata[0][3] == format_number(first["exp_volume"], money=True)  # ... and key values
+    hover = spec["data"][0]["customdata"]  # the written figure's tooltip values, one row per point
+    assert len(hover) == len(tiers[0].x)
+    assert hover[0][0] == str(first["customer_id"])  # hover shows the customer id ...
+    assert hover[0][3] == format_number(first["exp_volume"], money=True)  # ... and key values
     assert "customer %{customdata[0]}" in tiers[0].hovertemplate
-    assert len(next(t for t in figure.data if t.name.startswith("flagged outliers")).x) == 5
-    full = figures.pca_scatter_figure(big, centroids, max_points=None)
+    outliers = next(i for i, t in enumerate(figure.data) if t.name.startswith("flagged outliers"))
+    assert len(figure.data[outliers].x) == len(spec["data"][outliers]["customdata"]) == 5
+    assert "customdata" not in spec["data"][-1]  # the centroids: no tooltip values of their own
+    full = figures.pca_scatter_figure(big, centroids, max_points=None).figure
     assert sum(len(t.x) for t in full.data if t.name.endswith(" risk")) == len(big)
     assert not any("random sample" in (a.text or "") for a in full.layout.annotations)
+
+
+def test_scatter_is_written_as_plotly_would_write_it_with_the_values_inside() -> None:
+    segmented = make_segmented(300, seed=2)
+    centroids = pd.DataFrame({"cluster": [0, 1, 2], "pc1": [6.0, 1.5, -2.0], "pc2": [0.0, 0.0, 0.0]})
+    points = figures.pca_scatter_figure(segmented, centroids, outlier_ids=segmented["customer_id"].head(3).tolist())
+    whole = go.Figure(points.figure)  # the same figure with the values inside its traces, as plotly holds them
+    for index, rows in points.customdata.items():
+        whole.data[index].customdata = rows
+    written = html.figure_html(points, "figure-0", with_plotlyjs=False)
+    assert _plot_arguments(written) == _plot_arguments(html.figure_html(whole, "figure-0", with_plotlyjs=False))
+    assert 'style="height:620px' in written
+
+
+def _plot_arguments(div: str) -> list[object]:
+    """The div id, data, layout and config the div's script plots, as parsed JSON."""
+    decoder, position, arguments = json.JSONDecoder(), div.index("segmentationPlot(") + len("segmentationPlot("), []
+    for _ in range(4):
+        while div[position] in " ,\n":
+            position += 1
+        value, position = decoder.raw_decode(div, position)
+        arguments.append(value)
+    return arguments
 
 
 # --- profiles, heatmap ------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -28,3 +31,23 @@ def house_style(figure: go.Figure, title: str, height: int, **layout: object) ->
     settings.update(layout)  # a figure's own margin/legend replaces the house default
     figure.update_layout(**settings)
     return figure
+
+
+@dataclass(frozen=True)
+class PointsFigure:
+    """A figure and, beside it, the per-point tooltip values of some of its traces (trace index -> one row of
+    short texts per point), which the written figure holds as the traces' ``customdata``.
+
+    Plotly copies an object array value by value when a trace takes it and again when the figure is written: about
+    0.5 s for the map's 20,000 points of nine values each. Kept beside the figure, they go into its JSON once, as
+    it is written (:meth:`spec`)."""
+
+    figure: go.Figure
+    customdata: dict[int, np.ndarray]
+
+    def spec(self) -> dict[str, object]:
+        """The figure as plotly's JSON-ready dict with every trace's tooltip values in place."""
+        spec = self.figure.to_dict()
+        for index, rows in self.customdata.items():
+            spec["data"][index]["customdata"] = rows.tolist()
+        return spec

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from segmentation_pipeline.reporting.data import flag_values, format_number, tier_colour
-from segmentation_pipeline.reporting.figure_style import GRID, house_style
+from segmentation_pipeline.reporting.figure_style import GRID, PointsFigure, house_style
 from segmentation_pipeline.reporting.population import Population, as_population
 
 MAX_SCATTER_POINTS = 20_000
@@ -142,33 +142,37 @@ def pca_scatter_figure(
     max_points: int | None = MAX_SCATTER_POINTS,
     seed: int = 0,
     population: Population | None = None,
-) -> go.Figure:
+) -> PointsFigure:
     """Customers on the first two principal components coloured by tier, cluster centroids marked, flagged
     outliers ringed. Beyond ``max_points`` customers a stratified random sample is drawn and the chart says so.
+    Each customer's tooltip values (:func:`hover_fields`) are the points' ``customdata``, kept beside the figure.
 
     ``segmented`` may itself be a sample of the customers: ``population`` then gives the tiers, the cluster tiers
     and the customer count of everyone (by default ``segmented`` is everyone)."""
     population = population or as_population(segmented)
     sample = sample_for_scatter(segmented, max_points, seed)
     figure = go.Figure()
+    customdata: dict[int, np.ndarray] = {}
     # WebGL points (one canvas, fast at 20k); the report's plot helper turns them into SVG where WebGL is missing.
     for tier in population.tiers:
         points = sample[sample["risk_tier"] == tier]
+        customdata[len(figure.data)] = hover_fields(points)
         figure.add_trace(
             go.Scattergl(
                 x=points["pc1"].round(4), y=points["pc2"].round(4), mode="markers", name=f"{tier} risk",
                 marker={"color": tier_colour(tier), "size": 5, "opacity": 0.55, "line": {"width": 0}},
-                customdata=hover_fields(points), hovertemplate=HOVER_TEMPLATE,
+                hovertemplate=HOVER_TEMPLATE,
             )
         )  # fmt: skip
     outliers = segmented[segmented["customer_id"].isin(list(outlier_ids))]
     if len(outliers):
+        customdata[len(figure.data)] = hover_fields(outliers)
         figure.add_trace(
             go.Scatter(
                 x=outliers["pc1"].round(4), y=outliers["pc2"].round(4), mode="markers",
                 name=f"flagged outliers ({len(outliers):,})",
                 marker={"size": 10, "color": "rgba(0,0,0,0)", "line": {"color": "#111827", "width": 1.5}},
-                customdata=hover_fields(outliers), hovertemplate=HOVER_TEMPLATE,
+                hovertemplate=HOVER_TEMPLATE,
             )
         )  # fmt: skip
     if len(centroids):
@@ -195,5 +199,6 @@ def pca_scatter_figure(
         )  # fmt: skip
     figure.update_xaxes(title="PC1", gridcolor=GRID, zerolinecolor="#cbd5e1")
     figure.update_yaxes(title="PC2", gridcolor=GRID, zerolinecolor="#cbd5e1")
-    return house_style(figure, title, 620, margin={"l": 60, "r": 30, "t": 100, "b": 50},
-                       legend={"orientation": "h", "yanchor": "top", "y": -0.1, "x": 0})  # fmt: skip
+    house_style(figure, title, 620, margin={"l": 60, "r": 30, "t": 100, "b": 50},
+                legend={"orientation": "h", "yanchor": "top", "y": -0.1, "x": 0})  # fmt: skip
+    return PointsFigure(figure, customdata)

@@ -18,6 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from segmentation_pipeline.reporting.figure_style import PointsFigure
+
 PLOTLY_CONFIG = {
     "displaylogo": False,
     "responsive": True,
@@ -78,7 +80,8 @@ footer{color:var(--muted);font-size:12px;text-align:center;padding:8px 0 24px}
 """
 
 
-Block = go.Figure | str | list[go.Figure]  # a list: figures side by side (two per row on wide screens)
+Figure = go.Figure | PointsFigure
+Block = Figure | str | list[Figure | str]  # a list: figures side by side (two per row on wide screens)
 
 
 @dataclass
@@ -94,8 +97,8 @@ class Section:
 def count_figures(sections: Sequence[Section]) -> int:
     """How many figure divs the sections render (ids figure-0 ... figure-(n-1))."""
     blocks = [block for section in sections for block in section.blocks]
-    return sum(sum(isinstance(item, go.Figure) for item in block) if isinstance(block, list)
-               else isinstance(block, go.Figure) for block in blocks)  # fmt: skip
+    return sum(sum(isinstance(item, Figure) for item in block) if isinstance(block, list)
+               else isinstance(block, Figure) for block in blocks)  # fmt: skip
 
 
 def escape(value: object) -> str:
@@ -178,11 +181,13 @@ def plotlyjs_block() -> str:
     )
 
 
-def figure_html(figure: go.Figure, div_id: str, *, with_plotlyjs: bool) -> str:
+def figure_html(figure: Figure, div_id: str, *, with_plotlyjs: bool) -> str:
     """A figure's div and script; plotly.js inline only when ``with_plotlyjs`` (the first figure)."""
+    plotted = figure.figure if isinstance(figure, PointsFigure) else figure
     div = pio.to_html(
-        figure, full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
-        config=PLOTLY_CONFIG, default_width="100%", default_height=f"{figure.layout.height or 450}px",
+        figure.spec() if isinstance(figure, PointsFigure) else figure, validate=plotted is figure,
+        full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id, config=PLOTLY_CONFIG,
+        default_width="100%", default_height=f"{plotted.layout.height or 450}px",
     )  # fmt: skip
     div = div.replace("Plotly.newPlot(", "segmentationPlot(", 1)
     return (plotlyjs_block() if with_plotlyjs else "") + div
