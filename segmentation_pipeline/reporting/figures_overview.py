@@ -119,7 +119,9 @@ def hover_fields(points: pd.DataFrame) -> np.ndarray:
     def value(column: str, money: bool = False) -> list[str]:
         if column not in points.columns:
             return ["n/a"] * len(points)
-        return [format_number(v, money=money) for v in pd.to_numeric(points[column], errors="coerce").tolist()]
+        codes, distinct = pd.factorize(pd.to_numeric(points[column], errors="coerce"))  # each value written once
+        texts = [format_number(v, money=money) for v in distinct.tolist()] + ["n/a"]  # code -1 (missing): n/a
+        return [texts[code] for code in codes.tolist()]
 
     def flag(column: str) -> list[str]:
         if column not in points.columns:
