@@ -210,6 +210,14 @@ def test_scatter_downsamples_by_tier_and_says_so() -> None:
     assert not any("random sample" in (a.text or "") for a in full.layout.annotations)
 
 
+def test_hover_fields_write_each_value_as_format_number_does() -> None:
+    points = make_segmented(50, seed=3).head(6).copy()
+    points["exp_volume"] = [1500.0, np.nan, 1500.0, 2_100_000.0, np.nan, 7.0]
+    fields = figures.hover_fields(points)
+    assert fields[:, 3].tolist() == ["1.5K", "n/a", "1.5K", "2.1M", "n/a", "7"]
+    assert fields[:, 3].tolist() == [format_number(v, money=True) for v in points["exp_volume"]]
+
+
 def test_scatter_is_written_as_plotly_would_write_it_with_the_values_inside() -> None:
     segmented = make_segmented(300, seed=2)
     centroids = pd.DataFrame({"cluster": [0, 1, 2], "pc1": [6.0, 1.5, -2.0], "pc2": [0.0, 0.0, 0.0]})
