@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache, partial
-from itertools import chain
 from typing import Final
 
 import numpy as np
@@ -504,10 +503,13 @@ def parse_column(
     if texts is not None and n <= _SMALL:
         values, texts = texts.to_pylist(), None
     if texts is None and n > _SMALL:
-        native = _native_column(kind, values)
-        if native is not None:
+        if isinstance(values, np.ndarray):
+            native = _native_numbers(values) if kind is K_NUMBER else None
+        else:
+            native = _json_column(kind, values)
+        if type(native) is ParsedColumn:
             return native
-        texts = _python_text(kind, values)
+        texts = native
     if texts is not None:  # a file's column as Arrow text (or many Python texts): distinct values found by Arrow
         codes, uniques = arrow_text.factorize(texts)
         bulk = _bulk_distinct(kind, uniques, decimal)
@@ -641,58 +643,49 @@ def _iso_days(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 _NATIVE_NUMBER_TYPES: Final = frozenset({float, int, type(None)})
-_TEXT_TYPES: Final = frozenset({str, type(None)})
-_LIST_TYPES: Final = frozenset({list, type(None)})
 
 
-def _native_column(kind: Kind, values: Sequence[object] | np.ndarray) -> ParsedColumn | None:
-    """Many JSON numbers (no text) converted in one call, for the kinds whose parser reads every such value
-    alike: numbers (infinity stays infinite, as :func:`number` reads it), flags when all are 1, 0 or missing, ids
-    when all are whole numbers from 0 to 2^63 (their digits, as :func:`customer_id` writes them). None when the
-    column holds anything else: the parser reads it value by value (and names what it refuses)."""
-    if kind is K_NUMBER and isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        return ParsedColumn(values.astype(np.float64), _NO_ROWS, [])
-    if kind is not K_NUMBER and kind is not K_FLAG and kind is not K_ID:
-        return None
-    types = set(map(type, values))
-    if kind is K_ID:
-        if types != {int}:
+def _native_numbers(values: np.ndarray) -> ParsedColumn | None:
+    """Many numbers in a NumPy array (no text): converted in one call (infinity stays infinite, as :func:`number`
+    reads it)."""
+    if values.dtype.kind == "f":
+        array = values.astype(np.float64)
+    else:
+        if not set(map(type, values)) <= _NATIVE_NUMBER_TYPES:
             return None
         try:
-            whole = np.array(values, dtype=np.int64)
+            array = np.array(values, dtype=np.float64)  # None -> NaN
         except OverflowError:
-            return None  # beyond 2^63: the parser refuses it
-        if whole.min() < 0:
-            return None
-        return ParsedColumn(np.fromiter(map(str, values), dtype=object, count=len(values)), _NO_ROWS, [])
-    if not types <= (_NATIVE_NUMBER_TYPES if kind is K_NUMBER else {int, type(None)}):
-        return None
-    try:
-        array = np.array(values, dtype=np.float64)  # None -> NaN
-    except OverflowError:
-        return None  # an integer beyond float64: the per-value path names it
-    if kind is K_FLAG and not ((array == 0) | (array == 1) | np.isnan(array)).all():
-        return None
+            return None  # an integer beyond float64: the per-value path names it
     return ParsedColumn(array, _NO_ROWS, [])
 
 
-def _python_text(kind: Kind, values: Sequence[object] | np.ndarray) -> pa.Array | None:
-    """Many Python values that are all text (``str`` itself) or missing, as one Arrow text array, so that their
-    distinct values are found by Arrow as a file's are; for channels, lists of text too, each joined by commas
-    (as :func:`channels` reads a list). None for any other column (the per-value path reads it)."""
-    types = set(map(type, values))
+def _json_column(kind: Kind, values: Sequence[object]) -> ParsedColumn | pa.Array | None:
+    """Many values as a JSON decoder gives them, converted by Arrow in one pass where every value is of one JSON
+    type that the kind's parser reads alike: numbers (infinity stays infinite, as :func:`number` reads it), flags
+    when all are 1, 0 or missing, ids when all are whole numbers from 0 to 2^63 (their digits, as
+    :func:`customer_id` writes them): the parsed column. All text (or missing), or for channels all lists of text:
+    one Arrow text array (lists joined by commas, as :func:`channels` joins them), whose distinct values are then
+    found by Arrow as a file's are. None for any other column (booleans, mixed types: value by value)."""
     try:
-        if types <= _TEXT_TYPES:
-            return pa.array(values, pa.string())
-        if kind is K_CHANNELS and types <= _LIST_TYPES | _TEXT_TYPES and types & _LIST_TYPES:
-            parts = [value for value in values if type(value) is list]
-            if not set(map(type, chain.from_iterable(parts))) <= {str}:
-                return None
-            if types <= _LIST_TYPES:
-                return pc.binary_join(pa.array(values, pa.list_(pa.string())), ",")
-            return pa.array([",".join(value) if type(value) is list else value for value in values], pa.string())
-    except (pa.ArrowException, UnicodeError):  # text Arrow cannot hold (a lone surrogate): read value by value
+        array = pa.array(values)  # infers one type, or raises for a mix (a boolean among numbers, text and numbers)
+    except (pa.ArrowException, OverflowError, UnicodeError, TypeError, ValueError):
+        return None  # an int beyond 64 bits, a lone surrogate, a mix: the parser reads each and names what it refuses
+    kind_of_array = array.type
+    if pa.types.is_string(kind_of_array):
+        return array
+    if pa.types.is_int64(kind_of_array) or pa.types.is_floating(kind_of_array):
+        if kind is K_NUMBER:
+            return ParsedColumn(array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False), _NO_ROWS, [])
+        whole = pa.types.is_int64(kind_of_array)
+        if kind is K_FLAG and whole and pc.all(pc.is_in(array.drop_null(), pa.array([0, 1]))).as_py() is not False:
+            return ParsedColumn(array.to_numpy(zero_copy_only=False).astype(np.float64), _NO_ROWS, [])
+        if kind is K_ID and whole and array.null_count == 0 and pc.min(array).as_py() >= 0:
+            return ParsedColumn(pc.cast(array, pa.string()).to_numpy(zero_copy_only=False), _NO_ROWS, [])
         return None
+    listed = pa.types.is_list(kind_of_array) and pa.types.is_string(kind_of_array.value_type)
+    if kind is K_CHANNELS and listed and pc.list_flatten(array).null_count == 0:  # a null in a list is refused
+        return pc.binary_join(array, ",")
     return None
 
 
