@@ -166,7 +166,8 @@ def test_every_answer_is_recorded_and_a_graceful_stop_loses_nothing(
     assert sum(len(request_ids) for _, request_ids in everyone) >= rated
     for customer_id, request_ids in sorted(everyone)[:: max(1, len(everyone) // 8)]:  # a few, each 0.2 s
         assert sorted(row["request_id"] for row in decisions.recent(folder, customer_id, limit=100)) == sorted(
-            request_ids), customer_id
+            request_ids
+        ), customer_id
     # And as an analyst asks: `segmentation sql`, read-only, its own view over the files as they are now.
     assert main(["sql", "SELECT outcome, count(*) AS records FROM api_decisions GROUP BY ALL ORDER BY 1",
                  "--warehouse", str(warehouse), "--format", "json"]) == 0  # fmt: skip
@@ -427,3 +428,18 @@ def test_the_published_warehouse_has_the_view(trained_warehouse) -> None:  # noq
 def test_key_ids_never_hold_the_key() -> None:
     assert key_id(API_KEY).startswith("key-") and len(key_id(API_KEY)) == 16 and API_KEY not in key_id(API_KEY)
     assert key_id(API_KEY) != key_id(API_KEY + "x")
+
+
+def test_big_bodies_and_answers_are_written_as_received_between_small_ones(tmp_path: Path) -> None:
+    """A batch's megabytes of body and answer go into the segment without a copy (a chunk of their own): the
+    segment holds every request's bytes exactly, in order, big and small alike."""
+    log = DecisionLog(decisions.DecisionSettings(folder=tmp_path / "decisions"))
+    big = b'{"customers": [' + b" " * (3 << 20) + b"]}"
+    sent = [(b"{}", b'{"detail":[]}'), (big, b'{"detail":[]}'), (b"[1]", big + b" "), (big, big), (b"{", b"{}")]
+    for i, (body, answer) in enumerate(sent):
+        log.add(f"r{i}", None, body, 422, {"detail": []}, answer, time.perf_counter())
+    assert log.flush() == len(sent) and log.dropped == 0
+    (segment,) = (tmp_path / "decisions" / "segments").glob("*/*.parquet")
+    written = pq.read_table(segment)
+    assert written["request_id"].to_pylist() == [f"r{i}" for i in range(len(sent))]
+    assert list(zip(written["request_body"].to_pylist(), written["response_body"].to_pylist(), strict=True)) == sent

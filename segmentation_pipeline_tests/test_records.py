@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from segmentation_pipeline.stages import fields
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.records import RecordsInvalid, parse_records
@@ -175,3 +177,68 @@ def test_numbers_beyond_float_are_refused_in_small_and_big_batches() -> None:
         records[1]["ExpVolume"] = 2_500
         parsed = parse_records(records, reference_date=DAY, today=DAY)
         assert parsed.number("exp_volume").tolist() == [1_000.0, 2_500.0, *(1_000.0 + i for i in range(2, size))]
+
+
+def _one_by_one(kind: fields.Kind, values: list[object]) -> ParsedColumnLike:
+    """What the kind's parser gives each value alone: (parsed values, {row: Bad})."""
+    parsed = [fields.PARSERS[kind](value) for value in values]
+    return parsed, {row: p for row, p in enumerate(parsed) if type(p) is fields.Bad}
+
+
+ParsedColumnLike = tuple[list[object], dict[int, object]]
+
+
+def _assert_column_reads_as_each_value(kind: fields.Kind, values: list[object]) -> None:
+    column = fields.parse_column(kind, values)
+    expected, refused = _one_by_one(kind, values)
+    assert dict(zip(column.bad_rows.tolist(), column.bad, strict=True)) == refused, kind
+    for row, value in enumerate(expected):
+        if row in refused:
+            continue
+        got = column.values[row]
+        if kind in (fields.Kind.NUMBER, fields.Kind.FLAG, fields.Kind.DATE):
+            assert (value is None and np.isnan(got)) or got == value, (kind, values[row], got, value)
+        else:
+            assert got == value and type(got) is type(value), (kind, values[row], got, value)
+
+
+_NOT_ISO_DAYS = ["2023-02-29", "2023-04-31", "2023-13-01", "2023-00-10", "2023-04-00", "0000-01-01", "1799-12-31",
+                 "2200-01-01", "9999-12-31", " 2023-01-01", "2023-1-01", "02/01/1980", "N/A", "", True, 1, 40000.0,
+                 "2020-01-01"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        # ids: whole JSON numbers at once (their digits); anything else through the parser
+        (fields.Kind.ID, list(range(90)) + [2**63 - 1]),
+        (fields.Kind.ID, list(range(90)) + [2**63, -1, None, True, 1.0, "0012", " 77 ", "1e5"]),
+        # flags: 1 / 0 / missing at once; a 2, a boolean or text through the parser
+        (fields.Kind.FLAG, [0, 1, None] * 30),
+        (fields.Kind.FLAG, [0, 1, None, 2, True, False, "Y", 1.0, -0.0] * 10),
+        # dates: ISO texts of real days in 1800-2199 read by NumPy; the others by the parser
+        (fields.Kind.DATE, ["2023-02-28", "2024-02-29", None, "1800-01-01", "2199-12-31"] * 20),
+        (fields.Kind.DATE, _NOT_ISO_DAYS * 5),
+        # channels: lists of text joined as the parser joins them; a list holding anything else refused
+        (fields.Kind.CHANNELS, [["ATM", "MobileApp"], None, [], ["MobileApp", "ATM", "ATM"]] * 20),
+        (fields.Kind.CHANNELS, [["ATM"], None, ["A", None], "ATM,, x", ["a" * 600, "b" * 600], ["x", 1], 1, True] * 10),
+        # text columns: distinct values found by Arrow, a lone surrogate (Arrow cannot hold it) by the parser
+        (fields.Kind.CATEGORY, ["a", " b  c", None, "n/a", "x" * 1001] * 20),
+        (fields.Kind.CATEGORY, ["a", 1, True, 0, False, 1.0, "\ud800"] * 20),
+        (fields.Kind.NUMBER, ["1,000", "2.5", None, "abc", 3, 4.5, True] * 20),
+    ],
+)
+def test_a_column_at_once_reads_as_each_value_alone(kind: fields.Kind, values: list[object]) -> None:
+    """Many values of a request are read a column at a time (JSON numbers converted at once, texts matched and
+    factorised by Arrow): the same values and the same refusals as the parser one value at a time, a boolean
+    never taken for 1 or 0."""
+    assert len(values) > 64  # the column path, not the per-value one
+    _assert_column_reads_as_each_value(kind, values)
+
+
+def test_every_iso_day_of_the_plausible_years_reads_as_the_parser_reads_it() -> None:
+    first, last = date(1799, 12, 1).toordinal(), date(2200, 1, 31).toordinal()
+    days = [date.fromordinal(day).isoformat() for day in range(first, last + 1)]
+    _assert_column_reads_as_each_value(fields.Kind.DATE, days)
+    as_arrow = fields.parse_column(fields.Kind.DATE, pa.array(days, pa.large_string()))  # a file's column
+    np.testing.assert_array_equal(as_arrow.values, fields.parse_column(fields.Kind.DATE, days).values)

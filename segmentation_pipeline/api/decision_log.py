@@ -230,8 +230,8 @@ class DecisionLog:
             pa.array(statuses, pa.int16()),
             pa.array(latencies, pa.float64()),
             pa.array([known.get(version) for version in versions], pa.string()),
-            pa.array(bodies, pa.binary()),
-            pa.array(answers, pa.binary()),
+            _bytes_column(bodies),
+            _bytes_column(answers),
             pa.array(ids, REQUEST_SCHEMA.field("refused_ids").type),
             pa.nulls(len(entries), REQUEST_SCHEMA.field("input_hashes").type),
             pa.nulls(len(entries), pa.bool_()),
@@ -241,6 +241,32 @@ class DecisionLog:
         if self._duckdb is None:  # hash-only: one in-memory DuckDB for the flusher (a connection costs ~30 ms)
             self._duckdb = duckdb.connect(config={"threads": 1})
         return decisions.hash_inputs(table, self._duckdb), customers
+
+
+_OWN_CHUNK_BYTES = 1 << 20
+
+
+def _bytes_column(values: Sequence[bytes]) -> pa.Array | pa.ChunkedArray:
+    """The bodies or answers as one Arrow binary column. A big one (a batch's: megabytes) becomes a chunk of its
+    own over the bytes object itself, not copied: copying a 10,000-customer batch's 12 MB of body and answer into
+    fresh memory cost the server more in page faults than the copy itself (measured: ~30 ms of system time a
+    batch with the log on, ~9 ms with it off)."""
+    if max(map(len, values)) < _OWN_CHUNK_BYTES:
+        return pa.array(values, pa.binary())
+    chunks: list[pa.Array] = []
+    small: list[bytes] = []
+    for value in values:
+        if len(value) < _OWN_CHUNK_BYTES:
+            small.append(value)
+            continue
+        if small:
+            chunks.append(pa.array(small, pa.binary()))
+            small = []
+        offsets = pa.py_buffer(np.array([0, len(value)], dtype=np.int32))
+        chunks.append(pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(value)]))
+    if small:
+        chunks.append(pa.array(small, pa.binary()))
+    return pa.chunked_array(chunks, pa.binary())
 
 
 def _refused_ids(body: bytes) -> list[str | None]:

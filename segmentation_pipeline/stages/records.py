@@ -206,7 +206,7 @@ def parse_records(records: Sequence[object], *, reference_date: date, today: dat
 
 
 def parse_columns(
-    columns: dict[str, list[object]], spelled: dict[str, str], n: int, *, reference_date: date,
+    columns: dict[str, Sequence[object]], spelled: dict[str, str], n: int, *, reference_date: date,
     today: date | None = None,
 ) -> CustomerBatch:  # fmt: skip
     """:func:`parse_records` for records already transposed by the caller: ``columns`` maps canonical names to
@@ -219,7 +219,7 @@ def parse_columns(
 
 
 def _parse(
-    columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems, *, reference_date: date,
+    columns: dict[str, Sequence[object]], spelled: dict[str, str], n: int, problems: _Problems, *, reference_date: date,
     today: date | None,
 ) -> CustomerBatch:  # fmt: skip
     if n == 1:
@@ -249,7 +249,7 @@ def _parse(
 _Columns = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], list | None, np.ndarray]
 
 
-def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], problems: _Problems) -> _Columns:
+def _parse_one(columns: dict[str, Sequence[object]], spelled: dict[str, str], problems: _Problems) -> _Columns:
     """One record (the API's usual request): each value through its kind's parser, arrays built once at the end
     (``fields.parse_column`` over one value would build an array per field)."""
     parsers = fields.PARSERS
@@ -287,7 +287,7 @@ def _parse_one(columns: dict[str, list[object]], spelled: dict[str, str], proble
     return numbers, dates, categories, channels, ids
 
 
-def _parse_many(columns: dict[str, list[object]], spelled: dict[str, str], n: int, problems: _Problems) -> _Columns:
+def _parse_many(columns: dict[str, Sequence[object]], spelled: dict[str, str], n: int, problems: _Problems) -> _Columns:
     """Records column by column, each through ``fields.parse_column`` (over distinct values when many)."""
     numbers: dict[str, np.ndarray] = {}
     dates: dict[str, np.ndarray] = {}
