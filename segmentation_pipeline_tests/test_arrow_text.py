@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import field_columns, fields
 from segmentation_pipeline.stages.cell_text import cell_text, float_texts
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.fields import Kind
@@ -31,7 +31,7 @@ def _corpus() -> list[str | None]:
     return [*TRICKY_NUMBERS, *plain, *decimals, *grouped, None] * 2  # repeated: more than parse_column's few
 
 
-def _same(a: fields.ParsedColumn, b: fields.ParsedColumn) -> None:
+def _same(a: field_columns.ParsedColumn, b: field_columns.ParsedColumn) -> None:
     if a.values.dtype.kind == "f":
         np.testing.assert_array_equal(a.values, b.values)  # NaN where NaN, bit-equal floats elsewhere
     else:
@@ -43,8 +43,8 @@ def _same(a: fields.ParsedColumn, b: fields.ParsedColumn) -> None:
 @pytest.mark.parametrize("decimal", [fields.DECIMAL_POINT, fields.DECIMAL_COMMA])
 def test_numbers_read_from_arrow_text_exactly_as_one_by_one(decimal: str) -> None:
     values = _corpus()
-    arrow = fields.parse_column(Kind.NUMBER, pa.array(values, pa.large_string()), decimal=decimal)
-    python = fields.parse_column(Kind.NUMBER, np.array(values, dtype=object), decimal=decimal)
+    arrow = field_columns.parse_column(Kind.NUMBER, pa.array(values, pa.large_string()), decimal=decimal)
+    python = field_columns.parse_column(Kind.NUMBER, np.array(values, dtype=object), decimal=decimal)
     _same(arrow, python)
     for value, parsed in zip(values, arrow.values.tolist(), strict=True):  # and each as the per-value rule says
         expected = fields.number(value, decimal)
@@ -56,8 +56,8 @@ def test_numbers_read_from_arrow_text_exactly_as_one_by_one(decimal: str) -> Non
 
 def test_ids_read_from_arrow_text_exactly_as_one_by_one() -> None:
     values = [*_corpus(), "000123", "C-1/2", "A1", "1504161.0", "-5", "1.2e3", " 77 ", "x" * 70, "9" * 64, "9" * 65]
-    arrow = fields.parse_column(Kind.ID, pa.array(values, pa.large_string()))
-    python = fields.parse_column(Kind.ID, np.array(values, dtype=object))
+    arrow = field_columns.parse_column(Kind.ID, pa.array(values, pa.large_string()))
+    python = field_columns.parse_column(Kind.ID, np.array(values, dtype=object))
     _same(arrow, python)
 
 

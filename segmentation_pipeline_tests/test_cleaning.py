@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import field_columns, fields
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.fields import Kind
 from segmentation_pipeline.stages.ingestion import IngestionError
@@ -41,7 +41,7 @@ def _column(kind: Kind, values: list[object], *, many: bool) -> tuple[list[objec
     """One column through its kind's parser, either as a few values (one by one, as a request's) or repeated
     past the size where distinct values are parsed once (as a file's column): both must read the same."""
     repeat = 40 if many else 1
-    parsed = fields.parse_column(kind, values * repeat)
+    parsed = field_columns.parse_column(kind, values * repeat)
     return list(parsed.values[: len(values)]), len(parsed.bad) // repeat
 
 
@@ -96,7 +96,7 @@ def test_ids_are_text_as_exported(many: bool) -> None:
 def test_native_numbers_take_the_same_rules_as_text() -> None:
     """A big column of JSON numbers is converted in one call; infinity reads as text 'inf' does (infinite: the
     impossible-value rules refuse it, nothing imputes it)."""
-    parsed = fields.parse_column(Kind.NUMBER, [1.5, None, 3, float("inf")] * 30)
+    parsed = field_columns.parse_column(Kind.NUMBER, [1.5, None, 3, float("inf")] * 30)
     assert parsed.values[:3].tolist()[0] == 1.5 and np.isnan(parsed.values[1]) and parsed.values[2] == 3.0
     assert not parsed.bad and np.isinf(parsed.values[3])
     assert [fields.number(v) for v in ("inf", float("inf"), "-Infinity", "1e400")] == [np.inf, np.inf, -np.inf, np.inf]

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import field_columns, fields
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.ingestion import IngestionError, RawTable, read_customer_file
 from segmentation_pipeline.stages.raw_table import unique_labels
@@ -63,7 +63,7 @@ def test_parquet_channel_lists_read_as_channel_text(tmp_path: Path, header: str,
     lists = pa.array([["ATM", "MobileApp"], [], None], arrow_type)
     table = read_customer_file(_parquet(tmp_path, {header: lists}))
     assert table.texts(header) == ["ATM, MobileApp", None, None]
-    parsed = fields.parse_column(fields.Kind.CHANNELS, table.texts(header))
+    parsed = field_columns.parse_column(fields.Kind.CHANNELS, table.texts(header))
     assert parsed.values.tolist() == [("ATM", "MobileApp"), (), ()] and not parsed.bad
 
 

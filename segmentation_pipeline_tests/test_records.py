@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import field_columns, fields
 from segmentation_pipeline.stages.cleaning import clean_customers
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.records import RecordsInvalid, parse_records
@@ -189,7 +189,7 @@ ParsedColumnLike = tuple[list[object], dict[int, object]]
 
 
 def _assert_column_reads_as_each_value(kind: fields.Kind, values: list[object]) -> None:
-    column = fields.parse_column(kind, values)
+    column = field_columns.parse_column(kind, values)
     expected, refused = _one_by_one(kind, values)
     assert dict(zip(column.bad_rows.tolist(), column.bad, strict=True)) == refused, kind
     for row, value in enumerate(expected):
@@ -240,5 +240,5 @@ def test_every_iso_day_of_the_plausible_years_reads_as_the_parser_reads_it() -> 
     first, last = date(1799, 12, 1).toordinal(), date(2200, 1, 31).toordinal()
     days = [date.fromordinal(day).isoformat() for day in range(first, last + 1)]
     _assert_column_reads_as_each_value(fields.Kind.DATE, days)
-    as_arrow = fields.parse_column(fields.Kind.DATE, pa.array(days, pa.large_string()))  # a file's column
-    np.testing.assert_array_equal(as_arrow.values, fields.parse_column(fields.Kind.DATE, days).values)
+    as_arrow = field_columns.parse_column(fields.Kind.DATE, pa.array(days, pa.large_string()))  # a file's column
+    np.testing.assert_array_equal(as_arrow.values, field_columns.parse_column(fields.Kind.DATE, days).values)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages import arrow_text, fields
+from segmentation_pipeline.stages import arrow_text, field_columns, fields
 from segmentation_pipeline.stages.fields import Kind
 from segmentation_pipeline.stages.ingestion import IngestionError
 
@@ -171,7 +171,7 @@ def _parse_one(frame: pd.DataFrame, name: str, report: CleaningReport, source_ro
                source_sheets: np.ndarray | None) -> object:  # fmt: skip
     """One column parsed (see :func:`_parse_columns`)."""
     kind = fields.kind_of(name)
-    column = fields.parse_column(kind, _values(frame[name]), decimal=decimals.get(name, "."),
+    column = field_columns.parse_column(kind, _values(frame[name]), decimal=decimals.get(name, "."),
                                  order=orders.get(name, date_order), latest_year=reference_date.year)  # fmt: skip
     if kind is Kind.ID:
         _check_customer_ids(column, frame[name], source_rows, file, source_sheets)
@@ -186,7 +186,7 @@ def _parse_one(frame: pd.DataFrame, name: str, report: CleaningReport, source_ro
     return fields.ordinals_to_datetime64(column.values) if kind is Kind.DATE else _compact(kind, column)
 
 
-def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
+def _compact(kind: Kind, column: field_columns.ParsedColumn) -> object:
     """A parsed column as the cleaned table holds it. Parsed over distinct values (``codes``/``table``), text is
     built as Arrow strings and channel sets as a categorical of the distinct sets, without a Python object per row;
     otherwise the values as they are."""
@@ -203,7 +203,7 @@ def _compact(kind: Kind, column: fields.ParsedColumn) -> object:
     return pd.array(texts.cast(arrow_text.TEXT), dtype=arrow_text.STR_DTYPE)
 
 
-def _check_customer_ids(column: fields.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str,
+def _check_customer_ids(column: field_columns.ParsedColumn, raw_ids: pd.Series, source_rows: np.ndarray, file: str,
                         source_sheets: np.ndarray | None = None) -> None:  # fmt: skip
     """Every row needs a readable customer id: the first row without one refuses the file."""
     missing = np.equal(column.values, None)

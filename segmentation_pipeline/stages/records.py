@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 
 from segmentation_pipeline import schema
-from segmentation_pipeline.stages import fields
+from segmentation_pipeline.stages import field_columns, fields
 from segmentation_pipeline.stages.customers import CustomerBatch
 from segmentation_pipeline.stages.fields import FIELD_KINDS, K_CATEGORY, K_CHANNELS, K_DATE, K_ID
 
@@ -251,7 +251,7 @@ _Columns = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndar
 
 def _parse_one(columns: dict[str, Sequence[object]], spelled: dict[str, str], problems: _Problems) -> _Columns:
     """One record (the API's usual request): each value through its kind's parser, arrays built once at the end
-    (``fields.parse_column`` over one value would build an array per field)."""
+    (``field_columns.parse_column`` over one value would build an array per field)."""
     parsers = fields.PARSERS
     numeric_names: list[str] = []
     numeric_values: list[float] = []
@@ -288,7 +288,7 @@ def _parse_one(columns: dict[str, Sequence[object]], spelled: dict[str, str], pr
 
 
 def _parse_many(columns: dict[str, Sequence[object]], spelled: dict[str, str], n: int, problems: _Problems) -> _Columns:
-    """Records column by column, each through ``fields.parse_column`` (over distinct values when many)."""
+    """Records column by column, each through ``field_columns.parse_column`` (over distinct values when many)."""
     numbers: dict[str, np.ndarray] = {}
     dates: dict[str, np.ndarray] = {}
     categories: dict[str, np.ndarray] = {}
@@ -298,7 +298,7 @@ def _parse_many(columns: dict[str, Sequence[object]], spelled: dict[str, str], n
         kind = FIELD_KINDS[name]
         if n > 16 and values[0] is None and values[-1] is None and values.count(None) == n:
             continue  # a field no record gave
-        parsed = fields.parse_column(kind, values)
+        parsed = field_columns.parse_column(kind, values)
         if parsed.bad:
             label = spelled.get(name) or field_name_for(name)
             for row, bad in zip(parsed.bad_rows.tolist(), parsed.bad, strict=True):
