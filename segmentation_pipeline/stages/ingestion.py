@@ -81,13 +81,10 @@ def stage_file(path: str | Path, staging: str | Path) -> tuple[Path, str]:
     meanwhile, and the run stages it again (2 s of hashing for ten million customers). Returns (staged path,
     sha256)."""
     source, folder = Path(path), Path(staging)
-    try:
-        seen = source.stat()
-        key = (str(source.resolve()), seen.st_size, seen.st_mtime_ns, seen.st_ino, str(folder.resolve()))
-    except OSError:
-        key = None
+    seen = _identity(source)
+    key = None if seen is None else (*seen, str(folder.resolve()))
     done = _STAGED.get(key) if key is not None else None
-    if done is not None and done[0].is_file() and done[0].stat().st_size == seen.st_size:
+    if done is not None and done[0].is_file() and done[0].stat().st_size == seen[1]:
         return done
     with open(source, "rb") as fh:  # a missing or unreadable file is the caller's error, raised as it is
         try:
@@ -121,6 +118,16 @@ def stage_file(path: str | Path, staging: str | Path) -> tuple[Path, str]:
 
 
 _STAGED: dict[tuple, tuple[Path, str]] = {}  # what this process staged: stage_file's memory
+
+
+def _identity(path: Path) -> tuple[str, int, int, int] | None:
+    """A file as it is now: (resolved path, size, modification time in ns, inode); None for a file that cannot be
+    looked at (it is then read, or refused, the usual way)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def read_customer_file(
@@ -210,13 +217,9 @@ _AHEAD_LOCK = threading.Lock()
 
 
 def _ahead_key(p: Path, sheet: str | None, name: str, *limits: float) -> tuple | None:
-    """Which read a read-ahead stands for: the file (as it is now: size, modification time, inode), sheet, name and
-    zip limits. None for a file that cannot be looked at: it is read (and refused) the usual way."""
-    try:
-        st = p.stat()
-    except OSError:
-        return None
-    return str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, sheet, name, *limits
+    """Which read a read-ahead stands for: the file as it is now (:func:`_identity`), sheet, name and zip limits."""
+    seen = _identity(p)
+    return None if seen is None else (*seen, sheet, name, *limits)
 
 
 def _take_ahead(key: tuple | None) -> ReadAhead | None:
