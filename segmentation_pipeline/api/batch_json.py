@@ -2,8 +2,8 @@
 
 A 10,000-customer body decoded into dicts and then transposed into columns costs two passes over 300,000 Python
 objects. When every record uses the workbook's own headers (the 2023 export names: ``CustomerID``, ``isPep`` ...),
-msgspec decodes the body into slotted structs in C, and the columns (tuples) are those structs as tuples
-transposed by ``zip``, in C too: one pass over the records (a getter per field made 33 passes, as long as the
+msgspec decodes the body into slotted structs in C, and the columns (lists) are strided slices of those structs'
+values laid end to end, in C too: one pass over the records (a getter per field made 33 passes, as long as the
 decoding itself). Anything else (an alias spelling, an unknown field, a record that is not an object, a body that is not
 ``{"customers": [...]}`` or not JSON) makes :func:`batch_columns` return None, and the general path (orjson and
 ``parse_records``) handles the body and names the problem. A field no record gave reads as None in every record,
@@ -17,6 +17,7 @@ value), only the message shows the digits differently.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -47,6 +48,10 @@ def batch_columns(body: bytes, max_batch: int) -> tuple[dict[str, Sequence[objec
         return None
     if not 0 < len(customers) <= max_batch:
         return None
-    # One pass over the records (each a tuple in C), transposed by zip in C: a column per field, as tuples.
-    columns = dict(zip(_HEADERS, zip(*map(astuple, customers), strict=True), strict=True))
-    return columns, dict(_HEADERS), len(customers)
+    # One pass over the records (each a tuple in C) into one flat list, record after record; each column is then
+    # a strided slice of it (C too). Transposing with zip(*records) (10,000 iterators in step) was ~1.6x slower.
+    n, width = len(customers), len(_HEADERS)
+    flat = list(chain.from_iterable(map(astuple, customers)))
+    del customers
+    columns = {name: flat[i::width] for i, name in enumerate(_HEADERS)}
+    return columns, dict(_HEADERS), n
