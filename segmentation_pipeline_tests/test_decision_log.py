@@ -1,14 +1,17 @@
 """The API's decision log: every answer recorded, queryable as `api_decisions`, nothing lost on a graceful stop,
-nothing corrupt after kill -9, scoring unaffected by an unwritable folder; compaction, retention and their job.
+nothing corrupt after kill -9, scoring unaffected by an unwritable folder or a full disk; compaction, retention
+and their job.
 
 Two real servers (`segmentation serve` on 127.0.0.1), started together, on private copies of the trained
 warehouse; everything else in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -226,6 +229,54 @@ def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
             "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 25,
             "dropped": 0}  # fmt: skip
     assert _customers_in(settings.folder) == 25
+
+
+def test_a_full_disk_keeps_scoring_reports_degraded_and_loses_nothing_once_space_is_back(
+    trained_warehouse,  # noqa: ANN001
+    tmp_path: Path,
+    records: list[dict[str, object]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real full file system (a 1 MB tmpfs filled to the last byte), not a simulated error."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("cannot mount a file system here (needs root in a VM)")
+    try:
+        settings = decisions.DecisionSettings(folder=disk / "decisions", flush_seconds=0.05)
+        cache = ModelCache(trained_warehouse.path)
+        log = DecisionLog(settings, cache.policy_versions.get)
+        with TestClient(create_app(trained_warehouse.path, [API_KEY], cache=cache, decisions=log)) as client:
+            filler = disk / "filler"
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as sink:  # the folder exists; no room
+                while True:
+                    sink.write(b"x" * 4096)
+            for record in records[:5]:
+                assert client.post("/v1/score", json=record, headers=KEY).status_code == 200
+            assert client.post("/v1/score", json={"customers": records[:40]}, headers=KEY).status_code == 200
+            deadline = time.monotonic() + 10
+            while client.get("/healthz").json()["status"] != "degraded" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and health["decision_log"]["pending"] == 45
+            assert "No space left on device" in health["decision_log"]["error"]
+            assert sum("cannot write into" in r.getMessage() for r in caplog.records) == 1
+            assert not list(disk.glob("**/.*.tmp"))  # a failed segment leaves nothing half-written
+            assert client.post("/v1/score", json=records[5], headers=KEY).status_code == 200  # scoring goes on
+            filler.unlink()  # space is back: the records kept are written, nothing lost
+            deadline = time.monotonic() + 10
+            while client.get("/healthz").json()["status"] != "ok" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.get("/healthz").json()["decision_log"] | {"error": None} == {
+                "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 46,
+                "dropped": 0}  # fmt: skip
+        for path in disk.glob("**/*.parquet"):
+            pq.read_table(path)  # each one whole and valid
+        assert _customers_in(settings.folder) == 46
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False, capture_output=True)
 
 
 def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: list[dict[str, object]]  # noqa: ANN001
