@@ -17,6 +17,15 @@ it prints:
   ``PatternKNNImputer`` and by scikit-learn's exact ``KNNImputer`` (same k), and the held-out RMSE of each and
   their ratio are printed (target ours <= 1.02 x exact). ``bench_imputation.py`` does the same on a latent-factor
   matrix; this one on the customers' own features.
+
+At sizes the in-memory comparison cannot hold (ten million customers), the pipeline's own published output is
+measured instead: ``segmentation generate --rows N --out c.parquet`` writes the planted groups beside the export
+(``c.labels.csv``), ``segmentation run --input c.parquet --warehouse w.duckdb`` publishes the run, and
+
+    python benchmarks/bench_quality.py --warehouse w.duckdb --labels c.labels.csv
+
+prints the ARI of the published clusters, segment tiers and ratings (``cluster_assignments``) against them, joined
+by customer id in DuckDB.
 """
 
 from __future__ import annotations
@@ -182,6 +191,32 @@ def compare_fits(batch: CustomerBatch, planted: np.ndarray, args: argparse.Names
             print(f"  ({batch.n:,} customers <= fit_sample_size {args.sample_size:,}: the sample is everyone)")
 
 
+def published_against_planted(warehouse: Path, labels: Path) -> None:
+    """ARI of a published run's clusters, segment tiers and ratings against the generator's planted groups."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        [(published, planted_total)] = connection.sql(
+            "SELECT (SELECT count(*) FROM cluster_assignments), (SELECT count(*) FROM read_csv(?, all_varchar=true))",
+            params=[str(labels)],
+        ).fetchall()
+        columns = connection.sql(
+            "SELECT p.planted_group, c.cluster, c.segment_tier, c.risk_tier FROM cluster_assignments c"
+            " JOIN read_csv(?, all_varchar=true) p ON c.customer_id = p.customer_id",
+            params=[str(labels)],
+        ).to_arrow_table()
+    matched = columns.num_rows
+    log(f"{matched:,} of {published:,} published customers matched {planted_total:,} planted labels")
+    if matched < published:
+        sys.exit(f"{published - matched:,} published customers have no planted label in {labels}: the warehouse was "
+                 "not published from the export these labels belong to")  # fmt: skip
+    planted = pd.factorize(columns["planted_group"].to_numpy(zero_copy_only=False))[0]
+    print(f"\npublished run {warehouse} against the planted groups ({matched:,} customers; target ARI >= 0.9)")
+    for name in ("cluster", "segment_tier", "risk_tier"):
+        values = pd.factorize(columns[name].to_numpy(zero_copy_only=False))[0]
+        print(f"  ARI {name:<13}{adjusted_rand_score(planted, values):.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="customers generated and fitted")
@@ -192,7 +227,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-full-fit", action="store_true", help="only the sample fit (no fit on everyone)")
     parser.add_argument("--only-imputation", action="store_true", help="no fit: the imputation comparison only")
+    parser.add_argument("--warehouse", type=Path, help="a published warehouse: its ARI against --labels, nothing else")
+    parser.add_argument("--labels", type=Path, help="the planted groups `segmentation generate` wrote (*.labels.csv)")
     args = parser.parse_args()
+    if (args.warehouse is None) != (args.labels is None):
+        parser.error("--warehouse and --labels go together")
+    if args.warehouse is not None:
+        published_against_planted(args.warehouse, args.labels)
+        return
     print(f"quality at {args.rows:,} customers (seed {args.seed}), fit_sample_size {args.sample_size:,}, "
           f"n_init {args.n_init}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
