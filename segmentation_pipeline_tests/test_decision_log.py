@@ -199,6 +199,21 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_leaves_no_corrupt_segment
     assert _api_decisions(warehouse, "SELECT count(*) FROM api_decisions") == [(written,)]
 
 
+def _health_once(client: TestClient, status: str) -> dict:
+    """``/healthz`` as soon as its status is ``status`` (within 10 s: the flusher retries every 0.05 s)."""
+    deadline = time.monotonic() + 10
+    while (health := client.get("/healthz").json())["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return health
+
+
+def _assert_recovered(client: TestClient, written: int) -> None:
+    """The log writes again: everything kept while it could not is written, nothing waiting, nothing dropped."""
+    assert _health_once(client, "ok")["decision_log"] | {"error": None} == {
+        "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": written,
+        "dropped": 0}  # fmt: skip
+
+
 def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
     trained_warehouse,
     tmp_path: Path,
@@ -222,12 +237,7 @@ def test_an_unwritable_folder_keeps_scoring_reports_degraded_and_retries(
         assert "Not a directory" in error and str(blocker) not in error  # /healthz needs no key: no paths
         assert sum("cannot write into" in r.getMessage() for r in caplog.records) == 1  # one line, not one a second
         blocker.unlink()  # the problem goes away: the records kept are written, nothing lost
-        deadline = time.monotonic() + 10
-        while client.get("/healthz").json()["status"] != "ok" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert client.get("/healthz").json()["decision_log"] | {"error": None} == {
-            "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 25,
-            "dropped": 0}  # fmt: skip
+        _assert_recovered(client, written=25)
     assert _customers_in(settings.folder) == 25
 
 
@@ -256,22 +266,14 @@ def test_a_full_disk_keeps_scoring_reports_degraded_and_loses_nothing_once_space
             for record in records[:5]:
                 assert client.post("/v1/score", json=record, headers=KEY).status_code == 200
             assert client.post("/v1/score", json={"customers": records[:40]}, headers=KEY).status_code == 200
-            deadline = time.monotonic() + 10
-            while client.get("/healthz").json()["status"] != "degraded" and time.monotonic() < deadline:
-                time.sleep(0.05)
-            health = client.get("/healthz").json()
+            health = _health_once(client, "degraded")
             assert health["status"] == "degraded" and health["decision_log"]["pending"] == 45
             assert "No space left on device" in health["decision_log"]["error"]
             assert sum("cannot write into" in r.getMessage() for r in caplog.records) == 1
             assert not list(disk.glob("**/.*.tmp"))  # a failed segment leaves nothing half-written
             assert client.post("/v1/score", json=records[5], headers=KEY).status_code == 200  # scoring goes on
             filler.unlink()  # space is back: the records kept are written, nothing lost
-            deadline = time.monotonic() + 10
-            while client.get("/healthz").json()["status"] != "ok" and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert client.get("/healthz").json()["decision_log"] | {"error": None} == {
-                "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": 46,
-                "dropped": 0}  # fmt: skip
+            _assert_recovered(client, written=46)
         for path in disk.glob("**/*.parquet"):
             pq.read_table(path)  # each one whole and valid
         assert _customers_in(settings.folder) == 46
