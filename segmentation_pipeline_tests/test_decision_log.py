@@ -11,7 +11,6 @@ import contextlib
 import json
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from segmentation_pipeline.orchestration.decisions_maintenance import (
 from segmentation_pipeline.orchestration.resources import WarehouseResource
 from segmentation_pipeline.warehouse import decisions
 from segmentation_pipeline_tests.api_fixtures import API_KEY, file_records, server_log, start_server, stop_server
+from segmentation_pipeline_tests.mounts import tmpfs
 
 KEY = {"X-API-Key": API_KEY}
 
@@ -199,7 +199,7 @@ def test_kill_9_loses_at_most_the_unflushed_second_and_leaves_no_corrupt_segment
     assert _api_decisions(warehouse, "SELECT count(*) FROM api_decisions") == [(written,)]
 
 
-def _health_once(client: TestClient, status: str) -> dict:
+def _health_when(client: TestClient, status: str) -> dict:
     """``/healthz`` as soon as its status is ``status`` (within 10 s: the flusher retries every 0.05 s)."""
     deadline = time.monotonic() + 10
     while (health := client.get("/healthz").json())["status"] != status and time.monotonic() < deadline:
@@ -209,7 +209,7 @@ def _health_once(client: TestClient, status: str) -> dict:
 
 def _assert_recovered(client: TestClient, written: int) -> None:
     """The log writes again: everything kept while it could not is written, nothing waiting, nothing dropped."""
-    assert _health_once(client, "ok")["decision_log"] | {"error": None} == {
+    assert _health_when(client, "ok")["decision_log"] | {"error": None} == {
         "status": "ok", "mode": "full", "fail_closed": False, "error": None, "pending": 0, "written": written,
         "dropped": 0}  # fmt: skip
 
@@ -248,13 +248,7 @@ def test_a_full_disk_keeps_scoring_reports_degraded_and_loses_nothing_once_space
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A real full file system (a 1 MB tmpfs filled to the last byte), not a simulated error."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("cannot mount a file system here (needs root in a VM)")
-    try:
+    with tmpfs(tmp_path / "disk", "size=1m") as disk:
         settings = decisions.DecisionSettings(folder=disk / "decisions", flush_seconds=0.05)
         cache = ModelCache(trained_warehouse.path)
         log = DecisionLog(settings, cache.policy_versions.get)
@@ -266,7 +260,7 @@ def test_a_full_disk_keeps_scoring_reports_degraded_and_loses_nothing_once_space
             for record in records[:5]:
                 assert client.post("/v1/score", json=record, headers=KEY).status_code == 200
             assert client.post("/v1/score", json={"customers": records[:40]}, headers=KEY).status_code == 200
-            health = _health_once(client, "degraded")
+            health = _health_when(client, "degraded")
             assert health["status"] == "degraded" and health["decision_log"]["pending"] == 45
             assert "No space left on device" in health["decision_log"]["error"]
             assert sum("cannot write into" in r.getMessage() for r in caplog.records) == 1
@@ -277,8 +271,6 @@ def test_a_full_disk_keeps_scoring_reports_degraded_and_loses_nothing_once_space
         for path in disk.glob("**/*.parquet"):
             pq.read_table(path)  # each one whole and valid
         assert _customers_in(settings.folder) == 46
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=False, capture_output=True)
 
 
 def _answered_and_recorded(trained_warehouse, folder: Path, mode: str, records: list[dict[str, object]]  # noqa: ANN001

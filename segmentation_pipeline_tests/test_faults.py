@@ -22,6 +22,7 @@ from segmentation_pipeline.cli import main as cli_main
 from segmentation_pipeline.runner import run_pipeline
 from segmentation_pipeline.synthetic import generate_export, write_export
 from segmentation_pipeline_tests.automation_helpers import settings
+from segmentation_pipeline_tests.mounts import tmpfs
 from segmentation_pipeline_tests.snapshot_helpers import REPO, published_state, views_point_at_one_snapshot
 
 FAST = settings(n_init=2)
@@ -235,16 +236,7 @@ def test_an_unusable_warehouse_path_is_reported_at_once(tmp_path: Path, capsys: 
     assert time.monotonic() - started < 25  # no 30 s of lock retries (the run itself starts Dagster)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: warehouse {folder_as_path} is a directory, not a DuckDB file"]
-    readonly = tmp_path / "readonly"
-    readonly.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], check=True,
-                       capture_output=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("cannot mount a read-only file system here (needs root in a VM)")
-    try:
+    with tmpfs(tmp_path / "readonly", "ro,size=1m") as readonly:
         assert cli_main(["run", "--input", str(source), "--warehouse", str(readonly / "w.duckdb")]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "read-only" in errors[0] or "not writable" in errors[0], errors
-    finally:
-        subprocess.run(["umount", str(readonly)], check=False)
