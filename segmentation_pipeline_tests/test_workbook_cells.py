@@ -233,3 +233,43 @@ def test_cell_texts_reads_each_cell_as_the_per_cell_rule() -> None:
         column = np.empty(len(values), dtype=object)
         column[:] = values
         assert cell_texts(column).to_pylist() == [_old_cell(v) for v in values], values
+
+
+ERROR_FORMULAS = {"#DIV/0!": "=1/0", "#N/A": "=NA()", "#VALUE!": '="a"+1', "#REF!": "=#REF!", "#NAME?": "=nosuch()",
+                  "#NUM!": "=SQRT(-1)", "#NULL!": "=A1 B1"}  # fmt: skip
+
+
+def test_a_table_away_from_column_a_with_error_cells_is_the_table_python_calamine_reads(tmp_path: Path) -> None:
+    """An xlsx is streamed from column A (python-calamine-plus), which hands over an error cell's text; python-calamine
+    loads the used range (here from column C) and gives an error cell as an empty string. The table is the same:
+    the same rows and row numbers, an unnamed column keeps its own letter, and every error cell is an empty cell."""
+    path = tmp_path / "offset.xlsx"
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet("Customers")
+    ws.write_string(0, 3, "Export of 2026-11-30")  # a title in D1, row 2 blank
+    ws.write_row(2, 2, ["CustomerID", "ExpVolume", "", "City"])  # C3:F3, E3 without a header
+    for i, (error, formula) in enumerate(ERROR_FORMULAS.items()):
+        ws.write_number(3 + i, 2, 100 + i)
+        ws.write_formula(3 + i, 3, formula, None, error)
+        if i % 2:
+            ws.write_number(3 + i, 4, i)
+        ws.write_string(3 + i, 5, "LAHORE")
+    ws.write_row(3 + len(ERROR_FORMULAS), 2, [200, 12.5, None, "#DIV/0! is not a city"])
+    wb.close()
+    upstream = pc.CalamineWorkbook.from_path(str(path)).get_sheet_by_name("Customers")
+    assert upstream.start == (0, 2)  # the used range starts at column C
+    raw = read_workbook(path, "offset.xlsx", None, "0" * 64, "xlsx")
+    expected = _reference(path, ["Customers"])
+    assert raw.header_row == expected["header_row"] == 3
+    assert list(raw.frame.columns) == ["CustomerID", "ExpVolume", "column_E", "City"]
+    assert raw.source_rows.tolist() == expected["numbers"] == list(range(4, 12))
+    assert raw.rows() == expected["rows"]
+    assert [row[1] for row in raw.rows()] == [None] * len(ERROR_FORMULAS) + ["12.5"]
+    assert raw.rows()[-1][3] == "#DIV/0! is not a city"
+
+
+def test_an_excel_error_value_is_an_empty_cell_and_nothing_else_is() -> None:
+    values = [*ERROR_FORMULAS, "#GETTING_DATA", "#SPILL!", "#REF", "# N/A", "#n/a!", "N/A", "#DIV/0! x", "", "ok"]
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    assert cell_texts(column).to_pylist() == [None] * 9 + ["#REF", "# N/A", "#n/a!", "N/A", "#DIV/0! x", None, "ok"]

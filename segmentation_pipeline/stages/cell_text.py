@@ -23,6 +23,12 @@ from segmentation_pipeline.stages.arrow_text import TEXT
 _date = _dt.date
 _datetime = _dt.datetime
 
+# Excel's error values. A cell holding one (a formula that failed: =1/0, a lookup that found nothing) has no value:
+# the streaming xlsx reader hands over its text, python-calamine an empty string; both read as an empty cell.
+EXCEL_ERRORS = pa.array(
+    ["#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA", "#SPILL!", "#CALC!",
+     "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!"], type=TEXT)  # fmt: skip
+
 
 def cell_text(v: object) -> str | None:
     """The text of one non-``str`` cell value (``str`` cells are handled inline by the callers, for speed)."""
@@ -95,9 +101,9 @@ def float_texts(values: np.ndarray) -> pa.Array:
 
 def cell_texts(values: np.ndarray) -> pa.Array:
     """One column of workbook cells (calamine's Python values, an object array) -> Arrow text, null where a cell is
-    empty: ``str`` cells as they are (an empty string is an empty cell), floats by :func:`float_texts`, dates by
-    Arrow (ISO, as ``date.isoformat``), every other value (date-times, times, durations, booleans) by
-    :func:`cell_text`, once per distinct value.
+    empty: ``str`` cells as they are (an empty string or an Excel error value is an empty cell), floats by
+    :func:`float_texts`, dates by Arrow (ISO, as ``date.isoformat``), every other value (date-times, times,
+    durations, booleans) by :func:`cell_text`, once per distinct value.
 
     Calamine gives NaN or an infinity only for a hand-edited sheet (``<v>NaN</v>``): those read as ``nan``, ``inf``
     and ``-inf``, their Python text, as the workbook reader always read them (unlike :func:`cell_text`)."""
@@ -128,7 +134,8 @@ def _texts_of(t: type, values: np.ndarray) -> pa.Array:
     """Cells that are all of type ``t``, as text."""
     if t is str:
         text = pa.array(values, type=TEXT)
-        return pc.if_else(pc.equal(text, ""), pa.scalar(None, TEXT), text)
+        no_value = pc.or_(pc.equal(text, ""), pc.is_in(text, value_set=EXCEL_ERRORS))
+        return pc.if_else(no_value, pa.scalar(None, TEXT), text)
     if t is float:
         floats = values.astype(np.float64)
         text = float_texts(floats)

@@ -1,4 +1,5 @@
-"""Workbook readers: xlsx / xlsm (a zip) and legacy .xls (an OLE2 compound file), both read with python-calamine.
+"""Workbook readers: xlsx / xlsm (a zip), streamed with python-calamine-plus, and legacy .xls (an OLE2 compound file),
+loaded with python-calamine.
 
 A zip is checked for zip bombs from its central directory first, before any byte is decompressed; then every entry
 is inflated once, streamed and counted, to prove the directory told the truth (:func:`check_zip`).
@@ -9,10 +10,12 @@ in the same columns) and the same visibility is read with it as one table, in wo
 physical rows of each row's own sheet, i.e. what Excel shows in its row margin. A sheet whose last used row is the
 format's last row (Excel's 1,048,576; 65,536 in a legacy .xls) was probably cut off: the table carries a warning.
 
-Calamine holds a loaded sheet's cells in its own memory and hands them over as Python values a row at a time; they
-are taken :data:`~segmentation_pipeline.stages.raw_table.BLOCK_ROWS` rows at a time and converted column by column
-(``cell_text.cell_texts``) to Arrow text, so no Python text is made per cell and only one sheet's cells are in
-calamine's memory at a time.
+An xlsx sheet's rows come straight from the compressed file a row at a time, as Python values (python-calamine loads
+a whole sheet into its own memory first: 2.5 GB and twice the time for a full sheet); a sheet without a customer
+header is left after its first rows. The rows are taken ``raw_table.BLOCK_ROWS`` at a time and converted column by
+column (``cell_text.cell_texts``) to Arrow text, so no Python text is made per cell. The streaming reader gives an
+error cell (``#DIV/0!``) as its text and a whole number as an ``int`` where python-calamine gives an empty string
+and a ``float``: both read as the same text (``test_workbook_cells.py`` proves the tables equal).
 """
 
 from __future__ import annotations
@@ -184,66 +187,91 @@ def classify_ole(path: Path, name: str) -> str:
 
 
 def _open_workbook(path: Path, name: str, file_format: str):
-    import python_calamine as pc
+    """The workbook, opened with the streaming reader (python-calamine-plus) for xlsx / xlsm, python-calamine for a
+    legacy .xls; a misnamed file is sniffed by its content instead of its suffix."""
+    if file_format == "xls":
+        import python_calamine as pc
+    else:
+        import python_calamine_plus as pc
 
     try:
         suffix_ok = path.suffix.lower() in ({".xls"} if file_format == "xls" else {".xlsx", ".xlsm", ".xltx", ".xltm"})
         if suffix_ok:
             return pc.CalamineWorkbook.from_path(str(path))
-        with open(path, "rb") as fh:  # misnamed file: let calamine sniff the content instead of the suffix
+        with open(path, "rb") as fh:
             return pc.CalamineWorkbook.from_filelike(fh)
     except pc.PasswordError:
         raise IngestionError(PASSWORD_PROTECTED, file=name) from None
     except Exception as exc:
-        what = CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
-        raise IngestionError(f"{what}: {type(exc).__name__}: {exc}", file=name) from None
+        raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name) from None
 
 
-def _load_sheet(wb, sheet: str, name: str, file_format: str):
+def _name(member: object) -> str:
+    """An enum member's name (python-calamine and its streaming fork each have their own enum classes)."""
+    return str(member).rpartition(".")[2]
+
+
+def _corrupt(file_format: str) -> str:
+    return CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
+
+
+def _sheet_rows(wb, sheet: str, name: str, file_format: str) -> tuple[Iterator[list], int]:
+    """A worksheet's rows from physical row 1 down, as lists of calamine's Python values, and the column the first
+    value of a row is in (0 = column A).
+
+    xlsx / xlsm: streamed from the file a row at a time, from column A (the workbook's cells are never all in
+    memory, and a sheet without a customer header is left after its first rows). Legacy .xls: the sheet loaded
+    whole, its rows starting at the used range's first column (iter_rows pads the rows above the used range with
+    empty rows, so row i is physical row i + 1). A sheet calamine cannot read is one line naming file and sheet,
+    whenever the fault is met."""
     try:
-        return wb.get_sheet_by_name(sheet)
+        if file_format == "xls":
+            loaded = wb.get_sheet_by_name(sheet)
+            if loaded.start is None:  # no cell at all
+                rows, col_offset = iter(()), 0
+            else:
+                rows, col_offset = loaded.iter_rows(), loaded.start[1]
+        else:
+            rows, col_offset = iter(wb.stream_sheet_by_name(sheet)), 0
     except Exception as exc:
-        what = CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
-        raise IngestionError(f"{what}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
+        raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
+    return _reading(rows, name, sheet, file_format), col_offset
 
 
-def _sheet_head(sh) -> list[list[str | None]]:
-    """The first HEADER_SCAN_ROWS physical rows of a loaded sheet, converted to text."""
-    if sh.start is None:
-        return []
-    rows = sh.to_python(skip_empty_area=False, nrows=HEADER_SCAN_ROWS)
-    return _block(rows, 1).head(HEADER_SCAN_ROWS)
+def _reading(rows: Iterator[list], name: str, sheet: str, file_format: str) -> Iterator[list]:
+    try:
+        yield from rows
+    except Exception as exc:
+        raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
 
 
-def _header_key(sh, head: list[list[str | None]], h: int) -> tuple:
+def _header_key(col_offset: int, head: list[list[str | None]], h: int) -> tuple:
     """What makes two sheets one table: the header cells at the same columns (trailing empty cells ignored)."""
     cells = list(head[h])
     while cells and cells[-1] is None:
         cells.pop()
-    return sh.start[1], tuple(cells)
+    return col_offset, tuple(cells)
 
 
-def _sheet_blocks(sh) -> Iterator[Block]:
-    """A loaded sheet's rows from row 1 down, :data:`BLOCK_ROWS` at a time, as text columns.
-
-    iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1; columns start at
-    the used range's first column (sh.start[1]). Each block's cells are converted column by column
-    (:func:`cell_texts`): no Python text is made per cell, only the values calamine hands over."""
-    rows = sh.iter_rows()
-    first = 1
-    # The rows down to the header come first on their own: their text cells would make every column a mix of types.
-    size = HEADER_SCAN_ROWS
-    while window := list(itertools.islice(rows, size)):
+def _sheet_blocks(rows: Iterator[list], head: list[list] | None = None) -> Iterator[Block]:
+    """A sheet's rows (``head``: its first rows, already taken from ``rows``) :data:`BLOCK_ROWS` at a time, as text
+    columns. Each block's cells are converted column by column (:func:`cell_texts`): no Python text is made per
+    cell, only the values calamine hands over. The rows down to the header come first on their own: their text
+    cells would make every column a mix of types."""
+    head = list(itertools.islice(rows, HEADER_SCAN_ROWS)) if head is None else head
+    if head:
+        yield _block(head, 1)
+    first = len(head) + 1
+    while window := list(itertools.islice(rows, BLOCK_ROWS)):
         yield _block(window, first)
         first += len(window)
-        size = BLOCK_ROWS
 
 
 def _block(rows: list[list], first: int) -> Block:
     """Calamine rows (physical rows ``first``, ``first + 1``...) as a block of text columns."""
     width = max(map(len, rows), default=0)
     cells = np.empty((len(rows), width), dtype=object)
-    if any(len(r) != width for r in rows):  # calamine's rows are as wide as the sheet's used range; just in case
+    if any(len(r) != width for r in rows):  # rows are as wide as the sheet's used range; a hand-made file may not be
         cells[:] = ""
         for i, r in enumerate(rows):
             cells[i, : len(r)] = r
@@ -254,47 +282,45 @@ def _block(rows: list[list], first: int) -> Block:
 
 
 def _read_if_header(wb, sheet: str, name: str, file_format: str) -> tuple[tuple, int, int, list[Block]] | None:
-    """A worksheet with a customer id header in its first rows: (header key, known headers, height, its rows as
-    blocks); None for one without. Calamine's copy of the sheet is freed on return, before another is loaded."""
-    sh = _load_sheet(wb, sheet, name, file_format)
-    head = _sheet_head(sh)
+    """A worksheet with a customer id header in its first rows: (header key, known headers, rows read, its rows as
+    blocks); None for one without, which is left after its first rows."""
+    rows, col_offset = _sheet_rows(wb, sheet, name, file_format)
+    head_rows = list(itertools.islice(rows, HEADER_SCAN_ROWS))
+    head = _block(head_rows, 1).head(HEADER_SCAN_ROWS) if head_rows else []
     h = find_header(head)
     if h is None:
         return None
     _, known = score_header(head[h])
-    return _header_key(sh, head, h), known, sh.height, list(_sheet_blocks(sh))
+    blocks = list(_sheet_blocks(rows, head_rows))
+    height = int(blocks[-1].numbers[-1]) if blocks else 0
+    return _header_key(col_offset, head, h), known, height, blocks
 
 
 def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_format: str) -> RawTable:
     """The customer table of an xlsx/xls workbook: ``sheet`` by name (that sheet only), else the best-scoring
     worksheet together with the worksheets that continue it (same header row, same visibility), in workbook order."""
-    import python_calamine as pc
-
     wb = _open_workbook(path, name, file_format)
     try:
-        worksheets = [
-            m.name for m in wb.sheets_metadata if m.typ in (pc.SheetTypeEnum.WorkSheet, pc.SheetTypeEnum.MacroSheet)
-        ] or list(wb.sheet_names)
+        worksheets = [m.name for m in wb.sheets_metadata if _name(m.typ) in ("WorkSheet", "MacroSheet")] or list(
+            wb.sheet_names
+        )
         if sheet is not None:
             if sheet not in wb.sheet_names:
                 available = ", ".join(repr(s) for s in wb.sheet_names)
                 raise IngestionError(f"sheet {sheet!r} not found; available sheets: {available}", file=name)
             chosen = sheet
-            sh = _load_sheet(wb, chosen, name, file_format)
-            if sh.start is None:
+            rows, col_offset = _sheet_rows(wb, chosen, name, file_format)
+            head = list(itertools.islice(rows, HEADER_SCAN_ROWS))
+            if len(head) < HEADER_SCAN_ROWS and not any(v != "" and v is not None for row in head for v in row):
                 raise IngestionError("sheet is empty", file=name, sheet=chosen)
-            col_offset = sh.start[1]
-            # Only the generator keeps calamine's in-memory sheet alive now, so it is freed once its last block is
-            # converted.
-            parts = [(chosen, _sheet_blocks(sh))]
-            sh = None
+            parts = [(chosen, _sheet_blocks(rows, head))]
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
             # known headers (ties: visible before hidden, then more rows, then workbook order). Calamine loads a
             # whole sheet to show its first rows, so a sheet with a header is read (converted to text) while it is
             # loaded: the sheets that continue the customer sheet are not loaded twice, and only one sheet's cells
             # are in calamine's memory at a time.
-            visible = {m.name: m.visible == pc.SheetVisibleEnum.Visible for m in wb.sheets_metadata}
+            visible = {m.name: _name(m.visible) == "Visible" for m in wb.sheets_metadata}
             best_key: tuple | None = None
             chosen = None
             header_keys: dict[str, tuple] = {}
