@@ -199,6 +199,31 @@ def test_the_table_is_the_one_the_per_cell_reader_built(
     assert nan_row[:7] == edited
 
 
+def test_a_workbook_the_stream_cannot_read_is_loaded_whole_and_reads_the_same(
+    tricky: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A binary .xlsb is a zip the streaming reader refuses (StreamingNotSupported): its sheets are loaded whole, as
+    every workbook was before the stream. Here an xlsx whose stream is refused in the same way: same table."""
+    from python_calamine_plus import StreamingNotSupported
+
+    class Unstreamable:
+        def __init__(self, wb: object) -> None:
+            self._wb = wb
+
+        def __getattr__(self, attribute: str) -> object:
+            return getattr(self._wb, attribute)
+
+        def stream_sheet_by_name(self, name: str, **_: object) -> None:
+            raise StreamingNotSupported("streaming is only supported for xlsx / xlsm (and xltx / xltm) workbooks")
+
+    opened = readers_workbook._open_workbook
+    monkeypatch.setattr(readers_workbook, "_open_workbook", lambda *args: Unstreamable(opened(*args)))
+    raw = read_workbook(tricky, "tricky.xlsb", None, "0" * 64, "xlsx")
+    expected = _reference(tricky, ["Customers", "Customers (2)"])
+    assert raw.sheets == ["Customers", "Customers (2)"] and list(raw.frame.columns) == expected["labels"]
+    assert raw.source_rows.tolist() == expected["numbers"] and raw.rows() == expected["rows"]
+
+
 def test_a_header_alone_in_its_block_and_a_sheet_that_adds_no_rows(tmp_path: Path) -> None:
     path = tmp_path / "short.xlsx"
     wb = xlsxwriter.Workbook(str(path))

@@ -1,5 +1,5 @@
-"""Workbook readers: xlsx / xlsm (a zip), streamed with python-calamine-plus, and legacy .xls (an OLE2 compound file),
-loaded with python-calamine.
+"""Workbook readers: xlsx / xlsm (a zip), streamed with python-calamine-plus (a binary .xlsb, which it cannot stream,
+loaded whole by it), and legacy .xls (an OLE2 compound file), loaded with python-calamine.
 
 A zip is checked for zip bombs from its central directory first, before any byte is decompressed; then every entry
 is inflated once, streamed and counted, to prove the directory told the truth (:func:`check_zip`).
@@ -220,22 +220,24 @@ def _sheet_rows(wb, sheet: str, name: str, file_format: str) -> tuple[Iterator[l
     value of a row is in (0 = column A).
 
     xlsx / xlsm: streamed from the file a row at a time, from column A (the workbook's cells are never all in
-    memory, and a sheet without a customer header is left after its first rows). Legacy .xls: the sheet loaded
-    whole, its rows starting at the used range's first column (iter_rows pads the rows above the used range with
-    empty rows, so row i is physical row i + 1). A sheet calamine cannot read is one line naming file and sheet,
-    whenever the fault is met."""
+    memory, and a sheet without a customer header is left after its first rows). Legacy .xls, and a binary .xlsb
+    (a zip the stream cannot read): the sheet loaded whole, its rows starting at the used range's first column
+    (iter_rows pads the rows above the used range with empty rows, so row i is physical row i + 1). A sheet
+    calamine cannot read is one line naming file and sheet, whenever the fault is met."""
+    from python_calamine_plus import StreamingNotSupported
+
     try:
-        if file_format == "xls":
-            loaded = wb.get_sheet_by_name(sheet)
-            if loaded.start is None:  # no cell at all
-                rows, col_offset = iter(()), 0
-            else:
-                rows, col_offset = loaded.iter_rows(), loaded.start[1]
-        else:
-            rows, col_offset = iter(wb.stream_sheet_by_name(sheet)), 0
+        if file_format != "xls":
+            try:
+                return _reading(iter(wb.stream_sheet_by_name(sheet)), name, sheet, file_format), 0
+            except StreamingNotSupported:
+                pass
+        loaded = wb.get_sheet_by_name(sheet)
     except Exception as exc:
         raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
-    return _reading(rows, name, sheet, file_format), col_offset
+    if loaded.start is None:  # no cell at all
+        return iter(()), 0
+    return _reading(loaded.iter_rows(), name, sheet, file_format), loaded.start[1]
 
 
 def _reading(rows: Iterator[list], name: str, sheet: str, file_format: str) -> Iterator[list]:
