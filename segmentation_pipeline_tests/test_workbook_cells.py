@@ -298,3 +298,23 @@ def test_an_excel_error_value_is_an_empty_cell_and_nothing_else_is() -> None:
     column = np.empty(len(values), dtype=object)
     column[:] = values
     assert cell_texts(column).to_pylist() == [None] * 9 + ["#REF", "# N/A", "#n/a!", "N/A", "#DIV/0! x", None, "ok"]
+
+
+@pytest.mark.parametrize("options", [{"date_1904": True}, {"constant_memory": True}], ids=["1904-dates", "inline-text"])
+def test_workbooks_written_other_ways_read_as_python_calamine_reads_them(tmp_path: Path, options: dict) -> None:
+    """Dates counted from 1904 (old Mac Excel) and text written inline in the cells rather than in the shared
+    strings table (streaming writers): the stream reads what python-calamine reads."""
+    path = tmp_path / "other.xlsx"
+    wb = xlsxwriter.Workbook(str(path), options)
+    formats = {"date": wb.add_format({"num_format": "yyyy-mm-dd"}),
+               "datetime": wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss.000"})}  # fmt: skip
+    ws = wb.add_worksheet("Customers")
+    ws.write_row(0, 0, ["CustomerID", "DateofBirth", "CustomerSince", "City"])
+    for r in range(1, 40):
+        for c, v in enumerate([r, DATES[r % len(DATES)], DATETIMES[r % len(DATETIMES)], TEXTS[r % len(TEXTS)]]):
+            _write(ws, r, c, v, formats)
+    wb.close()
+    raw = read_workbook(path, "other.xlsx", None, "0" * 64, "xlsx")
+    expected = _reference(path, ["Customers"])
+    assert raw.rows() == expected["rows"] and raw.source_rows.tolist() == expected["numbers"]
+    assert raw.rows()[2][1:3] == [DATES[3].isoformat(), "2020-05-17T13:45:30"]  # row 4: 9999-12-31, a time of day
