@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -448,3 +449,31 @@ def test_honest_workbooks_pass_the_entry_check(tmp_path: Path) -> None:
     check_zip_entries(path, path.name, max_uncompressed_bytes=10_000_000)
     table = read_customer_file(path)
     assert len(table.frame) == 50 and table.frame["City"].eq("LAHORE").all()
+
+
+def _with_sheet_xml(path: Path, edit: Callable[[bytes], bytes]) -> Path:
+    """The workbook with its sheet XML edited; a well-formed zip (sizes and CRC-32 right), so only the XML is bad."""
+    edited = path.with_name(f"edited_{path.name}")
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(edited, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, edit(data) if info.filename == SHEET else data)
+    return edited
+
+
+@pytest.mark.parametrize(
+    ("how", "edit"),
+    [
+        # Cut just after a row: every row before the cut is well-formed, so a reader that stopped at the end of the
+        # text would hand over half the customers without a word. The sheet's data never closes: refused.
+        ("cut after a row", lambda xml: xml[: xml.index(b"</row>", len(xml) // 2) + len(b"</row>")]),
+        ("cut inside a cell", lambda xml: xml[: len(xml) // 2]),
+        ("garbage in a row", lambda xml: xml.replace(b"</row>", b'</row><row r="x"><c r="?" t="q"><v>&x;</v></c>', 1)),
+    ],
+)
+def test_a_sheet_whose_xml_is_broken_is_refused_in_one_line(tmp_path: Path, how: str, edit: Callable) -> None:
+    path = _with_sheet_xml(_workbook(tmp_path / "customers.xlsx"), edit)
+    message = _refusal(path)
+    assert message.startswith("edited_customers.xlsx, sheet 'Customers': not a valid xlsx workbook: the sheet cannot "
+                              "be read ("), message  # fmt: skip
+    assert "Error" not in message, message  # calamine's words, not its exception's name

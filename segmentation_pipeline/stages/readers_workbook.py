@@ -55,6 +55,8 @@ _PER_ENTRY_RATIO_MIN_BYTES = 1_000_000
 
 PASSWORD_PROTECTED = "workbook is password-protected; remove the password and export again"
 CORRUPT_XLSX = "not a valid xlsx workbook (corrupt zip)"
+CORRUPT_XLS = "not a readable legacy .xls workbook"
+UNREADABLE_SHEET = "{what}: the sheet cannot be read ({detail})"
 LYING_ZIP = "not a valid xlsx workbook (an entry is {} than its zip directory says); refused"
 _STREAM_CHUNK = 1 << 20  # bytes inflated per read when the entries are checked
 
@@ -212,7 +214,7 @@ def _name(member: object) -> str:
 
 
 def _corrupt(file_format: str) -> str:
-    return CORRUPT_XLSX if file_format == "xlsx" else "not a readable legacy .xls workbook"
+    return CORRUPT_XLSX if file_format == "xlsx" else CORRUPT_XLS
 
 
 def _sheet_rows(wb, sheet: str, name: str, file_format: str) -> tuple[Iterator[list], int]:
@@ -234,7 +236,7 @@ def _sheet_rows(wb, sheet: str, name: str, file_format: str) -> tuple[Iterator[l
                 pass
         loaded = wb.get_sheet_by_name(sheet)
     except Exception as exc:
-        raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
+        raise _unreadable_sheet(exc, name, sheet, file_format) from None
     if loaded.start is None:  # no cell at all
         return iter(()), 0
     return _reading(loaded.iter_rows(), name, sheet, file_format), loaded.start[1]
@@ -244,7 +246,15 @@ def _reading(rows: Iterator[list], name: str, sheet: str, file_format: str) -> I
     try:
         yield from rows
     except Exception as exc:
-        raise IngestionError(f"{_corrupt(file_format)}: {type(exc).__name__}: {exc}", file=name, sheet=sheet) from None
+        raise _unreadable_sheet(exc, name, sheet, file_format) from None
+
+
+def _unreadable_sheet(exc: Exception, name: str, sheet: str, file_format: str) -> IngestionError:
+    """A sheet calamine cannot read (its XML broken or cut short: the stream refuses a sheet that ends before its
+    data closes, so no row after the fault is silently missing), in one line with calamine's own words."""
+    what = "not a valid xlsx workbook" if file_format == "xlsx" else CORRUPT_XLS
+    detail = " ".join(str(exc).split()) or "no reason given"
+    return IngestionError(UNREADABLE_SHEET.format(what=what, detail=detail), file=name, sheet=sheet)
 
 
 def _header_key(col_offset: int, head: list[list[str | None]], h: int) -> tuple:
