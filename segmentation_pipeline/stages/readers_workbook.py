@@ -328,10 +328,9 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
             parts = [(chosen, _sheet_blocks(rows, head))]
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
-            # known headers (ties: visible before hidden, then more rows, then workbook order). Calamine loads a
-            # whole sheet to show its first rows, so a sheet with a header is read (converted to text) while it is
-            # loaded: the sheets that continue the customer sheet are not loaded twice, and only one sheet's cells
-            # are in calamine's memory at a time.
+            # known headers (ties: visible before hidden, then more rows, then workbook order). A sheet with a
+            # header is read (converted to text) as its first rows are scanned, so the sheets that continue the
+            # customer sheet are read once; a sheet without one is left after its first rows.
             visible = {m.name: _name(m.visible) == "Visible" for m in wb.sheets_metadata}
             best_key: tuple | None = None
             chosen = None
