@@ -104,6 +104,7 @@ def _measure(reader: str, path: str, trace: bool) -> dict[str, float]:
     tracemalloc peak."""
     import pandas  # noqa: F401  - imports are the baseline, not the reader's cost
     import python_calamine  # noqa: F401
+    import python_calamine_plus  # noqa: F401  - the xlsx stream since a89a059
 
     import segmentation_pipeline.stages.ingestion  # noqa: F401
 
