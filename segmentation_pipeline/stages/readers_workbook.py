@@ -54,10 +54,11 @@ DEFAULT_MAX_UNCOMPRESSED_BYTES = 2_000_000_000
 _PER_ENTRY_RATIO_MIN_BYTES = 1_000_000
 
 PASSWORD_PROTECTED = "workbook is password-protected; remove the password and export again"
-CORRUPT_XLSX = "not a valid xlsx workbook (corrupt zip)"
+NOT_XLSX = "not a valid xlsx workbook"
+CORRUPT_XLSX = f"{NOT_XLSX} (corrupt zip)"
 CORRUPT_XLS = "not a readable legacy .xls workbook"
 UNREADABLE_SHEET = "{what}: the sheet cannot be read ({detail})"
-LYING_ZIP = "not a valid xlsx workbook (an entry is {} than its zip directory says); refused"
+LYING_ZIP = NOT_XLSX + " (an entry is {} than its zip directory says); refused"
 _STREAM_CHUNK = 1 << 20  # bytes inflated per read when the entries are checked
 
 # The last row of a sheet: a sheet used down to it was most likely cut off by the program that wrote it.
@@ -252,7 +253,7 @@ def _reading(rows: Iterator[list], name: str, sheet: str, file_format: str) -> I
 def _unreadable_sheet(exc: Exception, name: str, sheet: str, file_format: str) -> IngestionError:
     """A sheet calamine cannot read (its XML broken or cut short: the stream refuses a sheet that ends before its
     data closes, so no row after the fault is silently missing), in one line with calamine's own words."""
-    what = "not a valid xlsx workbook" if file_format == "xlsx" else CORRUPT_XLS
+    what = NOT_XLSX if file_format == "xlsx" else CORRUPT_XLS
     detail = " ".join(str(exc).split()) or "no reason given"
     return IngestionError(UNREADABLE_SHEET.format(what=what, detail=detail), file=name, sheet=sheet)
 
@@ -265,15 +266,16 @@ def _header_key(col_offset: int, head: list[list[str | None]], h: int) -> tuple:
     return col_offset, tuple(cells)
 
 
-def _sheet_blocks(rows: Iterator[list], head: list[list] | None = None) -> Iterator[Block]:
-    """A sheet's rows (``head``: its first rows, already taken from ``rows``) :data:`BLOCK_ROWS` at a time, as text
-    columns. Each block's cells are converted column by column (:func:`cell_texts`): no Python text is made per
-    cell, only the values calamine hands over. The rows down to the header come first on their own: their text
-    cells would make every column a mix of types."""
-    head = list(itertools.islice(rows, HEADER_SCAN_ROWS)) if head is None else head
-    if head:
-        yield _block(head, 1)
-    first = len(head) + 1
+def _sheet_blocks(rows: Iterator[list], head: Block | None) -> Iterator[Block]:
+    """A sheet's rows as blocks of text columns: ``head`` (its first rows, already taken from ``rows`` and converted;
+    None when the sheet has none), then the rest :data:`BLOCK_ROWS` at a time. Each block's cells are converted
+    column by column (:func:`cell_texts`): no Python text is made per cell, only the values calamine hands over.
+    The rows down to the header are a block of their own: their text cells would make every column a mix of
+    types."""
+    first = 1
+    if head is not None:
+        yield head
+        first += len(head)
     while window := list(itertools.islice(rows, BLOCK_ROWS)):
         yield _block(window, first)
         first += len(window)
@@ -298,12 +300,13 @@ def _read_if_header(wb, sheet: str, name: str, file_format: str) -> tuple[tuple,
     blocks); None for one without, which is left after its first rows."""
     rows, col_offset = _sheet_rows(wb, sheet, name, file_format)
     head_rows = list(itertools.islice(rows, HEADER_SCAN_ROWS))
-    head = _block(head_rows, 1).head(HEADER_SCAN_ROWS) if head_rows else []
+    head_block = _block(head_rows, 1) if head_rows else None
+    head = head_block.head(HEADER_SCAN_ROWS) if head_block is not None else []
     h = find_header(head)
     if h is None:
         return None
     _, known = score_header(head[h])
-    blocks = list(_sheet_blocks(rows, head_rows))
+    blocks = list(_sheet_blocks(rows, head_block))
     height = int(blocks[-1].numbers[-1]) if blocks else 0
     return _header_key(col_offset, head, h), known, height, blocks
 
@@ -325,7 +328,7 @@ def read_workbook(path: Path, name: str, sheet: str | None, sha: str, file_forma
             head = list(itertools.islice(rows, HEADER_SCAN_ROWS))
             if len(head) < HEADER_SCAN_ROWS and not any(v != "" and v is not None for row in head for v in row):
                 raise IngestionError("sheet is empty", file=name, sheet=chosen)
-            parts = [(chosen, _sheet_blocks(rows, head))]
+            parts = [(chosen, _sheet_blocks(rows, _block(head, 1) if head else None))]
         else:
             # Score every worksheet's header; the customer sheet is the one with a customer id header and the most
             # known headers (ties: visible before hidden, then more rows, then workbook order). A sheet with a
