@@ -239,4 +239,4 @@ def test_an_unusable_warehouse_path_is_reported_at_once(tmp_path: Path, capsys: 
     with tmpfs(tmp_path / "readonly", "ro,size=1m") as readonly:
         assert cli_main(["run", "--input", str(source), "--warehouse", str(readonly / "w.duckdb")]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "read-only" in errors[0] or "not writable" in errors[0], errors
+        assert len(errors) == 1 and ("read-only" in errors[0] or "not writable" in errors[0]), errors
